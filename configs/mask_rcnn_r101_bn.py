@@ -1,0 +1,4 @@
+_base_ = 'mmdet::mask_rcnn/mask-rcnn_r101_fpn_1x_coco.py'
+custom_imports = dict(imports=['psbn_mmdet'], allow_failed_imports=False)
+model = dict(backbone=dict(norm_cfg=dict(type='BN', requires_grad=True)))
+custom_hooks = [dict(type='CollapseMonitorHook', interval=50)]

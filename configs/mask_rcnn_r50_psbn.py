@@ -1,0 +1,4 @@
+_base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
+custom_imports = dict(imports=['psbn_mmdet'], allow_failed_imports=False)
+model = dict(backbone=dict(norm_cfg=dict(type='psBN', requires_grad=True)))
+custom_hooks = [dict(type='PostShiftHook', interval=50)]

@@ -1,0 +1,295 @@
+"""The post-shift controller: detect dead channels, shift them, reset optimizer state.
+
+Usable from any PyTorch loop::
+
+    controller = PostShiftController(model, optimizer)
+    for batch in loader:
+        loss = model(batch); loss.backward()
+        optimizer.step(); optimizer.zero_grad()
+        controller.step()   # after optimizer.step(): the shift is "post"
+
+Every ``window`` steps of a layer, its window statistics are all-reduced across
+ranks (max of y by MAX, x̂ sums by SUM), the dead pre-ReLU channels are found,
+psBN layers post-shift them (:meth:`PostShiftMixin.post_shift_`) and the optimizer
+state of exactly those γ/β entries is reset.  The decision uses reduced
+statistics and identical parameters, so every rank shifts the same channels.
+
+With ``shift=False`` (or plain BN layers) the controller only monitors: plain BN
+layers get a forward hook that collects the same statistics, so a BN baseline
+logs the same dead-channel counts as a psBN run.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from .collapse import GAMMA_THRESHOLD, collapsed_gamma, per_stage
+from .norm import PSBN_TYPES, WindowStatistics, is_training_pass
+from .roles import PRE_RELU, STAGES, roles_from_model
+
+#: detection window (steps) for plain BN layers being monitored
+DEFAULT_WINDOW = 100
+#: optimizer-state keys holding first moments (zeroed on a shift)
+FIRST_MOMENTS = ('exp_avg', 'momentum_buffer')
+#: optimizer-state keys holding second moments
+SECOND_MOMENTS = ('exp_avg_sq', 'max_exp_avg_sq')
+OPTIMIZER_RESETS = ('zero', 'healthy', 'none')
+
+
+@dataclass
+class WindowResult:
+    """What one :meth:`PostShiftController.step` decided, per stage."""
+    step: int
+    dead: dict[str, int] = field(default_factory=dict)
+    shifted: dict[str, int] = field(default_factory=dict)
+
+
+def _unwrap_optimizers(optimizer) -> list[torch.optim.Optimizer]:
+    """Plain optimizers behind a torch optimizer or mmengine OptimWrapper(Dict)."""
+    if optimizer is None:
+        return []
+    if isinstance(optimizer, torch.optim.Optimizer):
+        return [optimizer]
+    if hasattr(optimizer, 'optim_wrappers'):  # OptimWrapperDict
+        return [w.optimizer for w in optimizer.optim_wrappers.values()]
+    if hasattr(optimizer, 'optimizer'):  # OptimWrapper
+        return [optimizer.optimizer]
+    if isinstance(optimizer, (list, tuple)):
+        return [o for item in optimizer for o in _unwrap_optimizers(item)]
+    raise TypeError(f'not an optimizer: {type(optimizer).__name__}')
+
+
+class PostShiftController:
+    """Detects dead pre-ReLU channels and post-shifts psBN layers.
+
+    Args:
+        model: the network (a detector, a backbone, any ``nn.Module``).
+        optimizer: torch optimizer or mmengine optim wrapper whose state of
+            shifted γ/β entries is reset; None to reset nothing.
+        shift: False to only monitor (count dead and collapsed channels).
+        window: detection window in steps for every layer; None uses each
+            psBN layer's own ``window`` (``DEFAULT_WINDOW`` for plain BN).
+        optimizer_reset: how shifted entries' optimizer state is reset:
+            ``'zero'`` zeroes every moment; ``'healthy'`` zeroes first moments
+            and sets second moments to the median of the layer's healthy
+            channels, so an adaptive optimizer takes ordinary-sized steps;
+            ``'none'`` leaves the state alone.
+    """
+
+    def __init__(self, model: nn.Module, optimizer=None, shift: bool = True,
+                 window: int | None = None, optimizer_reset: str = 'healthy',
+                 gamma_threshold: float = GAMMA_THRESHOLD) -> None:
+        if optimizer_reset not in OPTIMIZER_RESETS:
+            raise ValueError(f'optimizer_reset must be one of '
+                             f'{OPTIMIZER_RESETS}, got {optimizer_reset!r}')
+        if window is not None and (not isinstance(window, int) or window < 1):
+            raise ValueError(f'window must be an integer >= 1, got {window!r}')
+        self.optimizers = _unwrap_optimizers(optimizer)
+        self.shift = shift
+        self.window = window
+        self.optimizer_reset = optimizer_reset
+        self.gamma_threshold = gamma_threshold
+        self.roles = roles_from_model(model)
+        self.bns: dict[str, _BatchNorm] = {
+            name: module
+            for name, module in model.named_modules()
+            if isinstance(module, _BatchNorm)
+        }
+        self.pre_relu = [
+            name for name in self.bns if self.roles[name].role == PRE_RELU
+        ]
+        # ResNet stages first, then 'other' for BNs outside a ResNet
+        self.stages = STAGES + tuple(
+            sorted({r.stage for r in self.roles.values()} - set(STAGES)))
+        self.stats: dict[str, WindowStatistics] = {}
+        self._handles = []
+        for name in self.pre_relu:
+            bn = self.bns[name]
+            if isinstance(bn, PSBN_TYPES):
+                self.stats[name] = bn.window_stats
+            else:
+                self.stats[name] = WindowStatistics()
+                self._handles.append(
+                    bn.register_forward_hook(self._collect_hook(name)))
+        self.steps = 0
+        self.last_dead: dict[str, torch.Tensor] = {}
+        # per-channel history, for "recovered so far" and re-collapse studies
+        self.shift_counts: dict[str, torch.Tensor] = {}
+        self.last_shift_step: dict[str, torch.Tensor] = {}
+        self.recollapses = 0
+        self.steps_to_recollapse_sum = 0
+
+    def _collect_hook(self, name: str):
+        stats = self.stats[name]
+
+        def hook(bn, inputs, output):
+            if is_training_pass(bn):
+                stats.update(bn, inputs[0], output)
+
+        return hook
+
+    def close(self) -> None:
+        """Remove the forward hooks placed on plain BN layers."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    # ------------------------------------------------------------ decisions
+    def window_of(self, name: str) -> int:
+        if self.window is not None:
+            return self.window
+        return getattr(self.bns[name], 'window', DEFAULT_WINDOW)
+
+    def step(self) -> WindowResult | None:
+        """Count one optimizer step; at window ends, detect and shift.
+
+        Returns the window's result when any layer's window ended, else None.
+        """
+        self.steps += 1
+        due = [
+            name for name in self.pre_relu
+            if self.steps % self.window_of(name) == 0
+            and self.bns[name].affine and self.bns[name].weight.requires_grad
+        ]
+        if not due:
+            return None
+        self._all_reduce(due)
+        result = WindowResult(self.steps)
+        dead_pairs, shifted_pairs = [], []
+        for name in due:
+            bn, stats = self.bns[name], self.stats[name]
+            if stats.batches == 0:
+                continue
+            dead = stats.dead_channels()
+            self.last_dead[name] = dead
+            dead_pairs.append((self.roles[name].stage, dead.sum()))
+            if self.shift and isinstance(bn, PSBN_TYPES) and dead.any():
+                shifted = bn.post_shift_(dead)
+                self._reset_optimizer_state(bn, shifted, dead)
+                self._record_shift(name, shifted)
+                shifted_pairs.append((self.roles[name].stage, shifted.sum()))
+            stats.reset()
+        result.dead = per_stage(dead_pairs, self.stages)
+        result.shifted = per_stage(shifted_pairs, self.stages)
+        return result
+
+    @staticmethod
+    def _distributed() -> bool:
+        return (dist.is_available() and dist.is_initialized()
+                and dist.get_world_size() > 1)
+
+    def _all_reduce(self, names: list[str]) -> None:
+        """Make every rank's window statistics the global ones."""
+        if not self._distributed():
+            return
+        maxes, sums = [], []
+        for name in names:
+            bn, stats = self.bns[name], self.stats[name]
+            c, device = bn.num_features, bn.weight.device
+            if stats.max is None:
+                maxes.append(torch.full((c, ), -torch.inf, device=device))
+                sums.append(torch.zeros(3 * c + 1, device=device))
+            else:
+                maxes.append(stats.max)
+                sums.append(torch.cat([
+                    stats.xhat_sum, stats.xhat_sqsum, stats.nonfinite,
+                    torch.tensor([float(stats.batches)], device=device)
+                ]))
+        maxes, sums = torch.cat(maxes), torch.cat(sums)
+        dist.all_reduce(maxes, op=dist.ReduceOp.MAX)
+        dist.all_reduce(sums, op=dist.ReduceOp.SUM)
+        for name, m, s in zip(names, maxes.split(
+            [self.bns[n].num_features for n in names]),
+                              sums.split([
+                                  3 * self.bns[n].num_features + 1
+                                  for n in names
+                              ])):
+            stats = self.stats[name]
+            c = self.bns[name].num_features
+            stats.max = m
+            stats.xhat_sum, stats.xhat_sqsum, stats.nonfinite = (s[:c],
+                                                                 s[c:2 * c],
+                                                                 s[2 * c:3 * c])
+            stats.batches = int(s[3 * c].item())
+
+    @torch.no_grad()
+    def _reset_optimizer_state(self, bn: _BatchNorm, shifted: torch.Tensor,
+                               dead: torch.Tensor) -> None:
+        if self.optimizer_reset == 'none' or not shifted.any():
+            return
+        for optimizer in self.optimizers:
+            for param in (bn.weight, bn.bias):
+                state = optimizer.state.get(param)
+                if not state:
+                    continue
+                for key, value in state.items():
+                    if not (torch.is_tensor(value)
+                            and value.shape == param.shape):
+                        continue
+                    if (self.optimizer_reset == 'healthy'
+                            and key in SECOND_MOMENTS and (~dead).any()):
+                        value[shifted] = value[~dead].median()
+                    else:
+                        value[shifted] = 0
+
+    def _record_shift(self, name: str, shifted: torch.Tensor) -> None:
+        counts = self.shift_counts.setdefault(
+            name, torch.zeros(shifted.numel(), dtype=torch.long))
+        last = self.last_shift_step.setdefault(
+            name, torch.full((shifted.numel(), ), -1, dtype=torch.long))
+        shifted = shifted.cpu()
+        again = shifted & (last >= 0)
+        self.recollapses += int(again.sum())
+        self.steps_to_recollapse_sum += int((self.steps - last[again]).sum())
+        counts += shifted.long()
+        last[shifted] = self.steps
+
+    # -------------------------------------------------------------- reports
+    def collapsed_gamma_by_stage(self) -> dict[str, int]:
+        """Channels with |γ| < threshold per stage, over every BN."""
+        return per_stage(((self.roles[name].stage,
+                           collapsed_gamma(bn.weight,
+                                           self.gamma_threshold).sum())
+                          for name, bn in self.bns.items() if bn.affine),
+                         self.stages)
+
+    def dead_by_stage(self) -> dict[str, int]:
+        """Pre-ReLU channels dead in each layer's last completed window."""
+        return per_stage(((self.roles[name].stage, dead.sum())
+                          for name, dead in self.last_dead.items()),
+                         self.stages)
+
+    def recovered_by_stage(self) -> dict[str, int]:
+        """Shifts applied so far, per stage (a channel may count repeatedly)."""
+        return per_stage(((self.roles[name].stage, counts.sum())
+                          for name, counts in self.shift_counts.items()),
+                         self.stages)
+
+    # ---------------------------------------------------------------- state
+    def state_dict(self) -> dict:
+        return dict(
+            steps=self.steps,
+            shift_counts={k: v.tolist() for k, v in self.shift_counts.items()},
+            last_shift_step={
+                k: v.tolist()
+                for k, v in self.last_shift_step.items()
+            },
+            recollapses=self.recollapses,
+            steps_to_recollapse_sum=self.steps_to_recollapse_sum)
+
+    def load_state_dict(self, state: dict) -> None:
+        self.steps = int(state['steps'])
+        self.shift_counts = {
+            k: torch.tensor(v, dtype=torch.long)
+            for k, v in state['shift_counts'].items()
+        }
+        self.last_shift_step = {
+            k: torch.tensor(v, dtype=torch.long)
+            for k, v in state['last_shift_step'].items()
+        }
+        self.recollapses = int(state['recollapses'])
+        self.steps_to_recollapse_sum = int(state['steps_to_recollapse_sum'])

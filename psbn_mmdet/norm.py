@@ -1,0 +1,252 @@
+"""Post-shifted batch normalization (psBN): BN that can bring dead channels back.
+
+The forward pass is exactly BatchNorm (same op, same parameters and buffers,
+same state-dict keys).  On top of it, while gradients are enabled and the layer's
+affine parameters train, the layer keeps cheap per-channel statistics over the
+current *detection window* (:class:`WindowStatistics`):
+
+* the maximum of the BN output ``y`` over every element seen;
+* the mean and second moment of the normalized input ``x̂`` (batch statistics
+  give ``m = 0, s = 1``; frozen running statistics, as in mmdet's
+  ``norm_eval=True`` finetuning, give whatever the data measures).
+
+A :class:`~psbn_mmdet.controller.PostShiftController` reads those statistics at the
+end of each window, all-reduces them across ranks and calls :meth:`post_shift_`
+on dead pre-ReLU channels.  The layer alone never changes its parameters.
+
+None of the bookkeeping is in the state dict, so checkpoints are plain BN checkpoints
+in both directions (BN -> psBN -> BN is lossless).
+"""
+from __future__ import annotations
+
+import math
+from statistics import NormalDist
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+PSBN_OPTIONS = ('window', 'active_fraction', 'gamma_min')
+
+
+def _validate_options(cls_name: str, window, active_fraction, gamma_min,
+                      unknown: dict) -> None:
+    """Raise a one-line error naming the first bad psBN option."""
+    if unknown:
+        known = ', '.join(PSBN_OPTIONS)
+        raise TypeError(f'{cls_name}: unknown option {sorted(unknown)[0]!r} '
+                        f'(psBN options are {known}, plus BatchNorm\'s own)')
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        raise ValueError(
+            f'{cls_name}: window must be an integer >= 1, got {window!r}')
+    if (isinstance(active_fraction, bool)
+            or not isinstance(active_fraction, (int, float))
+            or not 0.0 < active_fraction < 0.5):
+        raise ValueError(f'{cls_name}: active_fraction must be in (0, 0.5), '
+                         f'got {active_fraction!r}')
+    if gamma_min is not None and (
+            isinstance(gamma_min, bool)
+            or not isinstance(gamma_min, (int, float))
+            or not 0.0 < gamma_min < math.inf):
+        raise ValueError(f'{cls_name}: gamma_min must be None (relative to the '
+                         f'layer) or a positive number, got {gamma_min!r}')
+
+
+def is_training_pass(bn: _BatchNorm) -> bool:
+    """True when a forward pass of ``bn`` trains it: gradients on, γ trainable.
+
+    Validation and inference (no grad) and frozen layers cost nothing.
+    """
+    return (torch.is_grad_enabled() and bn.affine
+            and bn.weight.requires_grad)
+
+
+class WindowStatistics:
+    """Per-channel statistics of one BN over the current detection window.
+
+    ``max``: maximum of the BN output y; ``xhat_sum`` / ``xhat_sqsum``: sums
+    over batches of the per-batch mean and second moment of x̂; ``nonfinite``:
+    batches whose maximum was NaN or Inf; ``batches``.
+    Plain tensors, not buffers: they never enter a state dict.  Allocated on
+    the first update, on the input's device.
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.max = self.xhat_sum = self.xhat_sqsum = self.nonfinite = None
+        self.batches = 0
+
+    @torch.no_grad()
+    def update(self, bn: _BatchNorm, x: torch.Tensor, y: torch.Tensor) -> None:
+        dims = [0] + list(range(2, x.dim()))
+        batch_max = y.detach().amax(dim=dims).float()
+        if bn.training or bn.running_mean is None:
+            # x̂ from batch statistics has mean 0 and std 1 per channel.
+            mean = torch.zeros_like(batch_max)
+            sqmean = torch.ones_like(batch_max)
+        else:
+            var, xmean = torch.var_mean(x.detach().float(), dim=dims,
+                                        correction=0)
+            inv_std = torch.rsqrt(bn.running_var.float() + bn.eps)
+            mean = (xmean - bn.running_mean.float()) * inv_std
+            sqmean = var * inv_std.square() + mean.square()
+        # A NaN or Inf batch is counted, so that it never makes a channel dead.
+        nonfinite = (~torch.isfinite(batch_max)).float()
+        if self.max is None:
+            self.max, self.xhat_sum, self.xhat_sqsum = batch_max, mean, sqmean
+            self.nonfinite = nonfinite
+        else:
+            torch.maximum(self.max, batch_max, out=self.max)
+            self.xhat_sum.add_(mean)
+            self.xhat_sqsum.add_(sqmean)
+            self.nonfinite.add_(nonfinite)
+        self.batches += 1
+
+    def xhat_mean_std(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and std of x̂ per channel over the window."""
+        n = max(self.batches, 1)
+        mean = self.xhat_sum / n
+        var = (self.xhat_sqsum / n - mean.square()).clamp(min=0.0)
+        return mean, var.sqrt()
+
+    def dead_channels(self) -> torch.Tensor:
+        """Channels whose output was ``<= 0`` everywhere in the window.
+
+        Non-finite statistics (a NaN or Inf batch) never count as dead.
+        """
+        mean, std = self.xhat_mean_std()
+        finite = (torch.isfinite(mean) & torch.isfinite(std)
+                  & (self.nonfinite == 0))
+        return finite & (self.max <= 0)
+
+
+class PostShiftMixin:
+    """Statistics and the post-shift, shared by :class:`psBN` and :class:`psSyncBN`.
+
+    Hyper-parameters (validated at construction):
+
+    * ``window``: training forward passes per detection window;
+    * ``active_fraction`` (ρ): fraction of a revived channel's elements that are
+      made active by the shift;
+    * ``gamma_min``: floor for |γ| of a revived channel; ``None`` means
+      ``GAMMA_FLOOR_RATIO`` × the median |γ| of the layer's healthy channels.
+    """
+
+    #: mmcv's ``build_norm_layer`` names layers from this: ``bn1``, ``bn2``, ...
+    _abbr_ = 'bn'
+    #: relative |γ| floor used when ``gamma_min`` is None
+    GAMMA_FLOOR_RATIO = 0.1
+    #: absolute floor when no channel of the layer is healthy
+    GAMMA_FLOOR_FALLBACK = 1e-2
+
+    def _init_post_shift(self, window: int, active_fraction: float,
+                         gamma_min: float | None) -> None:
+        self.window = window
+        self.active_fraction = float(active_fraction)
+        self.gamma_min = None if gamma_min is None else float(gamma_min)
+        # Not a buffer: checkpoints keep exactly BN's keys.
+        self.window_stats = WindowStatistics()
+
+    @property
+    def collects_statistics(self) -> bool:
+        """True when this forward pass belongs to training of this layer."""
+        return is_training_pass(self)
+
+    def extra_repr(self) -> str:
+        return (super().extra_repr() + f', window={self.window}, '
+                f'active_fraction={self.active_fraction}, '
+                f'gamma_min={self.gamma_min}')
+
+    def dead_channels(self) -> torch.Tensor:
+        return self.window_stats.dead_channels()
+
+    # ------------------------------------------------------------ post-shift
+    def gamma_floor(self, dead: torch.Tensor) -> float:
+        """The |γ| floor for revived channels of this layer."""
+        if self.gamma_min is not None:
+            return self.gamma_min
+        healthy = self.weight.detach().abs()[~dead]
+        healthy = healthy[torch.isfinite(healthy)]
+        if healthy.numel() == 0:
+            return self.GAMMA_FLOOR_FALLBACK
+        return max(self.GAMMA_FLOOR_RATIO * healthy.median().item(), 1e-6)
+
+    @torch.no_grad()
+    def post_shift_(self, dead: torch.Tensor) -> torch.Tensor:
+        r"""Move dead channels just inside the trainable region.
+
+        For every channel in ``dead`` (a bool mask), with the window's x̂ mean
+        ``m`` and std ``s``, ``z = Φ⁻¹(1 − ρ)`` and ``f`` the |γ| floor::
+
+            γ ← sign(γ) · max(|γ|, f)          (sign + when γ == 0)
+            β ← −γ·m − |γ|·z·s
+
+        so that ``y = γ·x̂ + β > 0`` on about a fraction ρ of the elements:
+        for γ > 0 exactly when ``x̂ > m + z·s``, for γ < 0 when ``x̂ < m − z·s``.
+        Channels whose new values would not be finite are left untouched.
+        Returns the mask of channels actually shifted.
+        """
+        mean, std = self.window_stats.xhat_mean_std()
+        floor = self.gamma_floor(dead)
+        gamma = self.weight.detach()
+        sign = torch.where(gamma < 0, -1.0, 1.0).to(gamma.dtype)
+        new_gamma = sign * gamma.abs().clamp(min=floor)
+        z = NormalDist().inv_cdf(1.0 - self.active_fraction)
+        new_beta = -new_gamma * mean - new_gamma.abs() * z * std
+        shift = dead & torch.isfinite(new_gamma) & torch.isfinite(new_beta)
+        self.weight.data[shift] = new_gamma[shift].to(self.weight.dtype)
+        self.bias.data[shift] = new_beta[shift].to(self.bias.dtype)
+        return shift
+
+
+class psBN(PostShiftMixin, nn.BatchNorm2d):
+    """``BatchNorm2d`` whose dead channels a controller can post-shift back.
+
+    Registered in mmengine's ``MODELS`` as ``psBN`` (abbreviation ``bn``)::
+
+        norm_cfg = dict(type='psBN', requires_grad=True, window=..., ...)
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5,
+                 momentum: float | None = 0.1, affine: bool = True,
+                 track_running_stats: bool = True, device=None, dtype=None,
+                 window: int = 100, active_fraction: float = 0.01,
+                 gamma_min: float | None = None, **unknown) -> None:
+        _validate_options(type(self).__name__, window, active_fraction,
+                          gamma_min, unknown)
+        super().__init__(num_features, eps, momentum, affine,
+                         track_running_stats, device, dtype)
+        self._init_post_shift(window, active_fraction, gamma_min)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = super().forward(x)
+        if self.collects_statistics:
+            self.window_stats.update(self, x, y)
+        return y
+
+
+class psSyncBN(PostShiftMixin, nn.SyncBatchNorm):
+    """``SyncBatchNorm`` with psBN's statistics and post-shift (``psSyncBN``)."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5,
+                 momentum: float | None = 0.1, affine: bool = True,
+                 track_running_stats: bool = True, process_group=None,
+                 device=None, dtype=None, window: int = 100,
+                 active_fraction: float = 0.01,
+                 gamma_min: float | None = None, **unknown) -> None:
+        _validate_options(type(self).__name__, window, active_fraction,
+                          gamma_min, unknown)
+        super().__init__(num_features, eps, momentum, affine,
+                         track_running_stats, process_group, device, dtype)
+        self._init_post_shift(window, active_fraction, gamma_min)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = super().forward(x)
+        if self.collects_statistics:
+            self.window_stats.update(self, x, y)
+        return y
+
+
+PSBN_TYPES = (psBN, psSyncBN)

@@ -1,0 +1,133 @@
+"""PNG plots of collapse reports (:mod:`psbn_mmdet.report`).
+
+* ``<stage>.png``: the stage's γ-β scatter, collapsed channels (|γ| below the
+  threshold) as red crosses and, when activations were measured, dead
+  channels circled; next to it the |γ| histogram on a log axis with the
+  threshold drawn.  With two reports, one row per checkpoint on shared axes.
+* ``summary.png``: collapsed (and dead) percentages per stage, the two
+  checkpoints side by side with their differences in channels.
+
+Figures are drawn on matplotlib's Agg canvas without pyplot: no display and no
+global state are involved, and the PNGs are returned as bytes so the caller
+writes them only once everything else has succeeded.
+"""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+HEALTHY, COLLAPSED, DEAD = 'tab:blue', 'tab:red', 'tab:orange'
+SHOWN_BELOW = 1e-3  # |γ| under threshold * SHOWN_BELOW shares the first bin
+
+
+def _png(figure: Figure) -> bytes:
+    FigureCanvasAgg(figure)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format='png', dpi=100)
+    return buffer.getvalue()
+
+
+def _stage_channels(report, stage: str):
+    layers = [layer for layer in report.layers if layer.stage == stage]
+    if not layers:
+        empty = torch.zeros(0)
+        return empty, empty, empty.bool(), empty.bool()
+    gamma = torch.cat([layer.gamma for layer in layers])
+    beta = torch.cat([layer.beta for layer in layers])
+    collapsed = torch.cat([layer.collapsed for layer in layers])
+    dead = torch.cat([torch.zeros(layer.channels, dtype=torch.bool)
+                      if layer.dead is None else layer.dead
+                      for layer in layers])
+    return gamma, beta, collapsed, dead
+
+
+def _scatter(ax, report, stage: str, label: str) -> None:
+    gamma, beta, collapsed, dead = _stage_channels(report, stage)
+    ax.scatter(gamma[~collapsed], beta[~collapsed], s=4, alpha=0.5,
+               color=HEALTHY, label='healthy')
+    ax.scatter(gamma[collapsed], beta[collapsed], s=16, marker='x',
+               color=COLLAPSED,
+               label=f'|γ| < {report.gamma_threshold:g} ({int(collapsed.sum())})')
+    if report.num_images is not None:
+        ax.scatter(gamma[dead], beta[dead], s=40, facecolors='none',
+                   edgecolors=DEAD,
+                   label=f'dead on {report.num_images} images '
+                         f'({int(dead.sum())})')
+    ax.axvline(0, color='grey', lw=0.5)
+    ax.set(xlabel='γ', ylabel='β',
+           title=f'{label}{stage}: {int(collapsed.sum())}/{gamma.numel()} '
+                 'collapsed')
+    ax.legend(loc='best', fontsize='small')
+
+
+def _histogram(ax, report, stage: str, label: str) -> None:
+    gamma = _stage_channels(report, stage)[0].abs()
+    threshold = report.gamma_threshold
+    floor = threshold * SHOWN_BELOW
+    top = max(float(gamma.max()) if gamma.numel() else 0.0, threshold * 10)
+    bins = np.logspace(np.log10(floor), np.log10(top), 60)
+    ax.hist(gamma.clamp(min=floor).numpy(), bins=bins, log=True,
+            color=HEALTHY)
+    ax.axvline(threshold, color=COLLAPSED, ls='--',
+               label=f'threshold {threshold:g}')
+    ax.set_xscale('log')
+    ax.set(xlabel=f'|γ| (below {floor:g} drawn at {floor:g})',
+           ylabel='channels', title=f'{label}{stage}: |γ|')
+    ax.legend(loc='best', fontsize='small')
+
+
+def _stage_figure(reports, labels, stage: str) -> bytes:
+    figure = Figure(figsize=(11, 4 * len(reports)))
+    axes = figure.subplots(len(reports), 2, squeeze=False, sharex='col',
+                           sharey='col')
+    for row, report, label in zip(axes, reports, labels):
+        _scatter(row[0], report, stage, label)
+        _histogram(row[1], report, stage, label)
+    return _png(figure)
+
+
+def _summary_figure(reports, labels, stages) -> bytes:
+    measured = ['collapsed_gamma']
+    if all(report.num_images is not None for report in reports):
+        measured.append('dead_activation')
+    figure = Figure(figsize=(max(6, 1.6 * len(stages)), 3.5 * len(measured)))
+    axes = figure.subplots(len(measured), 1, squeeze=False)[:, 0]
+    rows = [{row['name']: row for row in r.stage_rows() + [r.total_row()]}
+            for r in reports]
+    names = [*stages, 'total']
+    x = np.arange(len(names))
+    width = 0.8 / len(reports)
+    for ax, key in zip(axes, measured):
+        pcts = [[by_name[n][f'{key}_pct'] if n in by_name else 0.0
+                 for n in names] for by_name in rows]
+        for i, (heights, label) in enumerate(zip(pcts, labels)):
+            ax.bar(x + (i - (len(reports) - 1) / 2) * width, heights, width,
+                   label=label.rstrip(': ') or None)
+        if len(reports) == 2:
+            for xi, name, top in zip(x, names, np.max(pcts, axis=0)):
+                a, b = (by_name.get(name, {}).get(key) or 0 for by_name in rows)
+                ax.annotate(f'{b - a:+d}', (xi, top), xytext=(0, 2),
+                            textcoords='offset points', ha='center',
+                            fontsize='small')
+            ax.legend(fontsize='small')
+        what = ('|γ| < threshold' if key == 'collapsed_gamma' else
+                'dead (of pre-ReLU channels)')
+        ax.set(xticks=x, xticklabels=names, ylabel='% of channels',
+               title=what + (' (numbers: b - a)' if len(reports) == 2 else ''))
+    return _png(figure)
+
+
+def plot_reports(report, other=None) -> dict[str, bytes]:
+    """``{file name: PNG bytes}``: one figure per stage and a summary."""
+    reports = [report] if other is None else [report, other]
+    labels = [''] if other is None else ['a: ', 'b: ']
+    stages = list(dict.fromkeys(s for r in reports for s in r.stages()))
+    pngs = {f'{stage}.png': _stage_figure(reports, labels, stage)
+            for stage in stages}
+    pngs['summary.png'] = _summary_figure(reports, labels, stages)
+    return pngs

@@ -1,0 +1,189 @@
+"""Where each BN sits: its ResNet stage and its role (pre-ReLU or pre-add).
+
+Two sources, one rule:
+
+* :func:`roles_from_names` works on names alone (state-dict prefixes or module
+  names) for ResNets laid out as in mmdet and torchvision: stem ``bn1`` or
+  ``stem.*``, blocks ``layerN.K`` whose last ``bnJ`` and ``downsample`` BN are
+  summed with the residual (pre-add) and whose other BNs feed a ReLU (pre-ReLU).
+  The report uses it on checkpoints without building a model.
+* :func:`roles_from_model` checks the same rule against the module structure
+  (block classes, the ReLU after the stem) and, for any other backbone, traces
+  it with ``torch.fx``: a BN whose only user is a ReLU is pre-ReLU.  BNs it cannot
+  place are returned as ``None`` and named in a warning; they are never shifted.
+"""
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass
+
+import torch
+import torch.fx
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+PRE_RELU = 'pre-relu'
+PRE_ADD = 'pre-add'
+STAGES = ('stem', 'layer1', 'layer2', 'layer3', 'layer4')
+
+_LAYER = re.compile(r'layer(\d+)$')
+_BLOCK_BN = re.compile(r'(?:bn|norm)(\d+)$')
+
+
+@dataclass(frozen=True)
+class BNRole:
+    stage: str  # 'stem', 'layer1'.. or 'other'
+    role: str | None  # PRE_RELU, PRE_ADD, or None when unknown
+
+
+def _split_stage(name: str) -> tuple[int, str] | None:
+    """Index of the ``layerN`` part and the stage, or None outside layers."""
+    parts = name.split('.')
+    for i, part in enumerate(parts):
+        if _LAYER.match(part):
+            return i, part
+    return None
+
+
+def roles_from_names(names) -> dict[str, BNRole]:
+    """Roles of ResNet BNs given by name; names that fit no rule are left out.
+
+    ``names`` are BN prefixes such as ``backbone.layer1.0.bn3`` or ``bn1``.
+    """
+    names = list(names)
+    block_bns: dict[str, list[tuple[int, str]]] = {}
+    roles: dict[str, BNRole] = {}
+    for name in names:
+        parts = name.split('.')
+        found = _split_stage(name)
+        if found is None:
+            if parts[-1] in ('bn1', 'norm1') or 'stem' in parts:
+                roles[name] = BNRole('stem', PRE_RELU)
+            continue
+        i, stage = found
+        if len(parts) < i + 3 or not parts[i + 1].isdigit():
+            continue
+        rest = parts[i + 2:]
+        if rest[0] == 'downsample':
+            roles[name] = BNRole(stage, PRE_ADD)
+            continue
+        match = _BLOCK_BN.match(rest[0])
+        if len(rest) == 1 and match:
+            block = '.'.join(parts[:i + 2])
+            block_bns.setdefault(block, []).append((int(match.group(1)), name))
+    for members in block_bns.values():
+        last = max(members)[0]
+        for index, name in members:
+            stage = _split_stage(name)[1]
+            roles[name] = BNRole(stage, PRE_ADD if index == last else PRE_RELU)
+    return roles
+
+
+# ------------------------------------------------------------ model structure
+def _is_resnet_block(module: nn.Module) -> bool:
+    return (type(module).__name__ in ('BasicBlock', 'Bottleneck')
+            and hasattr(module, 'conv1') and hasattr(module, 'conv2'))
+
+
+def _is_resnet(module: nn.Module) -> bool:
+    return hasattr(module, 'layer1') and hasattr(module, 'conv1') or (
+        hasattr(module, 'layer1') and hasattr(module, 'stem'))
+
+
+def _stem_roles(prefix: str, resnet: nn.Module) -> dict[str, BNRole]:
+    roles = {}
+    stem = getattr(resnet, 'stem', None)
+    if isinstance(stem, nn.Sequential):
+        children = list(stem.named_children())
+        for (name, child), (_, after) in zip(children, children[1:]):
+            if isinstance(child, _BatchNorm) and isinstance(after, nn.ReLU):
+                roles[f'{prefix}stem.{name}'] = BNRole('stem', PRE_RELU)
+    for attr in ('bn1', 'norm1'):
+        child = getattr(resnet, attr, None)
+        if isinstance(child, _BatchNorm) and isinstance(
+                getattr(resnet, 'relu', None), nn.ReLU):
+            # mmdet's ResNet names its stem norm ``bn1`` and exposes ``norm1``
+            name = getattr(resnet, 'norm1_name', attr)
+            roles[f'{prefix}{name}'] = BNRole('stem', PRE_RELU)
+    return roles
+
+
+class _BNLeafTracer(torch.fx.Tracer):
+    """Keeps every BN subclass (psBN included) a leaf of the traced graph."""
+
+    def is_leaf_module(self, module: nn.Module, qualname: str) -> bool:
+        return isinstance(module, _BatchNorm) or super().is_leaf_module(
+            module, qualname)
+
+
+def _is_relu(node: torch.fx.Node, modules: dict) -> bool:
+    if node.op == 'call_module':
+        return isinstance(modules.get(node.target), nn.ReLU)
+    if node.op in ('call_function', 'call_method'):
+        return getattr(node.target, '__name__', node.target) in ('relu',
+                                                                 'relu_')
+    return False
+
+
+def _fx_roles(prefix: str, module: nn.Module) -> dict[str, BNRole]:
+    """BNs of an arbitrary module by an FX trace: pre-ReLU when only a ReLU
+    reads the output, else unknown.  Empty when the module cannot be traced."""
+    try:
+        graph = _BNLeafTracer().trace(module)
+    except Exception:  # noqa: BLE001 - any untraceable model falls back
+        return {}
+    modules = dict(module.named_modules())
+    roles = {}
+    for node in graph.nodes:
+        if node.op == 'call_module' and isinstance(
+                modules.get(node.target), _BatchNorm):
+            users = list(node.users)
+            pre_relu = users and all(_is_relu(u, modules) for u in users)
+            roles[f'{prefix}{node.target}'] = BNRole(
+                'other', PRE_RELU if pre_relu else None)
+    return roles
+
+
+def roles_from_model(model: nn.Module, warn: bool = True
+                     ) -> dict[str, BNRole]:
+    """Stage and role for every BN module of ``model`` (role None: unknown)."""
+    bns = {n for n, m in model.named_modules() if isinstance(m, _BatchNorm)}
+    roles: dict[str, BNRole] = {}
+    for name, module in model.named_modules():
+        prefix = f'{name}.' if name else ''
+        if _is_resnet(module):
+            roles.update(_stem_roles(prefix, module))
+        elif _is_resnet_block(module):
+            block_bns = sorted(
+                (int(_BLOCK_BN.match(child).group(1)), child)
+                for child, sub in module.named_children()
+                if isinstance(sub, _BatchNorm) and _BLOCK_BN.match(child))
+            found = _split_stage(name)
+            stage = found[1] if found else 'other'
+            for index, child in block_bns:
+                role = PRE_ADD if index == block_bns[-1][0] else PRE_RELU
+                roles[f'{prefix}{child}'] = BNRole(stage, role)
+            downsample = getattr(module, 'downsample', None)
+            if downsample is not None:
+                for sub_name, sub in downsample.named_modules():
+                    if isinstance(sub, _BatchNorm):
+                        roles[f'{prefix}downsample.{sub_name}'.rstrip(
+                            '.')] = BNRole(stage, PRE_ADD)
+    unplaced = bns - set(roles)
+    # Anything else: trace the top-level child holding it (or the model).
+    owners = {n.split('.')[0] if '.' in n else '' for n in unplaced}
+    for owner in sorted(owners):
+        module = model.get_submodule(owner) if owner else model
+        prefix = f'{owner}.' if owner else ''
+        traced = _fx_roles(prefix, module)
+        roles.update({n: r for n, r in traced.items() if n in unplaced})
+    for name in bns - set(roles):
+        roles[name] = BNRole('other', None)
+    unknown = sorted(n for n, r in roles.items() if r.role is None)
+    if unknown and warn:
+        warnings.warn('psbn_mmdet: no ReLU-after-BN structure found for '
+                      f'{len(unknown)} BN layer(s), left untouched: '
+                      f'{", ".join(unknown[:8])}'
+                      f'{" ..." if len(unknown) > 8 else ""}')
+    return roles

@@ -1,0 +1,49 @@
+"""Shared fixtures: generated demo data and demo configs pointed at it."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / 'configs'
+PYTHON = sys.executable
+
+
+@pytest.fixture(scope='session')
+def workspace(tmp_path_factory) -> Path:
+    """A directory holding ``data/demo`` (small), as the configs expect."""
+    from psbn_mmdet.demo_data import make_demo_data
+    root = tmp_path_factory.mktemp('workspace')
+    make_demo_data(root / 'data' / 'demo', num_train=8, num_val=4)
+    return root
+
+
+@pytest.fixture
+def in_workspace(workspace, monkeypatch) -> Path:
+    monkeypatch.chdir(workspace)
+    return workspace
+
+
+def demo_config(name: str, work_dir, max_iters: int = 2, **options):
+    """A demo config, shortened to ``max_iters`` and without random flips."""
+    import psbn_mmdet  # noqa: F401
+    from mmengine.config import Config
+    cfg = Config.fromfile(str(CONFIGS / 'demo' / name))
+    cfg.work_dir = str(work_dir)
+    cfg.train_cfg.max_iters = max_iters
+    cfg.train_cfg.val_interval = max_iters
+    cfg.default_hooks.checkpoint.interval = max_iters
+    cfg.default_hooks.logger.interval = 1
+    cfg.randomness = dict(seed=0)
+    cfg.merge_from_dict(options)
+    return cfg
+
+
+def run_tool(*args, cwd=None, env=None, timeout=600):
+    import subprocess
+    full_env = dict(os.environ, PYTHONPATH=str(REPO), **(env or {}))
+    return subprocess.run([PYTHON, *map(str, args)], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)

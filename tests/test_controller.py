@@ -1,0 +1,195 @@
+"""PostShiftController in a plain PyTorch loop: detect, shift, reset, stay exact."""
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from psbn_mmdet.controller import PostShiftController
+from psbn_mmdet.norm import psBN
+
+DEAD = 3  # the crafted dead channel of bn1
+
+
+class ConvNet(nn.Module):
+    """conv-BN-ReLU x2, pooling, linear head (roles found by an FX trace)."""
+
+    def __init__(self, norm=psBN, **norm_kwargs):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.bn1 = norm(8, **norm_kwargs)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1, bias=False)
+        self.bn2 = norm(8, **norm_kwargs)
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x):
+        x = self.relu1(self.bn1(self.conv1(x)))
+        x = torch.relu(self.bn2(self.conv2(x)))
+        return self.head(x.mean(dim=(2, 3)))
+
+
+def _batches(n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randn(8, 3, 8, 8, generator=g),
+             torch.randint(0, 4, (8, ), generator=g)) for _ in range(n)]
+
+
+def _train(model, optimizer, batches, controller=None):
+    losses = []
+    for x, y in batches:
+        loss = nn.functional.cross_entropy(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if controller is not None:
+            controller.step()
+        losses.append(loss.item())
+    return losses
+
+
+def _with_dead_channel(window=3, **kwargs):
+    torch.manual_seed(0)
+    model = ConvNet(window=window, **kwargs)
+    with torch.no_grad():
+        model.bn1.bias[DEAD] = -50.0
+    return model
+
+
+def test_roles_of_a_plain_convnet_come_from_an_fx_trace():
+    controller = PostShiftController(ConvNet())
+    assert controller.pre_relu == ['bn1', 'bn2']
+
+
+def test_healthy_psbn_network_trains_bit_identically_to_bn():
+    torch.manual_seed(0)
+    bn_model = ConvNet(norm=nn.BatchNorm2d)
+    ps_model = ConvNet(window=5)
+    ps_model.load_state_dict(bn_model.state_dict())
+    batches = _batches(20)
+    opt_bn = torch.optim.Adam(bn_model.parameters(), lr=1e-3)
+    opt_ps = torch.optim.Adam(ps_model.parameters(), lr=1e-3)
+    controller = PostShiftController(ps_model, opt_ps)
+    losses_bn = _train(bn_model, opt_bn, batches)
+    losses_ps = _train(ps_model, opt_ps, batches, controller)
+    assert controller.recovered_by_stage()['other'] == 0
+    assert losses_bn == losses_ps
+    for (name, a), b in zip(bn_model.state_dict().items(),
+                            ps_model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_dead_channel_is_shifted_within_one_window_and_gets_gradient():
+    model = _with_dead_channel(window=3)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    controller = PostShiftController(model, optimizer)
+    batches = _batches(3)
+    _train(model, optimizer, batches[:2], controller)
+    assert model.bn1.bias[DEAD].item() == -50.0  # window not over yet
+    x, y = batches[2]
+    loss = nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    assert model.bn1.weight.grad[DEAD] == 0 and model.bn1.bias.grad[DEAD] == 0
+    optimizer.step()
+    with torch.no_grad():
+        before = nn.functional.cross_entropy(model(x), y).item()
+    result = controller.step()
+    assert result.dead['other'] == 1 and result.shifted['other'] == 1
+    assert controller.shift_counts['bn1'].tolist() == [0, 0, 0, 1, 0, 0, 0, 0]
+    with torch.no_grad():
+        after = nn.functional.cross_entropy(model(x), y).item()
+    assert abs(after - before) / before < 1e-3
+    model.zero_grad()
+    nn.functional.cross_entropy(model(x), y).backward()
+    assert model.bn1.weight.grad[DEAD] != 0
+    assert model.bn1.bias.grad[DEAD] != 0
+
+
+@pytest.mark.parametrize('rule', ['zero', 'healthy'])
+def test_optimizer_state_reset_touches_exactly_the_shifted_entries(rule):
+    model = _with_dead_channel(window=4)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3,
+                                 weight_decay=1e-2)
+    controller = PostShiftController(model, optimizer, optimizer_reset=rule)
+    batches = _batches(4)
+    _train(model, optimizer, batches[:3], controller)
+    x, y = batches[3]
+    optimizer.zero_grad()
+    nn.functional.cross_entropy(model(x), y).backward()
+    optimizer.step()
+    state = copy.deepcopy(optimizer.state[model.bn1.weight])
+    assert state['exp_avg'][DEAD] != 0  # weight decay alone moved it
+    assert controller.step().shifted['other'] == 1
+    new = optimizer.state[model.bn1.weight]
+    others = torch.arange(8) != DEAD
+    for key in ('exp_avg', 'exp_avg_sq'):
+        assert torch.equal(new[key][others], state[key][others]), key
+    assert new['exp_avg'][DEAD] == 0
+    expected_sq = (0.0 if rule == 'zero' else
+                   state['exp_avg_sq'][others].median().item())
+    assert new['exp_avg_sq'][DEAD].item() == pytest.approx(expected_sq)
+
+
+def test_monitor_only_counts_dead_channels_of_plain_bn_and_changes_nothing():
+    torch.manual_seed(0)
+    model = ConvNet(norm=nn.BatchNorm2d)
+    with torch.no_grad():
+        model.bn2.bias[:2] = -50.0
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    controller = PostShiftController(model, optimizer, shift=False, window=2)
+    _train(model, optimizer, _batches(2), controller)
+    assert controller.dead_by_stage()['other'] == 2
+    assert controller.recovered_by_stage()['other'] == 0
+    assert (model.bn2.bias[:2] == -50.0).all()
+    controller.close()
+    assert not model.bn2._forward_hooks
+
+
+def test_bf16_autocast_keeps_statistics_usable():
+    model = _with_dead_channel(window=2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    controller = PostShiftController(model, optimizer)
+    results = []
+    for x, y in _batches(2):
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            loss = nn.functional.cross_entropy(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        results.append(controller.step())
+    stats_dtype = model.bn1.window_stats  # reset after the window
+    assert stats_dtype.batches == 0
+    assert results[-1].shifted['other'] == 1
+    assert torch.isfinite(model.bn1.weight).all()
+    assert torch.isfinite(model.bn1.bias).all()
+    assert model.bn1.bias[DEAD] > -10
+
+
+def test_nan_batch_never_shifts_or_writes_nan():
+    model = _with_dead_channel(window=2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    controller = PostShiftController(model, optimizer)
+    x, y = _batches(1)[0]
+    model(x).sum().backward()
+    controller.step()
+    x = x.clone()
+    x[0, 0, 0, 0] = float('nan')
+    model(x).sum().backward()
+    result = controller.step()
+    assert result.shifted['other'] == 0
+    assert model.bn1.bias[DEAD] == -50.0
+    assert torch.isfinite(model.bn1.weight).all()
+
+
+def test_controller_state_round_trips():
+    model = _with_dead_channel(window=2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    controller = PostShiftController(model, optimizer)
+    _train(model, optimizer, _batches(2), controller)
+    state = controller.state_dict()
+    fresh = PostShiftController(_with_dead_channel(window=2))
+    fresh.load_state_dict(state)
+    assert fresh.steps == 2
+    assert fresh.recovered_by_stage() == controller.recovered_by_stage()
+    assert torch.equal(fresh.shift_counts['bn1'],
+                       controller.shift_counts['bn1'])

@@ -1,0 +1,109 @@
+"""PostShiftHook / CollapseMonitorHook inside mmengine's Runner."""
+import torch
+from mmengine.model import BaseModel
+from mmengine.registry import MODELS
+from mmengine.runner import Runner
+from torch.utils.data import Dataset
+
+import psbn_mmdet  # noqa: F401
+
+
+class RandomImages(Dataset):
+
+    def __len__(self):
+        return 64
+
+    def __getitem__(self, index):
+        g = torch.Generator().manual_seed(index)
+        return dict(inputs=torch.randn(3, 32, 32, generator=g))
+
+
+@MODELS.register_module(force=True)
+class CraftedResNet18(BaseModel):
+    """mmdet's ResNet-18 with known dead and collapsed channels."""
+
+    def __init__(self, norm_type='psBN', window=2):
+        super().__init__()
+        from mmdet.models.backbones import ResNet
+        norm_cfg = dict(type=norm_type, requires_grad=True)
+        if norm_type == 'psBN':
+            norm_cfg['window'] = window
+        self.backbone = ResNet(depth=18, norm_cfg=norm_cfg, norm_eval=False,
+                               frozen_stages=-1)
+        with torch.no_grad():
+            # batch statistics: x̂ ~ N(0, 1), so y = x̂ - 1e3 < 0 everywhere
+            self.backbone.bn1.bias[:2] = -1e3  # stem: 2 dead
+            self.backbone.layer2[0].bn1.bias[:3] = -1e3  # layer2: 3 dead
+            self.backbone.layer3[0].bn2.weight[:4] = 0.0  # pre-add: γ = 0
+
+    def forward(self, inputs, data_samples=None, mode='loss'):
+        feats = self.backbone(torch.stack(inputs) if isinstance(
+            inputs, list) else inputs)
+        return dict(loss=sum(f.mean() for f in feats) * 0.0)
+
+
+def _runner(tmp_path, norm_type, hook):
+    return Runner(
+        model=dict(type='CraftedResNet18', norm_type=norm_type),
+        work_dir=str(tmp_path),
+        train_dataloader=dict(
+            dataset=RandomImages(),
+            sampler=dict(type='DefaultSampler', shuffle=False),
+            batch_size=4,
+            num_workers=0),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.0)),
+        train_cfg=dict(by_epoch=False, max_iters=4),
+        custom_hooks=[hook],
+        default_hooks=dict(logger=dict(type='LoggerHook', interval=1),
+                           checkpoint=dict(type='CheckpointHook',
+                                           interval=4, by_epoch=False)),
+        default_scope='mmdet')
+
+
+def _scalars(runner, kind):
+    hub = runner.message_hub
+    return {stage: hub.get_scalar(f'train/psbn/{kind}_{stage}').current()
+            for stage in ('stem', 'layer1', 'layer2', 'layer3', 'layer4')}
+
+
+def test_hook_logs_per_stage_counts_and_shifts(tmp_path):
+    runner = _runner(tmp_path, 'psBN', dict(type='PostShiftHook', interval=1))
+    runner.train()
+    # window 2, 4 iterations: shifted at iteration 2, alive in the 2nd window
+    assert _scalars(runner, 'recovered') == dict(stem=2, layer1=0, layer2=3,
+                                                layer3=0, layer4=0)
+    assert _scalars(runner, 'dead') == dict(stem=0, layer1=0, layer2=0,
+                                           layer3=0, layer4=0)
+    assert _scalars(runner, 'collapsed_gamma')['layer3'] == 4
+    model = runner.model
+    assert (model.backbone.bn1.bias[:2] > -10).all()
+    assert (model.backbone.layer3[0].bn2.weight[:4] == 0).all()  # pre-add
+
+
+def test_monitor_hook_logs_the_same_scalars_for_bn(tmp_path):
+    runner = _runner(tmp_path, 'BN',
+                     dict(type='CollapseMonitorHook', interval=1, window=2))
+    runner.train()
+    assert _scalars(runner, 'dead') == dict(stem=2, layer1=0, layer2=3,
+                                           layer3=0, layer4=0)
+    assert sum(_scalars(runner, 'recovered').values()) == 0
+    assert _scalars(runner, 'collapsed_gamma')['layer3'] == 4
+    assert (runner.model.backbone.bn1.bias[:2] == -1e3).all()
+
+
+def test_hook_counters_survive_checkpoint_and_resume(tmp_path):
+    runner = _runner(tmp_path, 'psBN', dict(type='PostShiftHook', interval=1))
+    runner.train()
+    checkpoint = torch.load(tmp_path / 'iter_4.pth', weights_only=True)
+    assert checkpoint['psbn']['steps'] == 4
+    resumed = _runner(tmp_path, 'psBN', dict(type='PostShiftHook',
+                                             interval=1))
+    resumed.train_cfg = None
+    resumed._train_loop = dict(type='IterBasedTrainLoop', max_iters=6)
+    resumed._resume = True
+    resumed._load_from = str(tmp_path / 'iter_4.pth')
+    resumed.train()
+    hook = next(h for h in resumed.hooks if type(h).__name__ ==
+                'PostShiftHook')
+    assert hook.controller.steps == 6
+    assert _scalars(resumed, 'recovered')['layer2'] == 3

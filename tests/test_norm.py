@@ -1,0 +1,186 @@
+"""psBN layer: exactly BN forward/backward, BN's state dict, statistics, post-shift."""
+import math
+from statistics import NormalDist
+
+import pytest
+import torch
+from torch import nn
+
+from psbn_mmdet.norm import psBN, psSyncBN
+
+
+def _pair(c=6, seed=0):
+    torch.manual_seed(seed)
+    bn = nn.BatchNorm2d(c)
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.uniform_(-0.5, 0.5)
+        bn.running_mean.uniform_(-0.2, 0.2)
+        bn.running_var.uniform_(0.5, 2.0)
+    ps = psBN(c)
+    ps.load_state_dict(bn.state_dict())
+    return bn, ps
+
+
+@pytest.mark.parametrize('train', [True, False])
+def test_forward_and_backward_equal_batchnorm2d(train):
+    bn, ps = _pair()
+    bn.train(train)
+    ps.train(train)
+    x = torch.randn(4, 6, 9, 7)
+    xb, xp = x.clone().requires_grad_(), x.clone().requires_grad_()
+    yb, yp = bn(xb), ps(xp)
+    assert torch.equal(yb, yp)
+    grad = torch.randn_like(yb)
+    yb.backward(grad)
+    yp.backward(grad)
+    assert torch.equal(xb.grad, xp.grad)
+    assert torch.equal(bn.weight.grad, ps.weight.grad)
+    assert torch.equal(bn.bias.grad, ps.bias.grad)
+    assert torch.equal(bn.running_mean, ps.running_mean)
+    assert torch.equal(bn.running_var, ps.running_var)
+
+
+def test_state_dict_keys_are_batchnorms_and_round_trip_is_lossless():
+    bn, ps = _pair()
+    ps(torch.randn(2, 6, 3, 3))  # statistics collected: must not leak
+    assert list(ps.state_dict()) == list(bn.state_dict())
+    back = nn.BatchNorm2d(6)
+    back.load_state_dict(ps.state_dict(), strict=True)
+    for key, value in ps.state_dict().items():
+        assert torch.equal(back.state_dict()[key], value), key
+    again = psBN(6)
+    again.load_state_dict(back.state_dict(), strict=True)
+    for key, value in ps.state_dict().items():
+        assert torch.equal(again.state_dict()[key], value), key
+
+
+def test_sync_variant_matches_batchnorm_outside_distributed():
+    bn, _ = _pair()
+    sync = psSyncBN(6)
+    sync.load_state_dict(bn.state_dict())
+    x = torch.randn(3, 6, 5, 5)
+    assert torch.equal(bn(x), sync(x))
+    assert sync.window_stats.batches == 1
+
+
+@pytest.mark.parametrize('cls', [psBN, psSyncBN])
+@pytest.mark.parametrize('option, value, message', [
+    ('window', 0, 'window must be an integer >= 1'),
+    ('window', 2.5, 'window must be an integer >= 1'),
+    ('active_fraction', 0.0, 'active_fraction must be in (0, 0.5)'),
+    ('active_fraction', 0.7, 'active_fraction must be in (0, 0.5)'),
+    ('gamma_min', -1.0, 'gamma_min must be None'),
+    ('windw', 10, "unknown option 'windw'"),
+])
+def test_bad_option_raises_naming_it(cls, option, value, message):
+    with pytest.raises((TypeError, ValueError)) as info:
+        cls(4, **{option: value})
+    assert message in str(info.value)
+    assert cls.__name__ in str(info.value)
+
+
+def test_statistics_only_while_training_the_layer():
+    ps = psBN(3)
+    x = torch.randn(2, 3, 4, 4)
+    with torch.no_grad():
+        ps(x)
+    assert ps.window_stats.batches == 0
+    ps.weight.requires_grad_(False)
+    ps(x)
+    assert ps.window_stats.batches == 0
+    ps.weight.requires_grad_(True)
+    ps.eval()  # norm_eval=True: eval mode while training
+    ps(x)
+    assert ps.window_stats.batches == 1
+
+
+def test_window_statistics_under_frozen_running_stats():
+    ps = psBN(2).eval()
+    with torch.no_grad():
+        ps.running_mean.copy_(torch.tensor([1.0, -2.0]))
+        ps.running_var.copy_(torch.tensor([4.0, 0.25]))
+    x = torch.randn(64, 2, 8, 8)
+    y1, y2 = ps(x), ps(x * 2)
+    mean, std = ps.window_stats.xhat_mean_std()
+    xhat = torch.cat([
+        (x - ps.running_mean.view(1, 2, 1, 1)) /
+        (ps.running_var.view(1, 2, 1, 1) + ps.eps).sqrt(),
+        (2 * x - ps.running_mean.view(1, 2, 1, 1)) /
+        (ps.running_var.view(1, 2, 1, 1) + ps.eps).sqrt()
+    ])
+    per_channel = xhat.transpose(0, 1).reshape(2, -1)
+    torch.testing.assert_close(mean, per_channel.mean(1), rtol=1e-4,
+                               atol=1e-4)
+    torch.testing.assert_close(std, per_channel.std(1, correction=0),
+                               rtol=1e-4, atol=1e-4)
+    expected_max = torch.maximum(y1.amax(dim=(0, 2, 3)), y2.amax(dim=(0, 2, 3)))
+    assert torch.equal(ps.window_stats.max, expected_max)
+
+
+def test_dead_channel_found_and_single_active_element_is_not_dead():
+    ps = psBN(3).eval()  # frozen statistics, as in mmdet finetuning
+    with torch.no_grad():
+        ps.bias.copy_(torch.tensor([-100.0, 0.0, -100.0]))
+    x = torch.randn(4, 3, 5, 5)
+    x[0, 2, 0, 0] = 1e4  # one element of channel 2 becomes positive
+    ps(x)
+    assert ps.dead_channels().tolist() == [True, False, False]
+
+
+@pytest.mark.parametrize('bad', [math.nan, math.inf, -math.inf])
+def test_nonfinite_batch_never_makes_a_channel_dead(bad):
+    ps = psBN(2)
+    with torch.no_grad():
+        ps.bias.fill_(-100.0)
+    ps(torch.randn(4, 2, 3, 3))
+    x = torch.randn(4, 2, 3, 3)
+    x[:, 0] = bad
+    ps(x)
+    assert ps.dead_channels().tolist() == [False, True]
+
+
+@pytest.mark.parametrize('gamma', [0.5, -0.5, 0.0, 1e-5])
+def test_post_shift_makes_active_fraction_positive(gamma):
+    torch.manual_seed(0)
+    ps = psBN(1, active_fraction=0.05, gamma_min=0.1)
+    with torch.no_grad():
+        ps.weight.fill_(gamma)
+        ps.bias.fill_(-50.0)
+    x = torch.randn(256, 1, 16, 16)
+    ps(x)
+    dead = ps.dead_channels()
+    assert dead.tolist() == [True]
+    shifted = ps.post_shift_(dead)
+    assert shifted.tolist() == [True]
+    assert abs(ps.weight.item()) == pytest.approx(max(abs(gamma), 0.1))
+    assert math.copysign(1, ps.weight.item()) == (-1 if gamma < 0 else 1)
+    with torch.no_grad():
+        active = (ps(x) > 0).float().mean().item()
+    assert active == pytest.approx(0.05, abs=0.01)
+    z = NormalDist().inv_cdf(0.95)
+    assert ps.bias.item() == pytest.approx(-abs(ps.weight.item()) * z,
+                                           rel=0.01)
+
+
+def test_relative_gamma_floor_uses_healthy_median():
+    ps = psBN(5)
+    with torch.no_grad():
+        ps.weight.copy_(torch.tensor([0.0, 2.0, 4.0, 6.0, 1e-4]))
+    dead = torch.tensor([True, False, False, False, True])
+    assert ps.gamma_floor(dead) == pytest.approx(0.1 * 4.0)
+
+
+def test_post_shift_leaves_other_channels_untouched():
+    ps = psBN(4)
+    with torch.no_grad():
+        ps.weight.copy_(torch.tensor([0.3, 1.0, 0.7, 2.0]))
+        ps.bias.copy_(torch.tensor([-90.0, 0.1, -80.0, 0.2]))
+    ps(torch.randn(8, 4, 4, 4))
+    before_w, before_b = ps.weight.clone(), ps.bias.clone()
+    dead = ps.dead_channels()
+    assert dead.tolist() == [True, False, True, False]
+    ps.post_shift_(dead)
+    assert torch.equal(ps.weight[~dead], before_w[~dead])
+    assert torch.equal(ps.bias[~dead], before_b[~dead])
+    assert (ps.bias[dead] > -10).all()

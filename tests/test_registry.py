@@ -1,0 +1,90 @@
+"""psBN inside MMDetection: registry, names, state dicts, checkpoint loading."""
+import pytest
+import torch
+from mmcv.cnn import build_norm_layer
+from mmengine.runner.checkpoint import load_checkpoint
+
+import psbn_mmdet  # noqa: F401
+from psbn_mmdet.norm import psBN, psSyncBN
+
+
+def _resnet(depth, norm_type, **kwargs):
+    from mmdet.models.backbones import ResNet
+    return ResNet(depth=depth, norm_cfg=dict(type=norm_type,
+                                             requires_grad=True), **kwargs)
+
+
+@pytest.mark.parametrize('type_, cls', [('psBN', psBN), ('psSyncBN', psSyncBN)])
+def test_build_norm_layer_names_it_like_bn(type_, cls):
+    name, layer = build_norm_layer(dict(type=type_, window=7), 16, postfix=2)
+    assert name == 'bn2'
+    assert type(layer) is cls and layer.window == 7
+    assert layer.num_features == 16 and layer.eps == 1e-5
+
+
+def test_build_norm_layer_rejects_unknown_option_by_name():
+    with pytest.raises(TypeError, match="unknown option 'windows'"):
+        build_norm_layer(dict(type='psBN', windows=7), 16)
+
+
+def test_resnet50_state_dict_is_identical_with_psbn_and_bn():
+    bn_net, ps_net = _resnet(50, 'BN'), _resnet(50, 'psBN')
+    bn_sd, ps_sd = bn_net.state_dict(), ps_net.state_dict()
+    assert list(bn_sd) == list(ps_sd)
+    assert all(bn_sd[k].shape == ps_sd[k].shape for k in bn_sd)
+    assert sum(isinstance(m, psBN) for m in ps_net.modules()) == 53
+
+
+def torchvision_resnet50_state_dict(seed=0):
+    """Random values under torchvision's ResNet-50 key names and shapes."""
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+
+    def conv(name, out_c, in_c, k):
+        sd[f'{name}.weight'] = torch.randn(out_c, in_c, k, k, generator=g)
+
+    def bn(name, c):
+        sd[f'{name}.weight'] = torch.rand(c, generator=g)
+        sd[f'{name}.bias'] = torch.randn(c, generator=g)
+        sd[f'{name}.running_mean'] = torch.randn(c, generator=g)
+        sd[f'{name}.running_var'] = torch.rand(c, generator=g) + 0.5
+        sd[f'{name}.num_batches_tracked'] = torch.tensor(100)
+
+    conv('conv1', 64, 3, 7)
+    bn('bn1', 64)
+    inplanes = 64
+    for i, (planes, blocks) in enumerate(zip((64, 128, 256, 512),
+                                             (3, 4, 6, 3)), start=1):
+        for j in range(blocks):
+            p = f'layer{i}.{j}'
+            conv(f'{p}.conv1', planes, inplanes, 1)
+            bn(f'{p}.bn1', planes)
+            conv(f'{p}.conv2', planes, planes, 3)
+            bn(f'{p}.bn2', planes)
+            conv(f'{p}.conv3', planes * 4, planes, 1)
+            bn(f'{p}.bn3', planes * 4)
+            if j == 0:
+                conv(f'{p}.downsample.0', planes * 4, inplanes, 1)
+                bn(f'{p}.downsample.1', planes * 4)
+            inplanes = planes * 4
+    sd['fc.weight'] = torch.randn(1000, 2048, generator=g)
+    sd['fc.bias'] = torch.randn(1000, generator=g)
+    return sd
+
+
+def test_torchvision_checkpoint_loads_into_psbn_backbone(tmp_path):
+    sd = torchvision_resnet50_state_dict()
+    path = tmp_path / 'resnet50_torchvision.pth'
+    torch.save(sd, path)
+    backbone = _resnet(50, 'psBN')
+    # strict: every backbone key present, nothing but the classifier left over
+    missing, unexpected = backbone.load_state_dict(
+        {k: v for k, v in sd.items() if not k.startswith('fc.')}, strict=True)
+    assert not missing and not unexpected
+    # mmdet's own path for init_cfg=Pretrained (torchvision://resnet50)
+    fresh = _resnet(50, 'psBN', init_cfg=dict(type='Pretrained',
+                                              checkpoint=str(path)))
+    fresh.init_weights()
+    for key, value in fresh.state_dict().items():
+        assert torch.equal(value, sd[key]), key
+    load_checkpoint(_resnet(50, 'psBN'), str(path), strict=False)

@@ -1,0 +1,418 @@
+"""tools/collapse_report.py and psbn_mmdet.report on crafted checkpoints.
+
+Parameter mode runs on ResNet-50-shaped state dicts written here in all three
+formats, with known collapsed channels per stage.  Activation mode (needs
+mmdet) runs a ResNet-18 on a tiny generated COCO set with crafted dead
+channels.
+"""
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from psbn_mmdet.report import _ChannelMax, run
+
+ROOT = Path(__file__).resolve().parents[1]
+TOOL = ROOT / 'tools' / 'collapse_report.py'
+HAS_MMDET = importlib.util.find_spec('mmdet') is not None
+needs_mmdet = pytest.mark.skipif(not HAS_MMDET, reason='mmdet not installed')
+
+STAGE_KEYS = {'name', 'bn_layers', 'channels', 'collapsed_gamma',
+              'collapsed_gamma_pct', 'dead_activation', 'dead_activation_pct'}
+LAYER_KEYS = {'name', 'stage', 'role', 'channels', 'collapsed_gamma',
+              'dead_activation'}
+REPORT_KEYS = {'checkpoint', 'gamma_threshold', 'activation_threshold',
+               'num_images', 'stages', 'total', 'layers'}
+
+# ResNet-50, torchvision/mmdet names: BN layers and channels per stage.
+R50_BN_LAYERS = {'stem': 1, 'layer1': 10, 'layer2': 13, 'layer3': 19,
+                 'layer4': 10}
+R50_CHANNELS = {'stem': 64, 'layer1': 1408, 'layer2': 3584, 'layer3': 10240,
+                'layer4': 11264}
+# {bn: {channel: γ}}: collapsed (|γ| < 1e-3) and near misses that are not.
+CRAFTED_GAMMA = {
+    'bn1': {0: 0.0, 5: 5e-4},
+    'layer1.0.bn1': {1: -9e-4, 2: 1e-3},
+    'layer1.0.downsample.1': {0: 0.0},
+    'layer1.2.bn3': {7: 1e-5, 8: -1e-5, 9: -2e-3},
+    'layer2.3.bn2': {0: 0.0, 1: 0.0, 2: 0.0},
+    'layer3.5.bn1': {100: 9.99e-4},
+    'layer3.0.downsample.1': {1023: -5e-4, 0: 0.5},
+    'layer4.2.bn3': {c: 0.0 for c in range(20)},
+}
+COLLAPSED = {'stem': 2, 'layer1': 4, 'layer2': 3, 'layer3': 2, 'layer4': 20}
+
+
+def resnet50_state() -> dict[str, torch.Tensor]:
+    """A ResNet-50 state dict with torchvision's keys (convs only where
+    the format detection looks), all γ = 1 except CRAFTED_GAMMA."""
+    state = {'conv1.weight': torch.zeros(64, 3, 7, 7)}
+
+    def bn(name, channels):
+        gamma = torch.ones(channels)
+        for channel, value in CRAFTED_GAMMA.get(name, {}).items():
+            gamma[channel] = value
+        state.update({
+            f'{name}.weight': gamma, f'{name}.bias': torch.zeros(channels),
+            f'{name}.running_mean': torch.zeros(channels),
+            f'{name}.running_var': torch.ones(channels),
+            f'{name}.num_batches_tracked': torch.tensor(0)})
+
+    bn('bn1', 64)
+    for stage, (blocks, planes) in enumerate(
+            zip((3, 4, 6, 3), (64, 128, 256, 512)), 1):
+        for block in range(blocks):
+            prefix = f'layer{stage}.{block}'
+            bn(f'{prefix}.bn1', planes)
+            bn(f'{prefix}.bn2', planes)
+            bn(f'{prefix}.bn3', 4 * planes)
+            if block == 0:
+                bn(f'{prefix}.downsample.1', 4 * planes)
+    state['fc.weight'] = torch.zeros(1000, 2048)
+    state['fc.bias'] = torch.zeros(1000)
+    return state
+
+
+def save_checkpoint(path: Path, state: dict, fmt: str) -> Path:
+    """Save ``state`` (backbone keys) as an mmengine, torchvision or bare file."""
+    if fmt == 'torchvision':
+        torch.save(state, path)
+    elif fmt == 'mmengine':
+        import numpy as np
+        from mmengine.logging import HistoryBuffer
+        torch.save({
+            'meta': {'epoch': 12, 'seed': np.int64(0),
+                     'hist': np.zeros(3, dtype=np.float32)},
+            'state_dict': {**{f'backbone.{k}': v for k, v in state.items()
+                              if not k.startswith('fc.')},
+                           'neck.bn.running_var': torch.ones(8),
+                           'neck.bn.weight': torch.zeros(8)},
+            'message_hub': {'log_scalars': {'loss': HistoryBuffer([0.5], [1])}},
+        }, path)
+    else:  # a DDP-wrapped detector's state dict, no wrapper around it
+        torch.save({**{f'module.backbone.{k}': v for k, v in state.items()},
+                    'module.roi_head.bn1.running_var': torch.ones(8),
+                    'module.roi_head.bn1.weight': torch.zeros(8)}, path)
+    return path
+
+
+def cli(*args) -> int:
+    spec = importlib.util.spec_from_file_location('collapse_report', TOOL)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tool.main([str(a) for a in args])
+
+
+@pytest.fixture(scope='module')
+def r50_files(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp('r50')
+    state = resnet50_state()
+    return {fmt: save_checkpoint(folder / f'{fmt}.pth', state, fmt)
+            for fmt in ('mmengine', 'torchvision', 'bare')}
+
+
+# -------------------------------------------------------- parameter criterion
+@pytest.mark.parametrize('fmt', ['mmengine', 'torchvision', 'bare'])
+def test_collapsed_gamma_counts_are_exact_in_every_format(r50_files, fmt,
+                                                          tmp_path):
+    out = tmp_path / 'report.json'
+    assert cli(r50_files[fmt], '--json', out) == 0
+    report = json.loads(out.read_text())
+    stages = {row['name']: row for row in report['stages']}
+    assert list(stages) == ['stem', 'layer1', 'layer2', 'layer3', 'layer4']
+    for name, row in stages.items():
+        assert row['bn_layers'] == R50_BN_LAYERS[name]
+        assert row['channels'] == R50_CHANNELS[name]
+        assert row['collapsed_gamma'] == COLLAPSED[name]
+        assert row['collapsed_gamma_pct'] == pytest.approx(
+            100 * COLLAPSED[name] / R50_CHANNELS[name])
+        assert row['dead_activation'] is None
+    total = report['total']
+    assert (total['name'], total['bn_layers'], total['channels'],
+            total['collapsed_gamma']) == ('total', 53, 26560, 35)
+    prefix = '' if fmt == 'torchvision' else 'backbone.'
+    layers = {layer['name']: layer for layer in report['layers']}
+    assert len(layers) == 53
+    assert layers[f'{prefix}layer4.2.bn3'] == {
+        'name': f'{prefix}layer4.2.bn3', 'stage': 'layer4', 'role': 'pre-add',
+        'channels': 2048, 'collapsed_gamma': 20, 'dead_activation': None}
+    assert layers[f'{prefix}bn1']['role'] == 'pre-relu'
+    assert layers[f'{prefix}layer1.0.bn1']['collapsed_gamma'] == 1
+
+
+def test_json_schema_keys_are_exact(r50_files, tmp_path):
+    out = tmp_path / 'report.json'
+    cli(r50_files['mmengine'], '--json', out)
+    report = json.loads(out.read_text())
+    assert set(report) == REPORT_KEYS
+    assert report['num_images'] is None
+    assert report['gamma_threshold'] == 1e-3
+    assert report['activation_threshold'] == 1e-12
+    assert all(set(row) == STAGE_KEYS for row in report['stages'])
+    assert set(report['total']) == STAGE_KEYS
+    assert all(set(layer) == LAYER_KEYS for layer in report['layers'])
+
+
+def test_gamma_threshold_is_an_option(r50_files):
+    report = run(r50_files['torchvision'], gamma_threshold=1e-2,
+                 out=io.StringIO())
+    # the near misses 1e-3 and -2e-3 now count too
+    assert report['total']['collapsed_gamma'] == 35 + 2
+    assert report['gamma_threshold'] == 1e-2
+
+
+def test_table_has_a_row_per_stage_and_a_total(r50_files, capsys):
+    assert cli(r50_files['torchvision']) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line.split()[0] for line in lines[2:]]
+    assert rows == ['stem', 'layer1', 'layer2', 'layer3', 'layer4', 'total']
+    assert '20 (0.18%)' in lines[-2]
+
+
+def test_csv_has_stage_and_total_rows(r50_files, tmp_path):
+    out = tmp_path / 'report.csv'
+    cli(r50_files['bare'], '--csv', out)
+    lines = out.read_text().splitlines()
+    assert lines[0].split(',') == ['checkpoint', 'name', 'bn_layers',
+                                   'channels', 'collapsed_gamma',
+                                   'collapsed_gamma_pct', 'dead_activation',
+                                   'dead_activation_pct']
+    assert [line.split(',')[1] for line in lines[1:]] == [
+        'stem', 'layer1', 'layer2', 'layer3', 'layer4', 'total']
+
+
+def test_compare_reports_both_checkpoints(r50_files, tmp_path, capsys):
+    state = resnet50_state()
+    state['layer2.0.bn1.weight'][:10] = 0
+    other = save_checkpoint(tmp_path / 'b.pth', state, 'torchvision')
+    out, csv_out = tmp_path / 'compare.json', tmp_path / 'compare.csv'
+    assert cli(r50_files['mmengine'], '--compare', other, '--json', out,
+               '--csv', csv_out) == 0
+    report = json.loads(out.read_text())
+    assert set(report) == {'a', 'b'}
+    assert set(report['a']) == set(report['b']) == REPORT_KEYS
+    a, b = (report[k]['stages'][2] for k in 'ab')
+    assert (a['name'], a['collapsed_gamma'], b['collapsed_gamma']) == (
+        'layer2', 3, 13)
+    assert len(csv_out.read_text().splitlines()) == 1 + 2 * 6
+    layer2 = next(line for line in capsys.readouterr().out.splitlines()
+                  if line.startswith('layer2'))
+    assert '+10' in layer2
+
+
+def test_plots_are_written_and_not_empty(r50_files, tmp_path):
+    single, pair = tmp_path / 'single', tmp_path / 'pair'
+    assert cli(r50_files['torchvision'], '--plot-dir', single) == 0
+    assert cli(r50_files['torchvision'], '--compare', r50_files['bare'],
+               '--plot-dir', pair) == 0
+    expected = {f'{s}.png' for s in R50_BN_LAYERS} | {'summary.png'}
+    for folder in (single, pair):
+        assert {p.name for p in folder.iterdir()} == expected
+        for png in folder.iterdir():
+            assert png.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+            assert png.stat().st_size > 10_000
+
+
+def test_batch_padding_does_not_count():
+    """Each image's maximum covers its own pixels, not the padding."""
+    module = torch.nn.Identity()
+    probe = _ChannelMax({'bn': module})
+    features = torch.full((2, 1, 4, 4), -1.0)
+    features[0, 0, 3, 3] = 5.0  # padding of image 0 (2x2 of 4x4 at 1/2 size)
+    features[1, 0, 3, 3] = 7.0  # inside image 1 (full size)
+    probe.extents = [(4, 4, 8, 8), (8, 8, 8, 8)]
+    module(features)
+    assert probe.maxima['bn'].tolist() == [7.0]
+    features[1, 0, 3, 3] = -1.0
+    module(features)  # maxima accumulate over batches
+    assert probe.maxima['bn'].tolist() == [7.0]
+    probe.remove()
+    probe.maxima.clear()
+    probe.extents = [(4, 4, 8, 8), (4, 4, 8, 8)]
+    features = torch.full((2, 1, 4, 4), -1.0)
+    module(features)
+    assert probe.maxima == {}
+
+
+# ------------------------------------------------------------------ bad input
+def _no_bn_checkpoint(tmp_path):
+    return save_checkpoint(tmp_path / 'convs.pth',
+                           {'conv1.weight': torch.zeros(8, 3, 3, 3)},
+                           'torchvision')
+
+
+def _text_file(tmp_path):
+    path = tmp_path / 'notes.pth'
+    path.write_text('not a checkpoint\n')
+    return path
+
+
+@pytest.mark.parametrize('make_args, message', [
+    (lambda tmp, good: [tmp / 'missing.pth'], 'no such file'),
+    (lambda tmp, good: [_text_file(tmp)], 'not a PyTorch checkpoint'),
+    (lambda tmp, good: [_no_bn_checkpoint(tmp)], 'no ResNet BN layers'),
+    (lambda tmp, good: [good, '--data-config', tmp / 'c.py', '--num-images',
+                        '0'], '--num-images must be at least 1'),
+    (lambda tmp, good: [good, '--num-images', '3'], 'needs --data-config'),
+    (lambda tmp, good: [good, '--compare', tmp / 'missing.pth'],
+     'no such file'),
+], ids=['missing', 'not-a-checkpoint', 'no-bn', 'zero-images',
+        'images-without-data', 'missing-compare'])
+def test_bad_input_is_one_line_and_exit_2(r50_files, tmp_path, capsys,
+                                          make_args, message):
+    args = make_args(tmp_path, r50_files['torchvision'])
+    out = tmp_path / 'out'
+    code = cli(*args, '--json', out / 'r.json', '--csv', out / 'r.csv',
+               '--plot-dir', out / 'plots')
+    captured = capsys.readouterr()
+    assert code == 2
+    assert captured.err.count('\n') == 1 and message in captured.err
+    assert captured.err.startswith('collapse_report: error: ')
+    assert not out.exists()
+
+
+def test_command_line_exit_codes(r50_files, tmp_path):
+    ok = subprocess.run([sys.executable, TOOL, r50_files['mmengine']],
+                        capture_output=True, text=True, cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    assert 'total' in ok.stdout
+    bad = subprocess.run([sys.executable, TOOL, tmp_path / 'missing.pth'],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().count('\n') == 0 and 'Traceback' not in bad.stderr
+
+
+# ---------------------------------------------------------- activation mode
+DEAD = {'layer1.0.bn1': [5], 'layer3.1.bn1': [2, 3]}  # crafted, pre-ReLU
+
+CONFIG = """
+custom_imports = dict(imports=['psbn_mmdet'], allow_failed_imports=False)
+model = dict(
+    data_preprocessor=dict(
+        type='DetDataPreprocessor', mean=[123.675, 116.28, 103.53],
+        std=[58.395, 57.12, 57.375], bgr_to_rgb=True, pad_size_divisor=32),
+    backbone=dict(
+        type='ResNet', depth={depth}, num_stages=4, out_indices=(0, 1, 2, 3),
+        frozen_stages=1, norm_cfg=dict(type='{norm}', requires_grad=True),
+        norm_eval=True, style='pytorch'))
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=(96, 64), keep_ratio=True),
+    dict(type='PackDetInputs',
+         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
+                    'scale_factor')),
+]
+test_dataloader = dict(
+    batch_size=1,
+    dataset=dict(
+        type='CocoDataset', data_root='{root}/',
+        ann_file='annotations/instances_val.json',
+        data_prefix=dict(img='val/'), metainfo=dict(classes=('thing', )),
+        test_mode=True, pipeline=test_pipeline))
+"""
+
+
+def tiny_coco(root: Path, sizes=((60, 80), (90, 60), (64, 64))) -> Path:
+    """A COCO set of noise images of different shapes (so batches pad)."""
+    import cv2
+    import numpy as np
+    (root / 'val').mkdir(parents=True)
+    (root / 'annotations').mkdir()
+    rng = np.random.default_rng(0)
+    images, annotations = [], []
+    for i, (h, w) in enumerate(sizes, 1):
+        cv2.imwrite(str(root / 'val' / f'{i}.jpg'),
+                    rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        images.append(dict(id=i, file_name=f'{i}.jpg', height=h, width=w))
+        annotations.append(dict(id=i, image_id=i, category_id=1, iscrowd=0,
+                                bbox=[2, 2, 20, 20], area=400))
+    (root / 'annotations' / 'instances_val.json').write_text(json.dumps(dict(
+        images=images, annotations=annotations,
+        categories=[dict(id=1, name='thing')])))
+    return root
+
+
+def resnet18_checkpoint(path: Path) -> Path:
+    """mmdet ResNet-18 weights, every pre-ReLU channel kept alive (β = 3)
+    except the crafted DEAD ones (β very negative)."""
+    from mmdet.models.backbones import ResNet
+    torch.manual_seed(0)
+    state = ResNet(depth=18).state_dict()
+    for name in [k.removesuffix('.bias') for k in state
+                 if k.endswith('.bias') and ('bn1' in k)]:
+        state[f'{name}.bias'].fill_(3.0)
+    for name, channels in DEAD.items():
+        state[f'{name}.weight'][channels] = 0.5
+        state[f'{name}.bias'][channels] = -1e6
+    torch.save({'state_dict': {f'backbone.{k}': v for k, v in state.items()}},
+               path)
+    return path
+
+
+@pytest.fixture(scope='module')
+def tiny_data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp('activations')
+    root = tiny_coco(folder / 'coco')
+    configs = {}
+    for depth, norm in ((18, 'BN'), (18, 'psBN'), (50, 'BN')):
+        configs[depth, norm] = folder / f'r{depth}_{norm}.py'
+        configs[depth, norm].write_text(
+            CONFIG.format(depth=depth, norm=norm, root=root))
+    return configs, resnet18_checkpoint(folder / 'r18.pth')
+
+
+@needs_mmdet
+@pytest.mark.parametrize('norm', ['BN', 'psBN'])
+def test_activation_mode_finds_crafted_dead_channels(tiny_data, tmp_path,
+                                                     norm):
+    configs, checkpoint = tiny_data
+    out = tmp_path / 'report.json'
+    assert cli(checkpoint, '--data-config', configs[18, norm],
+               '--num-images', 3, '--batch-size', 2, '--json', out) == 0
+    report = json.loads(out.read_text())
+    assert report['num_images'] == 3
+    dead = {layer['name'].removeprefix('backbone.'): layer['dead_activation']
+            for layer in report['layers'] if layer['dead_activation']}
+    assert dead == {name: len(c) for name, c in DEAD.items()}
+    stages = {row['name']: row for row in report['stages']}
+    assert stages['layer1']['dead_activation'] == 1
+    assert stages['layer3']['dead_activation'] == 2
+    # ResNet-18 layer3: 2 blocks, pre-ReLU BN is bn1 only (256 channels each)
+    assert stages['layer3']['dead_activation_pct'] == pytest.approx(
+        100 * 2 / 512)
+    assert report['total']['dead_activation'] == 3
+    pre_add = [layer for layer in report['layers']
+               if layer['role'] == 'pre-add']
+    assert pre_add and all(l['dead_activation'] is None for l in pre_add)
+
+
+@needs_mmdet
+def test_activation_mode_with_compare_and_plots(tiny_data, tmp_path):
+    configs, checkpoint = tiny_data
+    out, plots = tmp_path / 'report.json', tmp_path / 'plots'
+    assert cli(checkpoint, '--compare', checkpoint, '--config',
+               configs[18, 'BN'], '--data-config', configs[18, 'BN'],
+               '--num-images', 2, '--json', out, '--plot-dir', plots) == 0
+    report = json.loads(out.read_text())
+    assert report['a']['num_images'] == report['b']['num_images'] == 2
+    assert report['a']['total'] == report['b']['total']
+    assert (plots / 'summary.png').stat().st_size > 10_000
+
+
+@needs_mmdet
+def test_backbone_that_does_not_match_is_one_line_and_exit_2(
+        tiny_data, tmp_path, capsys):
+    configs, checkpoint = tiny_data
+    out = tmp_path / 'report.json'
+    code = cli(checkpoint, '--data-config', configs[50, 'BN'],
+               '--num-images', 1, '--json', out)
+    err = capsys.readouterr().err
+    assert code == 2 and err.count('\n') == 1
+    assert 'does not match' in err and not out.exists()
