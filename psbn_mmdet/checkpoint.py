@@ -22,7 +22,10 @@ def _numpy_globals() -> list:
     return classes
 
 
-MMENGINE_CHECKPOINT_GLOBALS = [HistoryBuffer, *_numpy_globals()]
+# HistoryBuffer pickles its statistics methods as ``getattr(HistoryBuffer,
+# 'min')``.  Allowing ``getattr`` lets a file read attributes of allow-listed
+# objects only; the safe unpickler still refuses to *call* anything not listed.
+MMENGINE_CHECKPOINT_GLOBALS = [HistoryBuffer, getattr, *_numpy_globals()]
 
 
 def allow_mmengine_checkpoints() -> None:

@@ -16,8 +16,8 @@ drawn from inside COCO's small / medium / large ranges (with a margin from the
 never overlap, so no mask hides part of another.
 
 Output is a function of the parameters alone (numpy ``Generator`` seeded per
-image, fixed JPEG settings).  A stamp file records the parameters: a second call
-with the same ones returns at once without touching the files.
+image, fixed JPEG settings).  A stamp file records the parameters: a second
+call with the same ones returns at once without touching the files.
 """
 from __future__ import annotations
 
@@ -178,7 +178,8 @@ def _annotation(ann_id: int, image_id: int, category_id: int,
 def polygon_area(polygon: np.ndarray) -> float:
     """Area of a simple polygon given as an ``(N, 2)`` array (shoelace)."""
     x, y = polygon[:, 0], polygon[:, 1]
-    return float(abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))) / 2)
+    twice_area = np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))
+    return float(abs(twice_area) / 2)
 
 
 def _draw_image(rng: np.random.Generator, image_size: tuple[int, int]
@@ -196,8 +197,9 @@ def _draw_image(rng: np.random.Generator, image_size: tuple[int, int]
             continue
         color = np.array(CLASS_COLORS[category_index]) + rng.integers(
             -COLOR_JITTER, COLOR_JITTER + 1, size=3)
-        # Pillow puts pixel centres on integers, COCO on half-integers.
-        draw.polygon([tuple(point) for point in polygon - 0.5],
+        # No half-pixel shift: Pillow fills the very pixels that pycocotools
+        # (hence mmdet's poly2mask) rasterizes for this polygon.
+        draw.polygon([tuple(point) for point in polygon],
                      fill=tuple(int(c) for c in color.clip(0, 255)))
         occupied.append(np.concatenate([polygon.min(0), polygon.max(0)]))
         objects.append((category_index, polygon))
@@ -213,7 +215,8 @@ def _background(rng: np.random.Generator,
     grey = rng.uniform(70, 180, size=(4, 5, 1))
     tint = rng.uniform(-15, 15, size=(4, 5, 3))
     coarse = (grey + tint).clip(0, 255).astype(np.uint8)
-    image = Image.fromarray(coarse).resize(image_size, Image.Resampling.BICUBIC)
+    image = Image.fromarray(coarse).resize(image_size,
+                                           Image.Resampling.BICUBIC)
     draw = ImageDraw.Draw(image)
     for _ in range(rng.integers(3, 9)):
         ends = rng.uniform(0, 1, size=4) * [width, height, width, height]
@@ -279,6 +282,6 @@ def _place(rng: np.random.Generator, unit_shape: np.ndarray,
 
 
 def _apart(box: np.ndarray, other: np.ndarray) -> bool:
-    """Whether two ``[x_min, y_min, x_max, y_max]`` boxes are BORDER px apart."""
+    """Whether two ``[x_min, y_min, x_max, y_max]`` boxes are BORDER apart."""
     return bool(box[0] >= other[2] + BORDER or other[0] >= box[2] + BORDER
                 or box[1] >= other[3] + BORDER or other[1] >= box[3] + BORDER)

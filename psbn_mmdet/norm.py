@@ -201,7 +201,11 @@ class PostShiftMixin:
         return shift
 
 
-class psBN(PostShiftMixin, nn.BatchNorm2d):
+# ``_BatchNorm`` is listed again as a direct base on purpose: mmengine's
+# ``init_cfg=dict(type='Constant', layer='_BatchNorm')`` (mmdet's ResNet default)
+# matches the names of a module's *direct* bases, and must initialize psBN
+# exactly as it initializes BN.
+class psBN(PostShiftMixin, nn.BatchNorm2d, _BatchNorm):
     """``BatchNorm2d`` whose dead channels a controller can post-shift back.
 
     Registered in mmengine's ``MODELS`` as ``psBN`` (abbreviation ``bn``)::
@@ -227,7 +231,7 @@ class psBN(PostShiftMixin, nn.BatchNorm2d):
         return y
 
 
-class psSyncBN(PostShiftMixin, nn.SyncBatchNorm):
+class psSyncBN(PostShiftMixin, nn.SyncBatchNorm, _BatchNorm):
     """``SyncBatchNorm`` with psBN's statistics and post-shift (``psSyncBN``)."""
 
     def __init__(self, num_features: int, eps: float = 1e-5,

@@ -32,18 +32,17 @@ def _png(figure: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def _stage_channels(report, stage: str):
+def _stage_channels(report, stage: str) -> tuple[np.ndarray, ...]:
+    """γ, β, collapsed and dead (False where unmeasured) of a stage's channels."""
     layers = [layer for layer in report.layers if layer.stage == stage]
-    if not layers:
-        empty = torch.zeros(0)
-        return empty, empty, empty.bool(), empty.bool()
-    gamma = torch.cat([layer.gamma for layer in layers])
-    beta = torch.cat([layer.beta for layer in layers])
-    collapsed = torch.cat([layer.collapsed for layer in layers])
-    dead = torch.cat([torch.zeros(layer.channels, dtype=torch.bool)
-                      if layer.dead is None else layer.dead
-                      for layer in layers])
-    return gamma, beta, collapsed, dead
+    no_dead = torch.zeros(0, dtype=torch.bool)
+    columns = ([layer.gamma for layer in layers],
+               [layer.beta for layer in layers],
+               [layer.collapsed for layer in layers],
+               [torch.zeros(layer.channels, dtype=torch.bool)
+                if layer.dead is None else layer.dead for layer in layers])
+    return tuple(torch.cat(column).numpy() if column else no_dead.numpy()
+                 for column in columns)
 
 
 def _scatter(ax, report, stage: str, label: str) -> None:
@@ -60,25 +59,25 @@ def _scatter(ax, report, stage: str, label: str) -> None:
                          f'({int(dead.sum())})')
     ax.axvline(0, color='grey', lw=0.5)
     ax.set(xlabel='γ', ylabel='β',
-           title=f'{label}{stage}: {int(collapsed.sum())}/{gamma.numel()} '
+           title=f'{label}{stage}: {int(collapsed.sum())}/{gamma.size} '
                  'collapsed')
-    ax.legend(loc='best', fontsize='small')
+    ax.legend(loc='upper left', fontsize='small')
 
 
 def _histogram(ax, report, stage: str, label: str) -> None:
-    gamma = _stage_channels(report, stage)[0].abs()
+    gamma = np.abs(_stage_channels(report, stage)[0]).astype(np.float64)
     threshold = report.gamma_threshold
     floor = threshold * SHOWN_BELOW
-    top = max(float(gamma.max()) if gamma.numel() else 0.0, threshold * 10)
+    top = max(gamma.max(initial=0.0), threshold * 10)
     bins = np.logspace(np.log10(floor), np.log10(top), 60)
-    ax.hist(gamma.clamp(min=floor).numpy(), bins=bins, log=True,
-            color=HEALTHY)
+    bins[0] = floor  # exactly, or values drawn at the floor fall outside
+    ax.hist(np.maximum(gamma, floor), bins=bins, log=True, color=HEALTHY)
     ax.axvline(threshold, color=COLLAPSED, ls='--',
                label=f'threshold {threshold:g}')
     ax.set_xscale('log')
     ax.set(xlabel=f'|γ| (below {floor:g} drawn at {floor:g})',
            ylabel='channels', title=f'{label}{stage}: |γ|')
-    ax.legend(loc='best', fontsize='small')
+    ax.legend(loc='upper left', fontsize='small')
 
 
 def _stage_figure(reports, labels, stage: str) -> bytes:

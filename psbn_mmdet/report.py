@@ -24,6 +24,7 @@ and roles come from the BN names (:func:`psbn_mmdet.roles.roles_from_names`).
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -86,11 +87,14 @@ def _torch_load(path: Path):
         if 'Unsupported global' not in str(error):
             raise ReportError(f'{path}: not a PyTorch checkpoint '
                               f'({_first_line(error)})') from None
-    # mmengine checkpoints pickle a few of mmengine's and numpy's classes.
+    # mmengine checkpoints pickle a few of mmengine's and numpy's classes, and
+    # a HistoryBuffer's statistics methods as ``getattr(HistoryBuffer, 'min')``:
+    # getattr only reads attributes of objects already allowed; it calls nothing.
     from .checkpoint import allow_mmengine_checkpoints
     allow_mmengine_checkpoints()
     try:
-        return load_any()
+        with torch.serialization.safe_globals([getattr]):
+            return load_any()
     except Exception as error:  # noqa: BLE001
         raise ReportError(f'{path}: cannot be loaded safely '
                           f'({_first_line(error)})') from None
@@ -264,7 +268,8 @@ def build_backbone(config, ckpt: Checkpoint) -> torch.nn.Module:
             f'{len(missing)} missing, {len(unexpected)} unexpected, '
             f'{len(mismatched)} mismatched keys (first: {ckpt.prefix}{first})')
     backbone.load_state_dict(state, strict=True)
-    return backbone.eval()
+    backbone.eval()  # mmdet's ResNet.train() returns None, so not chained
+    return backbone
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -327,8 +332,9 @@ class ActivationProbe:
         if not loader_cfg or 'dataset' not in loader_cfg:
             raise ReportError(f'{data_config}: no test_dataloader or '
                               'val_dataloader with a dataset in it')
-        try:
-            dataset = datasets.build(loader_cfg['dataset'])
+        try:  # pycocotools talks on stdout, which holds the report
+            with contextlib.redirect_stdout(sys.stderr):
+                dataset = datasets.build(loader_cfg['dataset'])
         except Exception as error:  # noqa: BLE001
             raise ReportError(f'{data_config}: cannot build the data set '
                               f'({_first_line(error)})') from None
@@ -481,7 +487,7 @@ def run(checkpoint, *, compare=None, config=None, data_config=None,
         gamma_threshold: float = GAMMA_THRESHOLD,
         activation_threshold: float = ACTIVATION_THRESHOLD,
         batch_size: int = DEFAULT_BATCH_SIZE, json_path=None, csv_path=None,
-        plot_dir=None, out=sys.stdout) -> dict:
+        plot_dir=None, out=None) -> dict:
     """Report on ``checkpoint`` (and ``compare``), print the table, write files.
 
     ``config`` gives the backbone (checked against the checkpoint), and
@@ -489,6 +495,7 @@ def run(checkpoint, *, compare=None, config=None, data_config=None,
     JSON object: one report, or ``{"a": ..., "b": ...}`` with ``compare``.
     Every check runs and every output is rendered before anything is written.
     """
+    out = out or sys.stdout
     _check_arguments(num_images, data_config, gamma_threshold,
                      activation_threshold, batch_size)
     ckpts = [load_checkpoint(path) for path in (checkpoint, compare) if path]

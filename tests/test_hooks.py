@@ -15,7 +15,7 @@ class RandomImages(Dataset):
 
     def __getitem__(self, index):
         g = torch.Generator().manual_seed(index)
-        return dict(inputs=torch.randn(3, 32, 32, generator=g))
+        return dict(inputs=torch.randn(3, 64, 64, generator=g))
 
 
 @MODELS.register_module(force=True)
@@ -28,8 +28,12 @@ class CraftedResNet18(BaseModel):
         norm_cfg = dict(type=norm_type, requires_grad=True)
         if norm_type == 'psBN':
             norm_cfg['window'] = window
+        # zero_init_residual would zero every pre-add γ: keep them crafted
         self.backbone = ResNet(depth=18, norm_cfg=norm_cfg, norm_eval=False,
-                               frozen_stages=-1)
+                               frozen_stages=-1, zero_init_residual=False)
+
+    def init_weights(self):
+        super().init_weights()  # the Runner calls it: craft afterwards
         with torch.no_grad():
             # batch statistics: x̂ ~ N(0, 1), so y = x̂ - 1e3 < 0 everywhere
             self.backbone.bn1.bias[:2] = -1e3  # stem: 2 dead

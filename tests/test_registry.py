@@ -88,3 +88,19 @@ def test_torchvision_checkpoint_loads_into_psbn_backbone(tmp_path):
     for key, value in fresh.state_dict().items():
         assert torch.equal(value, sd[key]), key
     load_checkpoint(_resnet(50, 'psBN'), str(path), strict=False)
+
+
+def test_mmdet_init_cfg_initializes_psbn_as_bn():
+    from mmdet.models.backbones import ResNet
+    torch.manual_seed(0)
+    nets = [ResNet(depth=18, norm_cfg=dict(type=t)) for t in ('BN', 'psBN')]
+    for net in nets:
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                torch.nn.init.normal_(m.weight)
+                torch.nn.init.normal_(m.bias)
+        net.init_weights()
+    bn_sd, ps_sd = (n.state_dict() for n in nets)
+    for key in bn_sd:
+        if '.bn' in key or key.startswith('bn'):
+            assert torch.equal(bn_sd[key], ps_sd[key]), key

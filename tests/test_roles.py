@@ -53,12 +53,13 @@ def test_mmdet_resnet_variants(kind):
     assert roles_from_names(roles) == roles
 
 
-def test_detector_backbone_roles_and_neck_left_alone():
+def test_detector_backbone_roles():
     from mmengine.config import Config
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
     register_all_modules()
-    cfg = Config.fromfile('mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py')
+    from conftest import CONFIGS
+    cfg = Config.fromfile(str(CONFIGS / 'faster_rcnn_r50_psbn.py'))
     model = MODELS.build(cfg.model)
     roles = roles_from_model(model)
     assert roles['backbone.bn1'].role == PRE_RELU
