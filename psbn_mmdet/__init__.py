@@ -5,7 +5,14 @@ registers ``psBN`` and ``psSyncBN`` in mmengine's ``MODELS`` (found by mmcv's
 ``build_norm_layer``), the hooks in ``HOOKS``, a CPU-capable DDP wrapper, and
 allow-lists mmengine's checkpoint classes for safe ``torch.load``.
 """
-from mmengine.registry import MODELS
+import warnings
+
+# mmengine 0.10 imports pkg_resources; its deprecation warning (two lines in
+# every process) would bury the tools' one-line error messages.
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated',
+                        category=UserWarning)
+
+from mmengine.registry import MODELS  # noqa: E402
 
 from .checkpoint import allow_mmengine_checkpoints
 from .controller import PostShiftController

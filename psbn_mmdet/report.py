@@ -28,7 +28,9 @@ import contextlib
 import csv
 import io
 import json
+import os
 import sys
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -235,7 +237,9 @@ def _load_config(path):
     if not Path(path).is_file():
         raise ReportError(f'{path}: no such config')
     try:
-        return Config.fromfile(path)
+        with warnings.catch_warnings():  # mmengine imports pkg_resources
+            warnings.filterwarnings('ignore', 'pkg_resources is deprecated')
+            return Config.fromfile(path)
     except Exception as error:  # noqa: BLE001
         raise ReportError(f'{path}: cannot read config '
                           f'({_first_line(error)})') from None
@@ -296,9 +300,9 @@ class _ChannelMax:
             if all(h == H and w == W for h, w, H, W in self.extents):
                 batch_max = output.amax(dim=(0, 2, 3))
             else:
-                batch_max = torch.stack([
+                batch_max = torch.stack([  # flatten: faster than amax(1, 2)
                     output[i, :, :_ceil_div(h * h_out, H),
-                           :_ceil_div(w * w_out, W)].amax(dim=(1, 2))
+                           :_ceil_div(w * w_out, W)].flatten(1).amax(1)
                     for i, (h, w, H, W) in enumerate(self.extents)]).amax(0)
             seen = self.maxima.get(name)
             self.maxima[name] = (batch_max if seen is None else
@@ -332,8 +336,8 @@ class ActivationProbe:
         if not loader_cfg or 'dataset' not in loader_cfg:
             raise ReportError(f'{data_config}: no test_dataloader or '
                               'val_dataloader with a dataset in it')
-        try:  # pycocotools talks on stdout, which holds the report
-            with contextlib.redirect_stdout(sys.stderr):
+        try:  # pycocotools' chatter would land in the report on stdout
+            with contextlib.redirect_stdout(io.StringIO()):
                 dataset = datasets.build(loader_cfg['dataset'])
         except Exception as error:  # noqa: BLE001
             raise ReportError(f'{data_config}: cannot build the data set '
@@ -482,6 +486,20 @@ def _check_arguments(num_images, data_config, gamma_threshold,
         raise ReportError(f'--batch-size must be at least 1 (got {batch_size})')
 
 
+def _check_writable(path, is_dir: bool = False) -> None:
+    """Fail now, before any work, if ``path`` cannot be written later."""
+    path = Path(path)
+    if path.exists() and path.is_dir() != is_dir:
+        raise ReportError(f'{path}: {"not" if is_dir else "is"} a directory')
+    if path.exists():
+        existing = path
+    else:
+        existing = next(p for p in path.parents if p.exists())
+    if not (existing.is_dir() or existing == path) or not os.access(
+            existing, os.W_OK):
+        raise ReportError(f'{path}: cannot write there')
+
+
 def run(checkpoint, *, compare=None, config=None, data_config=None,
         num_images: int | None = None,
         gamma_threshold: float = GAMMA_THRESHOLD,
@@ -498,6 +516,11 @@ def run(checkpoint, *, compare=None, config=None, data_config=None,
     out = out or sys.stdout
     _check_arguments(num_images, data_config, gamma_threshold,
                      activation_threshold, batch_size)
+    for path in (json_path, csv_path):
+        if path:
+            _check_writable(path)
+    if plot_dir:
+        _check_writable(plot_dir, is_dir=True)
     ckpts = [load_checkpoint(path) for path in (checkpoint, compare) if path]
     probe = None
     if data_config is not None:

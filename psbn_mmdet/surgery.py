@@ -7,7 +7,6 @@ plain-BN config and checkpoint that stock mmdet loads strictly, without
 """
 from __future__ import annotations
 
-import copy
 import os
 import os.path as osp
 
@@ -68,39 +67,36 @@ def to_psbn(module: nn.Module, **options) -> nn.Module:
 
 
 def bn_config(cfg):
-    """A copy of an mmengine ``Config`` with psBN replaced by stock BN.
+    """A new mmengine ``Config`` with psBN replaced by stock BN.
 
     norm_cfg types are mapped (psBN options dropped), psbn_mmdet's hooks and
     its ``custom_imports`` entry removed.
     """
-    cfg = copy.deepcopy(cfg)
+    from mmengine.config import Config
+    data = cfg.to_dict()
 
     def strip(node):
         if isinstance(node, dict):
             if node.get('type') in EXPORTED_NORM:
-                stock = EXPORTED_NORM[node['type']]
                 for key in ('window', 'active_fraction', 'gamma_min'):
                     node.pop(key, None)
-                node['type'] = stock
+                node['type'] = EXPORTED_NORM[node['type']]
             for value in node.values():
                 strip(value)
         elif isinstance(node, (list, tuple)):
             for value in node:
                 strip(value)
 
-    strip(cfg.model)
-    hooks = [h for h in cfg.get('custom_hooks', [])
-             if h.get('type') not in PSBN_HOOKS]
-    cfg.custom_hooks = hooks
-    imports = cfg.get('custom_imports')
+    strip(data['model'])
+    data['custom_hooks'] = [h for h in data.get('custom_hooks', [])
+                            if h.get('type') not in PSBN_HOOKS]
+    imports = data.pop('custom_imports', None)
     if imports is not None:
         kept = [m for m in imports.get('imports', [])
                 if m.split('.')[0] != 'psbn_mmdet']
         if kept:
-            cfg.custom_imports = dict(imports, imports=kept)
-        else:
-            del cfg['custom_imports']
-    return cfg
+            data['custom_imports'] = dict(imports, imports=kept)
+    return Config(data)
 
 
 def export_bn(config_path: str, checkpoint_path: str, out_dir: str

@@ -1,0 +1,48 @@
+"""Every config in configs/ builds; psBN/BN pairs differ only where intended."""
+import pytest
+from mmengine.config import Config
+
+import psbn_mmdet  # noqa: F401
+from conftest import CONFIGS
+from psbn_mmdet.norm import psBN
+
+ALL = sorted(p.relative_to(CONFIGS).as_posix() for p in CONFIGS.rglob('*.py'))
+
+
+def _bns(model):
+    from torch.nn.modules.batchnorm import _BatchNorm
+    return [m for m in model.backbone.modules() if isinstance(m, _BatchNorm)]
+
+
+@pytest.mark.parametrize('name', ALL)
+def test_config_builds(name):
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    register_all_modules()
+    cfg = Config.fromfile(str(CONFIGS / name))
+    assert 'psbn_mmdet' in cfg.custom_imports['imports']
+    model = MODELS.build(cfg.model)
+    is_psbn = '_psbn' in name
+    assert all(isinstance(m, psBN) == is_psbn for m in _bns(model))
+    hook_types = [h['type'] for h in cfg.custom_hooks]
+    assert hook_types == (['PostShiftHook'] if is_psbn else
+                          ['CollapseMonitorHook'])
+
+
+@pytest.mark.parametrize('name', [n for n in ALL if not n.startswith('demo/')])
+def test_user_configs_keep_torchvision_init_and_mmdet_finetuning(name):
+    cfg = Config.fromfile(str(CONFIGS / name))
+    backbone = cfg.model.backbone
+    depth = backbone.depth
+    assert backbone.init_cfg.checkpoint == f'torchvision://resnet{depth}'
+    assert backbone.norm_eval is True and backbone.frozen_stages == 1
+    if 'finetune' in name:
+        assert cfg.load_from.startswith('https://download.openmmlab.com/')
+
+
+def test_psbn_and_bn_configs_differ_only_in_norm_and_hook():
+    a = Config.fromfile(str(CONFIGS / 'faster_rcnn_r50_psbn.py'))
+    b = Config.fromfile(str(CONFIGS / 'faster_rcnn_r50_bn.py'))
+    a.model.backbone.norm_cfg.type = 'BN'
+    a.custom_hooks = b.custom_hooks
+    assert a.to_dict() == b.to_dict()
