@@ -193,3 +193,28 @@ def test_controller_state_round_trips():
     assert fresh.recovered_by_stage() == controller.recovered_by_stage()
     assert torch.equal(fresh.shift_counts['bn1'],
                        controller.shift_counts['bn1'])
+
+
+def test_frozen_stages_cost_nothing_and_are_never_shifted():
+    """mmdet's default finetuning: frozen_stages=1, norm_eval=True."""
+    from mmdet.models.backbones import ResNet
+    net = ResNet(depth=18, norm_cfg=dict(type='psBN', window=1),
+                 frozen_stages=1, norm_eval=True)
+    net.init_weights()
+    net.train()
+    with torch.no_grad():
+        for bn in (net.bn1, net.layer1[0].bn1, net.layer2[0].bn1):
+            bn.bias.fill_(-1e3)
+    optimizer = torch.optim.SGD(
+        [p for p in net.parameters() if p.requires_grad], lr=0.0)
+    controller = PostShiftController(net, optimizer)
+    sum(f.sum() for f in net(torch.randn(2, 3, 64, 64))).backward()
+    assert net.bn1.window_stats.batches == 0  # frozen: no statistics
+    assert net.layer1[0].bn1.window_stats.batches == 0
+    assert net.layer2[0].bn1.window_stats.batches == 1  # eval mode, trained
+    result = controller.step()
+    assert result.shifted['stem'] == result.shifted['layer1'] == 0
+    assert result.shifted['layer2'] >= net.layer2[0].bn1.num_features
+    assert (net.layer2[0].bn1.bias > -10).all()
+    assert (net.bn1.bias == -1e3).all()
+    assert (net.layer1[0].bn1.bias == -1e3).all()

@@ -8,18 +8,18 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from psbn_mmdet.controller import PostShiftController
-from psbn_mmdet.norm import psBN
+from psbn_mmdet.norm import psBN, psSyncBN
 
 pytestmark = pytest.mark.slow
 
 DEAD_ON_BOTH, DEAD_ON_RANK0_ONLY = 1, 2
 
 
-def _worker(rank, port, out_dir):
+def _worker(rank, port, out_dir, norm):
     os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
     dist.init_process_group('gloo', rank=rank, world_size=2)
     torch.manual_seed(0)  # identical initial parameters on both ranks
-    model = nn.Sequential(nn.Conv2d(3, 4, 1, bias=False), psBN(4, window=2),
+    model = nn.Sequential(nn.Conv2d(3, 4, 1, bias=False), norm(4, window=2),
                           nn.ReLU())
     bn = model[1]
     bn.eval()  # frozen statistics: each rank's data decides its own activity
@@ -45,8 +45,9 @@ def _worker(rank, port, out_dir):
     dist.destroy_process_group()
 
 
-def test_two_ranks_shift_identically(tmp_path):
-    mp.spawn(_worker, args=(29533, str(tmp_path)), nprocs=2, join=True)
+@pytest.mark.parametrize('norm, port', [(psBN, 29533), (psSyncBN, 29534)])
+def test_two_ranks_shift_identically(tmp_path, norm, port):
+    mp.spawn(_worker, args=(port, str(tmp_path), norm), nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f'rank{r}.pt') for r in (0, 1))
     assert r0['shifted'] == r1['shifted'] == [0, 1, 0, 0]
     assert torch.equal(r0['weight'], r1['weight'])
