@@ -25,7 +25,9 @@ def _numpy_globals() -> list:
 # HistoryBuffer pickles its statistics methods as ``getattr(HistoryBuffer,
 # 'min')``.  Allowing ``getattr`` lets a file read attributes of allow-listed
 # objects only; the safe unpickler still refuses to *call* anything not listed.
-MMENGINE_CHECKPOINT_GLOBALS = [HistoryBuffer, getattr, *_numpy_globals()]
+# Empty numpy arrays (an empty HistoryBuffer) pickle their data as ``bytes``.
+MMENGINE_CHECKPOINT_GLOBALS = [HistoryBuffer, getattr, bytes,
+                               *_numpy_globals()]
 
 
 def allow_mmengine_checkpoints() -> None:

@@ -183,14 +183,18 @@ class PostShiftController:
                 and dist.get_world_size() > 1)
 
     def _all_reduce(self, names: list[str]) -> None:
-        """Make every rank's window statistics the global ones."""
+        """Make every rank's window statistics the global ones.
+
+        Two collectives per window for all due layers: MAX over the maxima,
+        SUM over [x̂ sum, x̂ square sum, non-finite count, batches].
+        """
         if not self._distributed():
             return
         maxes, sums = [], []
         for name in names:
             bn, stats = self.bns[name], self.stats[name]
             c, device = bn.num_features, bn.weight.device
-            if stats.max is None:
+            if stats.max is None:  # no training pass on this rank
                 maxes.append(torch.full((c, ), -torch.inf, device=device))
                 sums.append(torch.zeros(3 * c + 1, device=device))
             else:
@@ -199,21 +203,16 @@ class PostShiftController:
                     stats.xhat_sum, stats.xhat_sqsum, stats.nonfinite,
                     torch.tensor([float(stats.batches)], device=device)
                 ]))
+        widths = [self.bns[name].num_features for name in names]
         maxes, sums = torch.cat(maxes), torch.cat(sums)
         dist.all_reduce(maxes, op=dist.ReduceOp.MAX)
         dist.all_reduce(sums, op=dist.ReduceOp.SUM)
-        for name, m, s in zip(names, maxes.split(
-            [self.bns[n].num_features for n in names]),
-                              sums.split([
-                                  3 * self.bns[n].num_features + 1
-                                  for n in names
-                              ])):
+        for name, c, m, s in zip(names, widths, maxes.split(widths),
+                                 sums.split([3 * c + 1 for c in widths])):
             stats = self.stats[name]
-            c = self.bns[name].num_features
             stats.max = m
-            stats.xhat_sum, stats.xhat_sqsum, stats.nonfinite = (s[:c],
-                                                                 s[c:2 * c],
-                                                                 s[2 * c:3 * c])
+            stats.xhat_sum, stats.xhat_sqsum, stats.nonfinite = s[:3 * c].view(
+                3, c)
             stats.batches = int(s[3 * c].item())
 
     @torch.no_grad()

@@ -5,7 +5,8 @@ a CPU build of torch) and its Runner wraps the model in DDP with
 ``device_ids=[LOCAL_RANK]``, which DDP rejects for a CPU module.  The Runner
 skips ``init_dist`` when a process group already exists, and builds the wrapper
 named by ``model_wrapper_cfg``: :func:`setup_cpu_distributed` uses both.  With
-CUDA present nothing changes: nccl and mmengine's own path.
+CUDA present nothing changes: nccl and mmengine's own path.  The tools import
+this module (not ``import psbn_mmdet``): it pulls in mmengine's model stack.
 """
 from __future__ import annotations
 

@@ -12,19 +12,20 @@ the text log, the JSON log and every visualizer backend (TensorBoard...) see:
 ``psbn/collapsed_gamma_<stage>`` (|γ| < 1e-3) and ``psbn/recovered_<stage>``
 (shifts so far).  The controller's counters are saved in checkpoints under the
 ``psbn`` key and restored on resume.
+
+``import psbn_mmdet`` registers both in mmengine's ``HOOKS`` by name; this
+module is imported when a config first builds one.
 """
 from __future__ import annotations
 
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
-from mmengine.registry import HOOKS
 
 from .controller import PostShiftController
 
 CHECKPOINT_KEY = 'psbn'
 
 
-@HOOKS.register_module()
 class PostShiftHook(Hook):
     """Wraps :class:`PostShiftController`: detect, post-shift, log.
 
@@ -100,7 +101,6 @@ class PostShiftHook(Hook):
             self.controller.load_state_dict(state)
 
 
-@HOOKS.register_module()
 class CollapseMonitorHook(PostShiftHook):
     """The same scalars as :class:`PostShiftHook`, never shifting (BN runs)."""
 

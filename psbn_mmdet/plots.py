@@ -1,7 +1,7 @@
 """PNG plots of collapse reports (:mod:`psbn_mmdet.report`).
 
-* ``<stage>.png``: the stage's γ-β scatter, collapsed channels (|γ| below the
-  threshold) as red crosses and, when activations were measured, dead
+* ``<stage>.png``: the stage's γ-β scatter, collapsed channels (|γ| below
+  the threshold) as red crosses and, when activations were measured, dead
   channels circled; next to it the |γ| histogram on a log axis with the
   threshold drawn.  With two reports, one row per checkpoint on shared axes.
 * ``summary.png``: collapsed (and dead) percentages per stage, the two
@@ -33,16 +33,16 @@ def _png(figure: Figure) -> bytes:
 
 
 def _stage_channels(report, stage: str) -> tuple[np.ndarray, ...]:
-    """γ, β, collapsed and dead (False where unmeasured) of a stage's channels."""
+    """γ, β, collapsed, dead (False where unmeasured) of a stage's channels."""
     layers = [layer for layer in report.layers if layer.stage == stage]
-    no_dead = torch.zeros(0, dtype=torch.bool)
+    if not layers:  # a stage only the other checkpoint of a comparison has
+        return np.zeros(0), np.zeros(0), np.zeros(0, bool), np.zeros(0, bool)
     columns = ([layer.gamma for layer in layers],
                [layer.beta for layer in layers],
                [layer.collapsed for layer in layers],
                [torch.zeros(layer.channels, dtype=torch.bool)
                 if layer.dead is None else layer.dead for layer in layers])
-    return tuple(torch.cat(column).numpy() if column else no_dead.numpy()
-                 for column in columns)
+    return tuple(torch.cat(column).numpy() for column in columns)
 
 
 def _scatter(ax, report, stage: str, label: str) -> None:
@@ -50,8 +50,8 @@ def _scatter(ax, report, stage: str, label: str) -> None:
     ax.scatter(gamma[~collapsed], beta[~collapsed], s=4, alpha=0.5,
                color=HEALTHY, label='healthy')
     ax.scatter(gamma[collapsed], beta[collapsed], s=16, marker='x',
-               color=COLLAPSED,
-               label=f'|γ| < {report.gamma_threshold:g} ({int(collapsed.sum())})')
+               color=COLLAPSED, label=f'|γ| < {report.gamma_threshold:g} '
+                                     f'({int(collapsed.sum())})')
     if report.num_images is not None:
         ax.scatter(gamma[dead], beta[dead], s=40, facecolors='none',
                    edgecolors=DEAD,
@@ -70,7 +70,7 @@ def _histogram(ax, report, stage: str, label: str) -> None:
     floor = threshold * SHOWN_BELOW
     top = max(gamma.max(initial=0.0), threshold * 10)
     bins = np.logspace(np.log10(floor), np.log10(top), 60)
-    bins[0] = floor  # exactly, or values drawn at the floor fall outside
+    bins[0] = floor  # exactly: values drawn at the floor stay inside
     ax.hist(np.maximum(gamma, floor), bins=bins, log=True, color=HEALTHY)
     ax.axvline(threshold, color=COLLAPSED, ls='--',
                label=f'threshold {threshold:g}')
@@ -96,20 +96,20 @@ def _summary_figure(reports, labels, stages) -> bytes:
         measured.append('dead_activation')
     figure = Figure(figsize=(max(6, 1.6 * len(stages)), 3.5 * len(measured)))
     axes = figure.subplots(len(measured), 1, squeeze=False)[:, 0]
-    rows = [{row['name']: row for row in r.stage_rows() + [r.total_row()]}
-            for r in reports]
+    tables = [{row['name']: row for row in r.stage_rows() + [r.total_row()]}
+              for r in reports]
     names = [*stages, 'total']
     x = np.arange(len(names))
     width = 0.8 / len(reports)
     for ax, key in zip(axes, measured):
-        pcts = [[by_name[n][f'{key}_pct'] if n in by_name else 0.0
-                 for n in names] for by_name in rows]
+        pcts = [[table[n][f'{key}_pct'] if n in table else 0.0
+                 for n in names] for table in tables]
         for i, (heights, label) in enumerate(zip(pcts, labels)):
             ax.bar(x + (i - (len(reports) - 1) / 2) * width, heights, width,
                    label=label.rstrip(': ') or None)
         if len(reports) == 2:
             for xi, name, top in zip(x, names, np.max(pcts, axis=0)):
-                a, b = (by_name.get(name, {}).get(key) or 0 for by_name in rows)
+                a, b = (table.get(name, {}).get(key) or 0 for table in tables)
                 ax.annotate(f'{b - a:+d}', (xi, top), xytext=(0, 2),
                             textcoords='offset points', ha='center',
                             fontsize='small')

@@ -1,11 +1,12 @@
-"""Collapsed BN channels per ResNet stage of a checkpoint, by parameters and by activations.
+"""Collapsed BN channels per ResNet stage: by parameters and by activations.
 
 Two criteria, counted with :mod:`psbn_mmdet.collapse` so that they mean what
 the training hooks mean:
 
 * parameters (every BN): channels with ``|γ| < gamma_threshold``.  They are
-  read straight from the state dict; no model is built and neither mmdet nor
-  mmcv is imported, so a report on a ResNet-50 takes about a second.
+  read straight from the state dict (memory-mapped); no model is built and
+  neither mmdet nor mmcv is imported, so on a ResNet-50 the counting takes
+  milliseconds and start-up (importing torch) dominates.
 * activations (pre-ReLU BNs, when a data config is given): channels whose
   maximum post-ReLU activation over N images stays below
   ``activation_threshold``.  The backbone is built from an mmdet config and fed
@@ -52,11 +53,11 @@ class ReportError(Exception):
 
 def _first_line(error: BaseException) -> str:
     """The informative line of an exception's message."""
-    text = str(error).strip() or type(error).__name__
-    for line in text.splitlines():  # torch.load's reason sits on a later line
-        if 'WeightsUnpickler error:' in line:
-            return line.split('WeightsUnpickler error:')[1].split('. ')[0].strip()
-    return text.splitlines()[0]
+    text = str(error)
+    _, unpickler, reason = text.partition('WeightsUnpickler error:')
+    if unpickler:  # torch.load's reason comes after its advice
+        text = reason.strip().split('. ')[0]
+    return text.strip().split('\n')[0] or type(error).__name__
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -70,10 +71,13 @@ class Checkpoint:
 
 
 def _torch_load(path: Path):
-    """``torch.load`` with safe loading on; mmengine's classes allowed on need."""
+    """``torch.load`` with safe loading on; mmengine's classes allowed on
+    need."""
     def load(mmap: bool):
-        return torch.load(path, map_location='cpu', weights_only=True,
-                          mmap=mmap)
+        with warnings.catch_warnings():  # e.g. on pickles of a new protocol
+            warnings.simplefilter('ignore')
+            return torch.load(path, map_location='cpu', weights_only=True,
+                              mmap=mmap)
 
     def load_any():
         try:  # memory-mapped: only the tensors the report reads are read
@@ -85,18 +89,15 @@ def _torch_load(path: Path):
 
     try:
         return load_any()
-    except Exception as error:  # noqa: BLE001 - anything unloadable is bad input
+    except Exception as error:  # noqa: BLE001 - unloadable: bad input
         if 'Unsupported global' not in str(error):
             raise ReportError(f'{path}: not a PyTorch checkpoint '
                               f'({_first_line(error)})') from None
-    # mmengine checkpoints pickle a few of mmengine's and numpy's classes, and
-    # a HistoryBuffer's statistics methods as ``getattr(HistoryBuffer, 'min')``:
-    # getattr only reads attributes of objects already allowed; it calls nothing.
+    # mmengine checkpoints pickle a few classes of mmengine's and numpy's.
     from .checkpoint import allow_mmengine_checkpoints
     allow_mmengine_checkpoints()
     try:
-        with torch.serialization.safe_globals([getattr]):
-            return load_any()
+        return load_any()
     except Exception as error:  # noqa: BLE001
         raise ReportError(f'{path}: cannot be loaded safely '
                           f'({_first_line(error)})') from None
@@ -106,7 +107,8 @@ def load_checkpoint(path) -> Checkpoint:
     """Read a checkpoint and keep its backbone's tensors; detect the format."""
     path = Path(path)
     if not path.is_file():
-        raise ReportError(f'{path}: no such file')
+        raise ReportError(f'{path}: ' + ('is a directory' if path.is_dir()
+                                         else 'no such file'))
     obj = _torch_load(path)
     fmt = 'bare'
     if isinstance(obj, Mapping) and isinstance(obj.get('state_dict'), Mapping):
@@ -117,7 +119,8 @@ def load_checkpoint(path) -> Checkpoint:
              if isinstance(k, str) and isinstance(v, torch.Tensor)}
     if not state:
         raise ReportError(f'{path}: not a checkpoint (no tensors in it)')
-    prefix = 'backbone.' if any(k.startswith('backbone.') for k in state) else ''
+    in_detector = any(k.startswith('backbone.') for k in state)
+    prefix = 'backbone.' if in_detector else ''
     backbone = {k[len(prefix):]: v for k, v in state.items()
                 if k.startswith(prefix)}
     if fmt == 'bare' and not prefix and 'conv1.weight' in backbone:
@@ -144,14 +147,15 @@ class BNLayer:
 
 def bn_layers(ckpt: Checkpoint,
               gamma_threshold: float = GAMMA_THRESHOLD) -> dict[str, BNLayer]:
-    """``{backbone module name: BNLayer}`` of the ResNet BNs, in stage order."""
+    """``{backbone module name: BNLayer}`` of the ResNet BNs, stage order."""
     names = [k.removesuffix('.running_var') for k in ckpt.state
              if k.endswith('.running_var')]
     roles = roles_from_names(names)
     if not roles:
         raise ReportError(f'{ckpt.path}: no ResNet BN layers in it')
-    layers = {}
-    for name in sorted(roles, key=lambda n: _stage_key(roles[n].stage)):
+    layers = {}  # by stage, then in state-dict order
+    for name in sorted(roles, key=lambda n: (_stage_key(roles[n].stage),
+                                             names.index(n))):
         running_var = ckpt.state[f'{name}.running_var']
         gamma = ckpt.state.get(f'{name}.weight', torch.ones_like(running_var))
         beta = ckpt.state.get(f'{name}.bias', torch.zeros_like(running_var))
@@ -474,16 +478,19 @@ def _csv_text(reports: list[Report]) -> str:
 def _check_arguments(num_images, data_config, gamma_threshold,
                      activation_threshold, batch_size) -> None:
     if num_images is not None and num_images < 1:
-        raise ReportError(f'--num-images must be at least 1 (got {num_images})')
+        raise ReportError(
+            f'--num-images must be at least 1 (got {num_images})')
     if num_images is not None and data_config is None:
         raise ReportError('--num-images needs --data-config')
     if not gamma_threshold > 0:
-        raise ReportError(f'--gamma-thr must be positive (got {gamma_threshold})')
+        raise ReportError(
+            f'--gamma-thr must be positive (got {gamma_threshold})')
     if not activation_threshold > 0:
         raise ReportError('--act-thr must be positive '
                           f'(got {activation_threshold})')
     if batch_size < 1:
-        raise ReportError(f'--batch-size must be at least 1 (got {batch_size})')
+        raise ReportError(
+            f'--batch-size must be at least 1 (got {batch_size})')
 
 
 def _check_writable(path, is_dir: bool = False) -> None:
@@ -506,7 +513,7 @@ def run(checkpoint, *, compare=None, config=None, data_config=None,
         activation_threshold: float = ACTIVATION_THRESHOLD,
         batch_size: int = DEFAULT_BATCH_SIZE, json_path=None, csv_path=None,
         plot_dir=None, out=None) -> dict:
-    """Report on ``checkpoint`` (and ``compare``), print the table, write files.
+    """Report on ``checkpoint`` (and ``compare``): print, then write files.
 
     ``config`` gives the backbone (checked against the checkpoint), and
     ``data_config`` the images; either stands in for the other.  Returns the

@@ -26,6 +26,7 @@ the command line; ``docs/collapse_study.md`` holds the results.
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import multiprocessing
 import statistics
@@ -35,9 +36,11 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
+from mmengine.logging import MMLogger
 
 from .collapse import collapsed_gamma, dead_activation
 from .controller import PostShiftController
+from .norm import PSBN_TYPES, WindowStatistics
 from .surgery import to_psbn
 
 # ------------------------------------------------------------------ data
@@ -114,7 +117,13 @@ class ResNetClassifier(nn.Module):
             num_stages=3, strides=(1, 2, 2), dilations=(1, 1, 1),
             out_indices=(2, ), norm_cfg=norm_cfg, norm_eval=False,
             zero_init_residual=False)
-        self.backbone.init_weights()
+        logger = MMLogger.get_current_instance()
+        level = logger.level
+        logger.setLevel(logging.WARNING)  # init_weights logs every parameter
+        try:
+            self.backbone.init_weights()
+        finally:
+            logger.setLevel(level)
         self.head = nn.Linear(base_channels * 4, num_classes)
 
     def forward(self, x):
@@ -129,12 +138,19 @@ INPUT_SIZE = {'basicnet': 16, 'resnet18': 32}
 def build_network(network: str, variant: 'Variant') -> nn.Module:
     if network == 'basicnet':
         model = BasicNet()
-        return to_psbn(model, **variant.options) if variant.psbn else model
-    if network == 'resnet18':
+        if variant.psbn:
+            model = to_psbn(model, **variant.options)
+    elif network == 'resnet18':
         norm_cfg = (dict(type='psBN', requires_grad=True, **variant.options)
                     if variant.psbn else dict(type='BN', requires_grad=True))
-        return ResNetClassifier(norm_cfg)
-    raise ValueError(f'unknown network {network!r}')
+        model = ResNetClassifier(norm_cfg)
+    else:
+        raise ValueError(f'unknown network {network!r}')
+    if variant.measured_xhat:
+        for module in model.modules():
+            if isinstance(module, PSBN_TYPES):
+                module.window_stats = MeasuredXhatStatistics()
+    return model
 
 
 # --------------------------------------------------------------- regimes
@@ -168,6 +184,43 @@ def build_optimizer(model: nn.Module, regime: Regime):
 
 
 # -------------------------------------------------------------- variants
+class MeasuredXhatStatistics(WindowStatistics):
+    """Window statistics whose shift uses the measured x̂ of the last batch.
+
+    Two differences from :class:`~psbn_mmdet.norm.WindowStatistics`, which
+    assumes mean 0 and std 1 under batch statistics and averages over the
+    whole window:
+
+    * in train mode BN computes ``x̂ = (x − μ_B) / sqrt(σ²_B + eps)``, whose
+      second moment is ``σ²_B / (σ²_B + eps)``, not 1: ≈ 0 for a channel whose
+      conv filter has decayed (σ²_B ≪ eps, as under Adam + L2), where a shift
+      computed with s = 1 leaves the channel dead;
+    * the filter keeps decaying during the window, so the window's average
+      overstates the spread at the end of it: the last batch's is used.
+    """
+
+    def reset(self) -> None:
+        super().reset()
+        self.last_mean = self.last_sqmean = None
+
+    @torch.no_grad()
+    def update(self, bn: _BatchNorm, x: torch.Tensor, y: torch.Tensor) -> None:
+        super().update(bn, x, y)
+        dims = [0] + list(range(2, x.dim()))
+        var, mean = torch.var_mean(x.detach().float(), dim=dims, correction=0)
+        if bn.training or bn.running_mean is None:
+            self.last_mean = torch.zeros_like(var)
+            self.last_sqmean = var / (var + bn.eps)
+        else:
+            inv_std = torch.rsqrt(bn.running_var.float() + bn.eps)
+            self.last_mean = (mean - bn.running_mean.float()) * inv_std
+            self.last_sqmean = var * inv_std.square() + self.last_mean.square()
+
+    def xhat_mean_std(self) -> tuple[torch.Tensor, torch.Tensor]:
+        var = (self.last_sqmean - self.last_mean.square()).clamp(min=0.0)
+        return self.last_mean, var.sqrt()
+
+
 @dataclass(frozen=True)
 class Variant:
     """A norm layer and its recovery rule; empty options mean the defaults."""
@@ -175,6 +228,7 @@ class Variant:
     psbn: bool
     options: dict = field(default_factory=dict)  # psBN layer options
     optimizer_reset: str | None = None  # None: the controller's default
+    measured_xhat: bool = False  # use MeasuredXhatStatistics
 
     def controller_kwargs(self) -> dict:
         if self.optimizer_reset is None:
@@ -185,124 +239,21 @@ class Variant:
 VARIANTS = {
     'bn': Variant('BN', False),
     'psbn': Variant('psBN (defaults)', True),
-    'reset_zero': Variant("psBN, optimizer_reset='zero'", True,
-                          optimizer_reset='zero'),
-    'reset_none': Variant("psBN, optimizer_reset='none'", True,
-                          optimizer_reset='none'),
-    'floor_abs': Variant('psBN, gamma_min=0.05', True, dict(gamma_min=0.05)),
-    'window_20': Variant('psBN, window=20', True, dict(window=20)),
-    'window_300': Variant('psBN, window=300', True, dict(window=300)),
-    'rho_05': Variant('psBN, active_fraction=0.05', True,
-                      dict(active_fraction=0.05)),
-    'rho_16': Variant('psBN, active_fraction=0.16', True,
-                      dict(active_fraction=0.16)),
+    'fix': Variant('psBN + measured x̂ std', True, measured_xhat=True),
+    'fix_reset_zero': Variant("+ fix, optimizer_reset='zero'", True,
+                              optimizer_reset='zero', measured_xhat=True),
+    'fix_reset_none': Variant("+ fix, optimizer_reset='none'", True,
+                              optimizer_reset='none', measured_xhat=True),
+    'fix_floor_abs': Variant('+ fix, gamma_min=0.05', True,
+                             dict(gamma_min=0.05), measured_xhat=True),
+    'fix_window_20': Variant('+ fix, window=20', True, dict(window=20),
+                             measured_xhat=True),
+    'fix_window_300': Variant('+ fix, window=300', True, dict(window=300),
+                              measured_xhat=True),
+    'fix_rho_05': Variant('+ fix, active_fraction=0.05', True,
+                          dict(active_fraction=0.05), measured_xhat=True),
+    'fix_rho_16': Variant('+ fix, active_fraction=0.16', True,
+                          dict(active_fraction=0.16), measured_xhat=True),
 }
 
 
-# ------------------------------------------------------------------ runs
-@dataclass(frozen=True)
-class Job:
-    network: str
-    regime: str
-    variant: str
-    seed: int
-    epochs: int = 15
-    batch_size: int = 40
-
-
-def _pre_relu_max(model: nn.Module, names: list[str], images: torch.Tensor,
-                  batch_size: int = 256) -> dict[str, torch.Tensor]:
-    """Per-channel maximum of each pre-ReLU BN's output over ``images``."""
-    modules = dict(model.named_modules())
-    maxima: dict[str, torch.Tensor] = {}
-
-    def hook_for(name):
-        def hook(module, inputs, output):
-            batch_max = output.detach().amax(dim=(0, 2, 3))
-            old = maxima.get(name)
-            maxima[name] = batch_max if old is None else torch.maximum(
-                old, batch_max)
-        return hook
-
-    handles = [modules[n].register_forward_hook(hook_for(n)) for n in names]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for start in range(0, len(images), batch_size):
-                model(images[start:start + batch_size])
-    finally:
-        model.train(was_training)
-        for handle in handles:
-            handle.remove()
-    return maxima
-
-
-def collapse_counts(model: nn.Module, pre_relu: list[str],
-                    images: torch.Tensor) -> dict[str, int]:
-    """Dead pre-ReLU channels over ``images`` and BN channels with |γ| < 1e-3."""
-    maxima = _pre_relu_max(model, pre_relu, images)
-    bns = [m for m in model.modules() if isinstance(m, _BatchNorm)]
-    return dict(
-        dead=sum(int(dead_activation(m).sum()) for m in maxima.values()),
-        pre_relu=sum(m.numel() for m in maxima.values()),
-        small_gamma=sum(int(collapsed_gamma(bn.weight).sum()) for bn in bns),
-        channels=sum(bn.num_features for bn in bns))
-
-
-def accuracy(model: nn.Module, images, labels, batch_size: int = 256) -> float:
-    model.eval()
-    with torch.no_grad():
-        correct = sum(
-            int((model(images[i:i + batch_size]).argmax(1)
-                 == labels[i:i + batch_size]).sum())
-            for i in range(0, len(images), batch_size))
-    model.train()
-    return correct / len(labels)
-
-
-def run(job: Job) -> dict:
-    """Train one network; return final metrics and per-epoch curves."""
-    started = time.perf_counter()
-    data = load_digits(INPUT_SIZE[job.network])
-    variant, regime = VARIANTS[job.variant], REGIMES[job.regime]
-    torch.manual_seed(job.seed)
-    model = build_network(job.network, variant)
-    optimizer = build_optimizer(model, regime)
-    controller = PostShiftController(model, optimizer, shift=variant.psbn,
-                                     **variant.controller_kwargs())
-    order = torch.Generator().manual_seed(job.seed)
-    curve = [collapse_counts(model, controller.pre_relu, data.train_x)]
-    model.train()
-    for _ in range(job.epochs):
-        permutation = torch.randperm(len(data.train_y), generator=order)
-        for start in range(0, len(permutation), job.batch_size):
-            batch = permutation[start:start + job.batch_size]
-            loss = nn.functional.cross_entropy(model(data.train_x[batch]),
-                                               data.train_y[batch])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            controller.step()
-        curve.append(collapse_counts(model, controller.pre_relu,
-                                     data.train_x))
-    controller.close()
-    final = curve[-1]
-    shifts = sum(int(c.sum()) for c in controller.shift_counts.values())
-    return dict(
-        job=asdict(job),
-        dead_pct=100.0 * final['dead'] / final['pre_relu'],
-        small_gamma_pct=100.0 * final['small_gamma'] / final['channels'],
-        dead_last_window_pct=100.0 * sum(controller.dead_by_stage().values())
-        / final['pre_relu'],
-        test_acc=100.0 * accuracy(model, data.test_x, data.test_y),
-        shifts=shifts,
-        recollapses=controller.recollapses,
-        steps_to_recollapse=(controller.steps_to_recollapse_sum /
-                             controller.recollapses
-                             if controller.recollapses else math.nan),
-        steps=controller.steps,
-        dead_curve=[100.0 * c['dead'] / c['pre_relu'] for c in curve],
-        small_gamma_curve=[100.0 * c['small_gamma'] / c['channels']
-                           for c in curve],
-        seconds=time.perf_counter() - started)

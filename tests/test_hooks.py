@@ -111,3 +111,20 @@ def test_hook_counters_survive_checkpoint_and_resume(tmp_path):
                 'PostShiftHook')
     assert hook.controller.steps == 6
     assert _scalars(resumed, 'recovered')['layer2'] == 3
+
+
+def test_safe_loading_reads_mmengine_message_hub_state(tmp_path):
+    """torch.load(weights_only=True) on what mmengine checkpoints pickle."""
+    import numpy as np
+    from mmengine.logging import MessageHub
+    hub = MessageHub.get_instance('psbn-test-safe-load')
+    hub.update_scalar('train/loss', np.float64(0.5))
+    hub.update_scalar('train/psbn/dead_layer2', 3)
+    hub.update_info('iter', 7)
+    state = dict(message_hub=hub.state_dict(),
+                 empty=__import__('mmengine').logging.HistoryBuffer())
+    torch.save(state, tmp_path / 'hub.pth')
+    loaded = torch.load(tmp_path / 'hub.pth', weights_only=True)
+    scalars = loaded['message_hub']['log_scalars']
+    assert scalars['train/psbn/dead_layer2'].current() == 3
+    assert scalars['train/loss'].current() == 0.5

@@ -81,7 +81,7 @@ def resnet50_state() -> dict[str, torch.Tensor]:
 
 
 def save_checkpoint(path: Path, state: dict, fmt: str) -> Path:
-    """Save ``state`` (backbone keys) as an mmengine, torchvision or bare file."""
+    """Save ``state`` (backbone keys) as mmengine, torchvision or bare."""
     if fmt == 'torchvision':
         torch.save(state, path)
     elif fmt == 'mmengine':
@@ -94,7 +94,8 @@ def save_checkpoint(path: Path, state: dict, fmt: str) -> Path:
                               if not k.startswith('fc.')},
                            'neck.bn.running_var': torch.ones(8),
                            'neck.bn.weight': torch.zeros(8)},
-            'message_hub': {'log_scalars': {'loss': HistoryBuffer([0.5], [1])}},
+            'message_hub': {
+                'log_scalars': {'loss': HistoryBuffer([0.5], [1])}},
         }, path)
     else:  # a DDP-wrapped detector's state dict, no wrapper around it
         torch.save({**{f'module.backbone.{k}': v for k, v in state.items()},
@@ -278,6 +279,7 @@ def test_bad_input_is_one_line_and_exit_2(r50_files, tmp_path, capsys,
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_command_line_exit_codes(r50_files, tmp_path):
     ok = subprocess.run([sys.executable, TOOL, r50_files['mmengine']],
                         capture_output=True, text=True, cwd=tmp_path)
@@ -286,7 +288,19 @@ def test_command_line_exit_codes(r50_files, tmp_path):
     bad = subprocess.run([sys.executable, TOOL, tmp_path / 'missing.pth'],
                          capture_output=True, text=True, cwd=tmp_path)
     assert bad.returncode == 2
-    assert bad.stderr.strip().count('\n') == 0 and 'Traceback' not in bad.stderr
+    assert bad.stderr.count('\n') == 1 and 'Traceback' not in bad.stderr
+
+
+@pytest.mark.slow
+def test_parameter_mode_imports_neither_mmdet_nor_mmcv(r50_files):
+    code = ('import io, sys; from psbn_mmdet.report import run; '
+            f'run({str(r50_files["mmengine"])!r}, out=io.StringIO()); '
+            'print(sorted({m.split(".")[0] for m in sys.modules} & '
+            '{"mmdet", "mmcv", "matplotlib"}))')
+    done = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                          text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == '[]'
 
 
 # ---------------------------------------------------------- activation mode
@@ -423,3 +437,26 @@ def test_backbone_that_does_not_match_is_one_line_and_exit_2(
     err = capsys.readouterr().err
     assert code == 2 and err.count('\n') == 1
     assert 'does not match' in err and not out.exists()
+
+
+@needs_mmdet
+def test_demo_config_and_demo_data_work_out_of_the_box(in_workspace,
+                                                       tmp_path):
+    """The demo config's own pipeline and preprocessor on the demo data."""
+    from mmengine.config import Config
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    register_all_modules()
+    config = ROOT / 'configs' / 'demo' / 'faster_rcnn_r50_psbn_demo.py'
+    backbone = MODELS.build(Config.fromfile(config).model.backbone)
+    checkpoint = tmp_path / 'demo.pth'
+    torch.save({'state_dict': {f'backbone.{k}': v for k, v in
+                               backbone.state_dict().items()}}, checkpoint)
+    out = tmp_path / 'report.json'
+    assert cli(checkpoint, '--data-config', config, '--num-images', 2,
+               '--json', out) == 0
+    report = json.loads(out.read_text())
+    assert report['num_images'] == 2
+    assert [row['name'] for row in report['stages']] == [
+        'stem', 'layer1', 'layer2', 'layer3', 'layer4']
+    assert isinstance(report['total']['dead_activation'], int)

@@ -1,4 +1,4 @@
-"""Collapsed BN channels per ResNet stage of a checkpoint, by |γ| and by activations.
+"""Collapsed BN channels per ResNet stage: by |γ| and by activations.
 
     python tools/collapse_report.py CHECKPOINT [--config CONFIG]
         [--gamma-thr 1e-3] [--act-thr 1e-12]
@@ -17,8 +17,10 @@ from pathlib import Path
 if importlib.util.find_spec('psbn_mmdet') is None:  # run from a checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from psbn_mmdet.collapse import ACTIVATION_THRESHOLD, GAMMA_THRESHOLD  # noqa: E402
-from psbn_mmdet.report import DEFAULT_BATCH_SIZE, ReportError, run  # noqa: E402
+from psbn_mmdet.collapse import (  # noqa: E402
+    ACTIVATION_THRESHOLD, GAMMA_THRESHOLD)
+from psbn_mmdet.report import (  # noqa: E402
+    DEFAULT_BATCH_SIZE, ReportError, run)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -32,12 +34,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--config', help='mmdet config whose model.backbone '
                         'the checkpoint must match (default: --data-config)')
     parser.add_argument('--gamma-thr', type=float, default=GAMMA_THRESHOLD,
-                        help='collapsed when |γ| < this (default: %(default)g)')
+                        help='collapsed when |γ| < this '
+                        '(default: %(default)g)')
     parser.add_argument('--act-thr', type=float, default=ACTIVATION_THRESHOLD,
                         help='dead when the max post-ReLU activation < this '
                         '(default: %(default)g)')
-    parser.add_argument('--data-config', help='mmdet config whose test (or '
-                        'val) data set and data preprocessor feed the backbone')
+    parser.add_argument('--data-config',
+                        help='mmdet config whose test (or val) data set and '
+                        'data preprocessor feed the backbone')
     parser.add_argument('--num-images', type=int,
                         help='images of that data set (default: all)')
     parser.add_argument('--batch-size', type=int, default=DEFAULT_BATCH_SIZE,

@@ -14,6 +14,9 @@ model = dict(
         init_cfg=None,  # random init: no torchvision download here
         frozen_stages=-1,
         norm_eval=False,  # random init: BN statistics must train too
+        # mmdet zero-inits every block's last γ; from random init that would
+        # count all pre-add channels as |γ| < 1e-3 and hide real collapse
+        zero_init_residual=False,
         norm_cfg=dict(type='psBN', requires_grad=True, window=window)),
     rpn_head=dict(anchor_generator=dict(scales=[4])),
     roi_head=dict(bbox_head=dict(num_classes=5)),

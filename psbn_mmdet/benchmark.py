@@ -1,0 +1,235 @@
+"""Side-by-side speed benchmarks of psBN against BN (``tools/benchmark_overhead.py``).
+
+Every comparison runs both variants in one process on the same weights and
+inputs, alternating A/B for ``pairs`` pairs after a warm-up, and reports the
+median of the per-pair time ratios with its spread (min-max): ratios of
+neighbouring measurements cancel most of the machine's drift and load.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+import torch
+
+from .controller import PostShiftController
+from .surgery import to_bn
+
+
+@dataclass
+class Comparison:
+    name: str
+    target: str
+    base_seconds: float  # median time of the baseline (BN)
+    ratios: list[float]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.ratios)
+
+    def row(self) -> str:
+        return (f'| {self.name} | {self.base_seconds * 1e3:.1f} ms | '
+                f'{self.median:.3f}x | {min(self.ratios):.3f}-'
+                f'{max(self.ratios):.3f} | {self.target} |')
+
+
+def _time(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def compare(name: str, target: str, baseline, candidate, pairs: int = 10,
+            warmup: int = 2) -> Comparison:
+    """Median ratio ``candidate / baseline`` over alternating pairs."""
+    for _ in range(warmup):
+        baseline()
+        candidate()
+    base, ratios = [], []
+    for i in range(pairs):
+        if i % 2:  # alternate the order inside a pair too
+            c, b = _time(candidate), _time(baseline)
+        else:
+            b, c = _time(baseline), _time(candidate)
+        base.append(b)
+        ratios.append(c / b)
+    return Comparison(name, target, statistics.median(base), ratios)
+
+
+def _train_step(model, optimizer, inputs, controller=None):
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        sum(f.float().mean() for f in model(inputs)).backward()
+        optimizer.step()
+        if controller is not None:
+            controller.step()
+
+    return step
+
+
+def backbone_train_step(pairs: int, finetune: bool) -> Comparison:
+    """ResNet-50 forward + backward + SGD step, statistics and controller on."""
+    from mmdet.models.backbones import ResNet
+    kwargs = (dict(frozen_stages=1, norm_eval=True) if finetune else
+              dict(frozen_stages=-1, norm_eval=False))
+    torch.manual_seed(0)
+    psbn = ResNet(depth=50, norm_cfg=dict(type='psBN', window=100), **kwargs)
+    psbn.init_weights()
+    bn = to_bn(copy.deepcopy(psbn))
+    bn.train()
+    psbn.train()
+    inputs = torch.randn(2, 3, 224, 224)
+    opt_bn = torch.optim.SGD([p for p in bn.parameters() if p.requires_grad],
+                             lr=1e-4, momentum=0.9)
+    opt_ps = torch.optim.SGD([p for p in psbn.parameters()
+                              if p.requires_grad], lr=1e-4, momentum=0.9)
+    controller = PostShiftController(psbn, opt_ps)
+    setup = ('finetune: frozen_stages=1, norm_eval=True' if finetune else
+             'train mode: batch statistics')
+    return compare(f'ResNet-50 train step, 2x3x224x224 ({setup})', '<= 1.02x',
+                   _train_step(bn, opt_bn, inputs),
+                   _train_step(psbn, opt_ps, inputs, controller), pairs)
+
+
+def detector_train_iteration(pairs: int, config: str) -> Comparison:
+    """One full Faster R-CNN ``train_step`` on a demo batch, hook's controller on."""
+    from mmengine.config import Config
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.registry import DATASETS, FUNCTIONS, MODELS
+    from mmdet.utils import register_all_modules
+    register_all_modules()
+    cfg = Config.fromfile(config)
+    torch.manual_seed(0)
+    psbn = MODELS.build(cfg.model)
+    psbn.init_weights()
+    bn = to_bn(copy.deepcopy(psbn))
+    dataset = DATASETS.build(cfg.train_dataloader.dataset)
+    collate = FUNCTIONS.get('pseudo_collate')
+    batch = collate([dataset[0], dataset[1]])
+    wrappers = [build_optim_wrapper(m, cfg.optim_wrapper) for m in (bn, psbn)]
+    controller = PostShiftController(psbn, wrappers[1])
+
+    def step(model, wrapper, ctrl=None):
+
+        def run():
+            torch.manual_seed(0)  # same proposals sampled in both variants
+            model.train_step(copy.copy(batch), wrapper)
+            if ctrl is not None:
+                ctrl.step()
+
+        return run
+
+    return compare('Faster R-CNN R50-FPN train iteration, demo batch of 2',
+                   '<= 1.01x', step(bn, wrappers[0]),
+                   step(psbn, wrappers[1], controller), pairs)
+
+
+def inference(pairs: int) -> list[Comparison]:
+    """psBN in inference and the exported (stock BN) model against BN."""
+    from mmdet.models.backbones import ResNet
+    torch.manual_seed(0)
+    psbn = ResNet(depth=50, norm_cfg=dict(type='psBN'))
+    bn = ResNet(depth=50)
+    bn.load_state_dict(psbn.state_dict())
+    exported = to_bn(copy.deepcopy(psbn))
+    for model in (psbn, bn, exported):
+        model.eval()  # mmdet's ResNet.train() returns None: no chaining
+    inputs = torch.randn(2, 3, 224, 224)
+
+    def infer(model):
+
+        def run():
+            with torch.inference_mode():
+                model(inputs)
+
+        return run
+
+    return [
+        compare('ResNet-50 inference, psBN model', '1.00x', infer(bn),
+                infer(psbn), pairs),
+        compare('ResNet-50 inference, exported model', '1.00x', infer(bn),
+                infer(exported), pairs)
+    ]
+
+
+def report_parameter_mode(repeats: int = 5) -> tuple[float, float]:
+    """Wall time of ``tools/collapse_report.py`` on an R50 checkpoint (median, max)."""
+    from mmdet.models.backbones import ResNet
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, 'r50.pth')
+        torch.save({'state_dict': {f'backbone.{k}': v for k, v in
+                                   ResNet(depth=50).state_dict().items()}},
+                   path)
+        times = [_time(lambda: subprocess.run(
+            [sys.executable, os.path.join(repo, 'tools/collapse_report.py'),
+             path], check=True, capture_output=True)) for _ in range(repeats)]
+    return statistics.median(times), max(times)
+
+
+def report_activation_mode(pairs: int, config: str,
+                           num_images: int = 8) -> Comparison:
+    """The report's activation probe against plain backbone inference.
+
+    Both loop over the same preprocessed batches (test pipeline included);
+    the probe adds the per-channel maximum hooks.  The ratio is of times, so
+    images/s of the report = plain images/s / ratio.
+    """
+    from .report import ActivationProbe, _ChannelMax, bn_layers, build_backbone
+    from .report import load_checkpoint as load_report_checkpoint
+    from mmdet.models.backbones import ResNet
+    from .roles import PRE_RELU
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, 'r50.pth')
+        torch.save({'state_dict': {f'backbone.{k}': v for k, v in
+                                   ResNet(depth=50).state_dict().items()}},
+                   path)
+        ckpt = load_report_checkpoint(path)
+        probe = ActivationProbe(config, config, num_images)
+        backbone = build_backbone(config, ckpt)
+        names = [n for n, layer in bn_layers(ckpt).items()
+                 if layer.role == PRE_RELU]
+        batches = list(probe.batches())
+
+    def plain():
+        with torch.inference_mode():
+            for inputs, _ in batches:
+                backbone(inputs)
+
+    def probed():
+        collector = _ChannelMax({n: backbone.get_submodule(n)
+                                 for n in names})
+        try:
+            with torch.inference_mode():
+                for inputs, extents in batches:
+                    collector.extents = extents
+                    backbone(inputs)
+        finally:
+            collector.remove()
+
+    result = compare(f'report activation mode, {len(batches)} batches '
+                     f'({num_images} demo images)', 'images/s >= 0.9x plain',
+                     plain, probed, pairs)
+    result.images = num_images
+    return result
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open('/proc/cpuinfo') as f:
+            cpu = next(line.split(':', 1)[1].strip() for line in f
+                       if line.startswith('model name'))
+    except (OSError, StopIteration):
+        pass
+    return (f'{cpu}, {os.cpu_count()} cores, torch {torch.__version__} '
+            f'({torch.get_num_threads()} threads), Python '
+            f'{platform.python_version()}')

@@ -1,0 +1,128 @@
+"""Demo-scale detection finetune: BN vs psBN at the default and an aggressive lr.
+
+Runs, each in its own ``tools/train.py`` process (mmdet's real path):
+
+1. pre-train a BN Faster R-CNN on the demo data (skipped when its checkpoint
+   exists): the checkpoint every finetune starts from;
+2. finetune it with BN (monitor hook) and with psBN (recovery hook) at each
+   learning rate, with mmdet's finetuning setup (frozen stem and layer1,
+   ``norm_eval=True``);
+3. per run: ``coco/bbox_mAP`` (CocoMetric), the collapse report of the final
+   checkpoint (parameter and activation criteria) and the hooks' logged
+   per-stage dead counts over iterations.
+
+Results go to a markdown file with tables and a plot.
+"""
+from __future__ import annotations
+
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+import time
+
+from .logs import find_scalars, markdown_table, plot_runs
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+PRETRAIN = 'configs/demo/faster_rcnn_r50_bn_demo_pretrain.py'
+FINETUNE = {'BN': 'configs/demo/faster_rcnn_r50_bn_demo_finetune.py',
+            'psBN': 'configs/demo/faster_rcnn_r50_psbn_demo_finetune.py'}
+PRETRAINED = 'work_dirs/demo_pretrain/iter_80.pth'
+
+
+def _train(config: str, work_dir: str, *options: str) -> float:
+    start = time.perf_counter()
+    command = [sys.executable, 'tools/train.py', config, '--work-dir',
+               work_dir]
+    if options:
+        command += ['--cfg-options', *options]
+    with open(osp.join(work_dir + '.log'), 'w') as log:
+        subprocess.run(command, cwd=REPO, check=True, stdout=log,
+                       stderr=subprocess.STDOUT)
+    return time.perf_counter() - start
+
+
+def _last_metrics(work_dir: str) -> dict:
+    metrics = {}
+    with open(find_scalars(osp.join(REPO, work_dir))) as f:
+        for line in f:
+            record = json.loads(line)
+            if 'coco/bbox_mAP' in record:
+                metrics = record
+    return metrics
+
+
+def _collapse_report(config: str, work_dir: str, num_images: int) -> dict:
+    with open(osp.join(REPO, work_dir, 'last_checkpoint')) as f:
+        checkpoint = f.read().strip()
+    out = osp.join(REPO, work_dir, 'collapse_report.json')
+    subprocess.run([sys.executable, 'tools/collapse_report.py', checkpoint,
+                    '--config', config, '--data-config', config,
+                    '--num-images', str(num_images), '--json', out],
+                   cwd=REPO, check=True, capture_output=True)
+    with open(out) as f:
+        return json.load(f)
+
+
+def run(out_md: str, figure_dir: str, lrs=(0.02, 0.2),
+        num_images: int = 16) -> None:
+    os.makedirs(osp.join(REPO, 'work_dirs'), exist_ok=True)
+    timings = {}
+    if not osp.isfile(osp.join(REPO, PRETRAINED)):
+        timings['pretrain'] = _train(PRETRAIN, 'work_dirs/demo_pretrain')
+    results = []
+    for lr in lrs:
+        for norm, config in FINETUNE.items():
+            work_dir = f'work_dirs/demo_finetune_{norm.lower()}_lr{lr:g}'
+            timings[work_dir] = _train(config, work_dir,
+                                       f'optim_wrapper.optimizer.lr={lr}')
+            results.append(dict(
+                norm=norm, lr=lr, work_dir=work_dir,
+                metrics=_last_metrics(work_dir),
+                report=_collapse_report(config, work_dir, num_images)))
+    _write(out_md, figure_dir, results, lrs, timings)
+
+
+def _write(out_md, figure_dir, results, lrs, timings) -> None:
+    os.makedirs(figure_dir, exist_ok=True)
+    lines = [
+        '# Demo-scale detection finetune: BN vs psBN', '',
+        'Command: `python tools/finetune_study.py` (this file is its output).',
+        'Faster R-CNN R50-FPN pre-trained for 80 iterations on the demo data '
+        f'(`{PRETRAIN}`), then finetuned 40 iterations with mmdet\'s '
+        'finetuning setup (frozen stem + layer1, `norm_eval=True`), batch 2, '
+        'SGD momentum 0.9, weight decay 1e-4; psBN window 10 iterations.', '',
+        '| norm | lr | bbox mAP | mAP@50 | |γ|<1e-3 (all BN ch.) | '
+        'dead by activation (pre-ReLU ch., 16 val images) |',
+        '|---|---|---|---|---|---|'
+    ]
+    for r in results:
+        total, m = r['report']['total'], r['metrics']
+        lines.append(
+            f"| {r['norm']} | {r['lr']:g} | {m.get('coco/bbox_mAP', float('nan')):.3f} "
+            f"| {m.get('coco/bbox_mAP_50', float('nan')):.3f} "
+            f"| {total['collapsed_gamma']} ({total['collapsed_gamma_pct']:.2f}%) "
+            f"| {total['dead_activation']} ({total['dead_activation_pct']:.2f}%) |")
+    lines += ['', '## Per-stage collapse report (final checkpoints)', '']
+    for r in results:
+        stages = ', '.join(
+            f"{s['name']} {s['collapsed_gamma']}/{s['dead_activation']}"
+            for s in r['report']['stages'])
+        lines.append(f"- {r['norm']} lr {r['lr']:g} "
+                     f"(|γ|<1e-3 / dead by activation): {stages}")
+    for lr in lrs:
+        runs = {r['norm']: find_scalars(osp.join(REPO, r['work_dir']))
+                for r in results if r['lr'] == lr}
+        png = osp.join(figure_dir, f'demo_finetune_dead_lr{lr:g}.png')
+        plot_runs(runs, png, 'dead')
+        rel = osp.relpath(png, osp.dirname(osp.abspath(out_md)))
+        lines += ['', f'## Dead pre-ReLU channels per stage over training, '
+                  f'lr {lr:g} (the hooks\' own scalars)', '',
+                  markdown_table(runs, 'dead', every=10), '',
+                  f'![dead channels, lr {lr:g}]({rel})']
+    lines += ['', '## Wall time (2 CPU cores)', '']
+    lines += [f'- {name}: {seconds / 60:.1f} min'
+              for name, seconds in timings.items()]
+    with open(out_md, 'w') as f:
+        f.write('\n'.join(lines) + '\n')
