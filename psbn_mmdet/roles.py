@@ -87,8 +87,9 @@ def _is_resnet_block(module: nn.Module) -> bool:
 
 
 def _is_resnet(module: nn.Module) -> bool:
-    return hasattr(module, 'layer1') and hasattr(module, 'conv1') or (
-        hasattr(module, 'layer1') and hasattr(module, 'stem'))
+    """A ResNet body: ``layer1`` plus a stem (``conv1`` or V1d's ``stem``)."""
+    return hasattr(module, 'layer1') and (hasattr(module, 'conv1')
+                                          or hasattr(module, 'stem'))
 
 
 def _stem_roles(prefix: str, resnet: nn.Module) -> dict[str, BNRole]:
@@ -99,13 +100,11 @@ def _stem_roles(prefix: str, resnet: nn.Module) -> dict[str, BNRole]:
         for (name, child), (_, after) in zip(children, children[1:]):
             if isinstance(child, _BatchNorm) and isinstance(after, nn.ReLU):
                 roles[f'{prefix}stem.{name}'] = BNRole('stem', PRE_RELU)
-    for attr in ('bn1', 'norm1'):
-        child = getattr(resnet, attr, None)
-        if isinstance(child, _BatchNorm) and isinstance(
-                getattr(resnet, 'relu', None), nn.ReLU):
-            # mmdet's ResNet names its stem norm ``bn1`` and exposes ``norm1``
-            name = getattr(resnet, 'norm1_name', attr)
-            roles[f'{prefix}{name}'] = BNRole('stem', PRE_RELU)
+    # torchvision: ``bn1``; mmdet: the name in ``norm1_name`` (also ``bn1``)
+    name = getattr(resnet, 'norm1_name', 'bn1')
+    if isinstance(getattr(resnet, name, None), _BatchNorm) and isinstance(
+            getattr(resnet, 'relu', None), nn.ReLU):
+        roles[f'{prefix}{name}'] = BNRole('stem', PRE_RELU)
     return roles
 
 

@@ -257,3 +257,379 @@ VARIANTS = {
 }
 
 
+# ------------------------------------------------------------------ runs
+@dataclass(frozen=True)
+class Job:
+    """One training run: a cell of the grid and a seed."""
+    network: str
+    regime: str
+    variant: str
+    seed: int
+    epochs: int = 15
+    batch_size: int = 40
+
+    @property
+    def cell(self) -> tuple[str, str, str]:
+        return (self.network, self.regime, self.variant)
+
+
+def _pre_relu_max(model: nn.Module, names: list[str], images: torch.Tensor,
+                  train_mode: bool, batch_size: int) -> list[torch.Tensor]:
+    """Per-channel maximum of each pre-ReLU BN's output over ``images``.
+
+    ``train_mode``: BN normalizes with batch statistics, as in training (its
+    running statistics are restored afterwards); else eval mode.
+    """
+    modules = dict(model.named_modules())
+    maxima: dict[str, torch.Tensor] = {}
+
+    def hook_for(name):
+        def hook(module, inputs, output):
+            batch_max = output.detach().amax(dim=(0, 2, 3))
+            old = maxima.get(name)
+            maxima[name] = batch_max if old is None else torch.maximum(
+                old, batch_max)
+        return hook
+
+    buffers = {k: v.clone() for k, v in model.named_buffers()}
+    handles = [modules[n].register_forward_hook(hook_for(n)) for n in names]
+    was_training = model.training
+    model.train(train_mode)
+    try:
+        with torch.no_grad():
+            for start in range(0, len(images), batch_size):
+                model(images[start:start + batch_size])
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+        with torch.no_grad():
+            for name, buffer in model.named_buffers():
+                buffer.copy_(buffers[name])
+    return [maxima[n] for n in names]
+
+
+def dead_percent(model: nn.Module, pre_relu: list[str], images: torch.Tensor,
+                 train_mode: bool = False, batch_size: int = 256) -> float:
+    """% of pre-ReLU channels whose max post-ReLU activation is < 1e-12."""
+    maxima = _pre_relu_max(model, pre_relu, images, train_mode, batch_size)
+    dead = sum(int(dead_activation(m).sum()) for m in maxima)
+    return 100.0 * dead / sum(m.numel() for m in maxima)
+
+
+def small_gamma_percent(model: nn.Module) -> float:
+    """% of BN channels (every BN) with |γ| < 1e-3."""
+    bns = [m for m in model.modules() if isinstance(m, _BatchNorm)]
+    small = sum(int(collapsed_gamma(bn.weight).sum()) for bn in bns)
+    return 100.0 * small / sum(bn.num_features for bn in bns)
+
+
+def accuracy(model: nn.Module, images, labels, batch_size: int = 256) -> float:
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        correct = sum(
+            int((model(images[i:i + batch_size]).argmax(1)
+                 == labels[i:i + batch_size]).sum())
+            for i in range(0, len(images), batch_size))
+    model.train(was_training)
+    return 100.0 * correct / len(labels)
+
+
+#: fraction of the epochs trained at lr / 10 at the end (Mehta: 75 of 325)
+LR_DROP_FRACTION = 0.2
+
+
+def run(job: Job) -> dict:
+    """Train one network; return final metrics and curves.
+
+    Metrics: ``dead_pct`` (Mehta's criterion in eval mode over the training
+    set), ``dead_train_pct`` (same, BN in train mode, batches of the training
+    size: what the controller sees), ``small_gamma_pct``, ``test_acc``, the
+    controller's shift and re-collapse counters.  Curves: ``dead_curve`` (eval
+    mode, after each epoch, index 0 before training) and ``window_curve``
+    (``[step, % pre-ReLU channels dead in the window]`` at each window end).
+    """
+    started = time.perf_counter()
+    data = load_digits(INPUT_SIZE[job.network])
+    variant, regime = VARIANTS[job.variant], REGIMES[job.regime]
+    torch.manual_seed(job.seed)
+    model = build_network(job.network, variant)
+    optimizer = build_optimizer(model, regime)
+    controller = PostShiftController(model, optimizer, shift=variant.psbn,
+                                     **variant.controller_kwargs())
+    pre_relu = controller.pre_relu
+    channels = sum(controller.bns[n].num_features for n in pre_relu)
+    order = torch.Generator().manual_seed(job.seed)
+    drop_at = job.epochs - round(LR_DROP_FRACTION * job.epochs)
+    dead_curve = [dead_percent(model, pre_relu, data.train_x)]
+    window_curve = []
+    model.train()
+    for epoch in range(job.epochs):
+        if epoch == drop_at:
+            for group in optimizer.param_groups:
+                group['lr'] = regime.lr / 10
+        permutation = torch.randperm(len(data.train_y), generator=order)
+        for start in range(0, len(permutation), job.batch_size):
+            batch = permutation[start:start + job.batch_size]
+            loss = nn.functional.cross_entropy(model(data.train_x[batch]),
+                                               data.train_y[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            result = controller.step()
+            if result is not None:
+                window_curve.append(
+                    [result.step, 100.0 * sum(result.dead.values()) / channels])
+        dead_curve.append(dead_percent(model, pre_relu, data.train_x))
+    controller.close()
+    shifts = sum(int(c.sum()) for c in controller.shift_counts.values())
+    return dict(
+        job=asdict(job),
+        dead_pct=dead_curve[-1],
+        dead_train_pct=dead_percent(model, pre_relu, data.train_x,
+                                    train_mode=True,
+                                    batch_size=job.batch_size),
+        small_gamma_pct=small_gamma_percent(model),
+        test_acc=accuracy(model, data.test_x, data.test_y),
+        shifts=shifts,
+        recollapses=controller.recollapses,
+        steps_to_recollapse=(controller.steps_to_recollapse_sum /
+                             controller.recollapses
+                             if controller.recollapses else None),
+        steps=controller.steps,
+        pre_relu_channels=channels,
+        dead_curve=dead_curve,
+        window_curve=window_curve,
+        seconds=time.perf_counter() - started)
+
+
+# ------------------------------------------------------------------ grid
+#: variants of every regime; psBN's x̂ fix only where channels die
+MAIN_VARIANTS = {
+    'adam_l2': ('bn', 'psbn', 'fix'),
+    'adamw': ('bn', 'psbn'),
+    'sgd_high': ('bn', 'psbn', 'fix'),
+    'sgd': ('bn', 'psbn'),
+}
+#: recovery candidates (BasicNet only), each one change from 'fix'
+CANDIDATES = {
+    'adam_l2': ('fix_reset_zero', 'fix_reset_none', 'fix_floor_abs',
+                'fix_window_20', 'fix_window_300', 'fix_rho_05',
+                'fix_rho_16'),
+    # SGD has no second moments: 'healthy' and 'zero' resets coincide
+    'sgd_high': ('fix_reset_none', 'fix_floor_abs', 'fix_window_20',
+                 'fix_rho_05'),
+}
+NETWORKS = ('basicnet', 'resnet18')
+QUICK_VARIANTS = ('bn', 'psbn', 'fix')
+
+
+def full_grid(seeds: int = 3, epochs: int = 15) -> list[Job]:
+    cells = [(network, regime, variant) for network in NETWORKS
+             for regime, variants in MAIN_VARIANTS.items()
+             for variant in variants]
+    cells += [('basicnet', regime, variant)
+              for regime, variants in CANDIDATES.items()
+              for variant in variants]
+    return [Job(*cell, seed=seed, epochs=epochs) for cell in cells
+            for seed in range(seeds)]
+
+
+def quick_grid(seeds: int = 2, epochs: int = 15) -> list[Job]:
+    """BasicNet, Adam + L2, BN vs psBN (shipped and fixed statistics)."""
+    return [Job('basicnet', 'adam_l2', variant, seed, epochs)
+            for variant in QUICK_VARIANTS for seed in range(seeds)]
+
+
+def _init_worker() -> None:
+    torch.set_num_threads(1)
+
+
+def run_jobs(jobs: list[Job], processes: int = 1, log=None) -> list[dict]:
+    """Run ``jobs`` in ``processes`` worker processes (1: in this process).
+
+    Results come back in the order of ``jobs``.  ``log(str)`` gets a line per
+    finished run.
+    """
+    done = 0
+
+    def report(result):
+        nonlocal done
+        done += 1
+        if log is not None:
+            j = result['job']
+            log(f'[{done}/{len(jobs)}] {j["network"]} {j["regime"]} '
+                f'{j["variant"]} seed {j["seed"]}: dead '
+                f'{result["dead_pct"]:.1f}% acc {result["test_acc"]:.1f}% '
+                f'({result["seconds"]:.0f}s)')
+        return result
+
+    if processes <= 1:
+        return [report(run(job)) for job in jobs]
+    # the BasicNet runs are the long ones: start them first
+    order = sorted(range(len(jobs)), key=lambda i: jobs[i].network != 'basicnet')
+    context = multiprocessing.get_context('spawn')
+    results: list[dict | None] = [None] * len(jobs)
+    with context.Pool(processes, initializer=_init_worker) as pool:
+        for index, result in pool.imap_unordered(
+                _run_indexed, [(i, jobs[i]) for i in order]):
+            results[index] = report(result)
+    return results
+
+
+def _run_indexed(item: tuple[int, Job]) -> tuple[int, dict]:
+    index, job = item
+    return index, run(job)
+
+
+# ---------------------------------------------------------- aggregation
+METRICS = ('dead_pct', 'dead_train_pct', 'small_gamma_pct', 'test_acc',
+           'shifts', 'recollapses')
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    if not values:
+        return math.nan, math.nan
+    mean = statistics.fmean(values)
+    return mean, statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def aggregate(results: list[dict]) -> list[dict]:
+    """Mean and std over seeds per cell, in the order cells first appear."""
+    cells: dict[tuple, list[dict]] = {}
+    for result in results:
+        job = result['job']
+        key = (job['network'], job['regime'], job['variant'])
+        cells.setdefault(key, []).append(result)
+    rows = []
+    for (network, regime, variant), runs in cells.items():
+        row = dict(network=network, regime=regime, variant=variant,
+                   seeds=len(runs))
+        for metric in METRICS:
+            row[metric] = _mean_std([r[metric] for r in runs])
+        # mean steps to re-collapse, pooled over seeds: Σ steps / Σ re-collapses
+        recollapses = sum(r['recollapses'] for r in runs)
+        row['steps_to_recollapse'] = (sum(
+            r['steps_to_recollapse'] * r['recollapses'] for r in runs
+            if r['recollapses']) / recollapses if recollapses else None)
+        rows.append(row)
+    return rows
+
+
+# -------------------------------------------------------------- reports
+def _fmt(pair: tuple[float, float], digits: int = 1) -> str:
+    mean, std = pair
+    return f'{mean:.{digits}f} ± {std:.{digits}f}'
+
+
+TABLE_HEADER = ('| network | regime | norm | dead % (eval) | dead % (train mode) '
+                '| \\|γ\\| < 1e-3 % | test acc. % | shifts | re-collapses '
+                '| steps to re-collapse |\n'
+                '|---|---|---|---|---|---|---|---|---|---|')
+
+
+def markdown_table(rows: list[dict]) -> str:
+    lines = [TABLE_HEADER]
+    for row in rows:
+        steps = row['steps_to_recollapse']
+        lines.append(
+            f"| {row['network']} | {REGIMES[row['regime']].label} "
+            f"| {VARIANTS[row['variant']].label} "
+            f"| {_fmt(row['dead_pct'])} | {_fmt(row['dead_train_pct'])} "
+            f"| {_fmt(row['small_gamma_pct'])} | {_fmt(row['test_acc'])} "
+            f"| {_fmt(row['shifts'], 0)} | {_fmt(row['recollapses'], 0)} "
+            f"| {'–' if steps is None else f'{steps:.0f}'} |")
+    return '\n'.join(lines)
+
+
+def setup_description() -> str:
+    """The fixed set-up of every run, from the constants above."""
+    lines = ['| regime | optimizer | lr | weight decay | momentum |',
+             '|---|---|---|---|---|']
+    for regime in REGIMES.values():
+        decay = ('L2 (in the gradient)' if regime.optimizer == 'adam' else
+                 'decoupled' if regime.optimizer == 'adamw' else 'L2')
+        lines.append(f'| {regime.label} | {regime.optimizer} | {regime.lr:g} '
+                     f'| {regime.weight_decay:g} {decay} '
+                     f'| {regime.momentum:g} |')
+    lines += ['', '| norm | psBN options | optimizer_reset | x̂ statistics |',
+              '|---|---|---|---|']
+    for variant in VARIANTS.values():
+        if not variant.psbn:
+            continue
+        options = ', '.join(f'{k}={v}' for k, v in variant.options.items())
+        lines.append(
+            f'| {variant.label} | {options or "defaults"} '
+            f'| {variant.optimizer_reset or "default"} '
+            f'| {"last batch, measured" if variant.measured_xhat else "shipped"} |')
+    return '\n'.join(lines)
+
+
+def plot_curves(results: list[dict], network: str, regimes, variants,
+                title: str) -> bytes:
+    """PNG: dead % over training (eval mode per epoch; train-mode windows)."""
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    import io
+    regimes = list(regimes)
+    figure = Figure(figsize=(4.2 * len(regimes), 6.4))
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(2, len(regimes), squeeze=False)
+    for column, regime in enumerate(regimes):
+        top, bottom = axes[0][column], axes[1][column]
+        for variant in variants:
+            runs = [r for r in results if r['job']['network'] == network
+                    and r['job']['regime'] == regime
+                    and r['job']['variant'] == variant]
+            if not runs:
+                continue
+            label = VARIANTS[variant].label
+            curves = np.array([r['dead_curve'] for r in runs])
+            epochs = np.arange(curves.shape[1])
+            mean, std = curves.mean(0), curves.std(0)
+            line, = top.plot(epochs, mean, label=label)
+            top.fill_between(epochs, mean - std, mean + std, alpha=0.2,
+                             color=line.get_color())
+            windows = [np.array(r['window_curve']) for r in runs
+                       if r['window_curve']]
+            if windows and all(len(w) == len(windows[0]) for w in windows):
+                steps = windows[0][:, 0]
+                values = np.stack([w[:, 1] for w in windows])
+                bottom.plot(steps, values.mean(0), marker='.',
+                            color=line.get_color(), label=label)
+        top.set_title(f'{network}, {REGIMES[regime].label}')
+        top.set_xlabel('epoch')
+        top.set_ylabel('dead % (eval mode, training set)')
+        bottom.set_xlabel('step')
+        bottom.set_ylabel('dead % in detection window (train mode)')
+        top.grid(alpha=0.3)
+        bottom.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    figure.suptitle(title)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format='png', dpi=90)
+    return buffer.getvalue()
+
+
+def figures(results: list[dict]) -> dict[str, bytes]:
+    """``{file name: PNG}`` for the runs present in ``results``."""
+    present = {(r['job']['network'], r['job']['regime']) for r in results}
+    pngs = {}
+    for network in NETWORKS:
+        regimes = [r for r in REGIMES if (network, r) in present]
+        if regimes:
+            pngs[f'dead_{network}.png'] = plot_curves(
+                results, network, regimes, ('bn', 'psbn', 'fix'),
+                'BN vs psBN: dead pre-ReLU channels over training '
+                '(mean ± std over seeds)')
+    for regime, candidates in CANDIDATES.items():
+        if ('basicnet', regime) in present and any(
+                r['job']['variant'] in candidates for r in results):
+            pngs[f'candidates_basicnet_{regime}.png'] = plot_curves(
+                results, 'basicnet', [regime],
+                ('bn', 'psbn', 'fix') + candidates,
+                'recovery candidates')
+    return pngs
