@@ -14,18 +14,24 @@ its recovery change:
   SGD + momentum at a high and at an ordinary learning rate (Zhou: the collapse
   probability grows like lr²);
 * **norm variants** (:data:`VARIANTS`): BN, psBN with the package's defaults,
-  and psBN with one recovery rule changed at a time.
+  psBN whose shift uses *measured* x̂ statistics (:class:`ExactXhatStatistics`,
+  :class:`LastBatchXhatStatistics`: the shipped layer assumes std(x̂) = 1 under
+  batch statistics, which leaves channels with a decayed filter dead), and on
+  top of that one recovery rule changed at a time.
 
 A run trains with a :class:`~psbn_mmdet.controller.PostShiftController` (only
-monitoring for BN) stepped after every optimizer step, and measures after each
-epoch, in eval mode over the whole training set, the percentage of *dead*
-pre-ReLU channels (maximum post-ReLU activation < 1e-12, Mehta's activation
-criterion) and of BN channels with |γ| < 1e-3.  ``tools/collapse_study.py`` is
-the command line; ``docs/collapse_study.md`` holds the results.
+monitoring for BN) stepped after every optimizer step.  It measures, in eval
+mode over the whole training set, the percentage of *dead* pre-ReLU channels
+(maximum post-ReLU activation < 1e-12, Mehta's activation criterion) every few
+epochs, and at the end also in train mode, with |γ| < 1e-3, test accuracy and
+the controller's shift / re-collapse counters.  :func:`run_jobs` spreads runs
+over worker processes of one thread each.  ``tools/collapse_study.py`` is the
+command line; ``docs/collapse_study.md`` holds the results.
 """
 from __future__ import annotations
 
 import functools
+import io
 import logging
 import math
 import multiprocessing
@@ -33,6 +39,7 @@ import statistics
 import time
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -146,10 +153,11 @@ def build_network(network: str, variant: 'Variant') -> nn.Module:
         model = ResNetClassifier(norm_cfg)
     else:
         raise ValueError(f'unknown network {network!r}')
-    if variant.measured_xhat:
+    statistics_class = XHAT_STATISTICS[variant.xhat]
+    if statistics_class is not None:
         for module in model.modules():
             if isinstance(module, PSBN_TYPES):
-                module.window_stats = MeasuredXhatStatistics()
+                module.window_stats = statistics_class()
     return model
 
 
@@ -184,41 +192,62 @@ def build_optimizer(model: nn.Module, regime: Regime):
 
 
 # -------------------------------------------------------------- variants
-class MeasuredXhatStatistics(WindowStatistics):
-    """Window statistics whose shift uses the measured x̂ of the last batch.
+class ExactXhatStatistics(WindowStatistics):
+    """x̂'s second moment measured under batch statistics, averaged over the window.
 
-    Two differences from :class:`~psbn_mmdet.norm.WindowStatistics`, which
-    assumes mean 0 and std 1 under batch statistics and averages over the
-    whole window:
-
-    * in train mode BN computes ``x̂ = (x − μ_B) / sqrt(σ²_B + eps)``, whose
-      second moment is ``σ²_B / (σ²_B + eps)``, not 1: ≈ 0 for a channel whose
-      conv filter has decayed (σ²_B ≪ eps, as under Adam + L2), where a shift
-      computed with s = 1 leaves the channel dead;
-    * the filter keeps decaying during the window, so the window's average
-      overstates the spread at the end of it: the last batch's is used.
+    :class:`~psbn_mmdet.norm.WindowStatistics` assumes x̂ has mean 0 and std 1
+    under batch statistics.  BN computes ``x̂ = (x − μ_B) / sqrt(σ²_B + eps)``,
+    whose second moment is ``σ²_B / (σ²_B + eps)``: ≈ 0 for a channel whose conv
+    filter has decayed (σ²_B ≪ eps, as under Adam + L2), where a shift computed
+    with s = 1 leaves the channel dead.
     """
 
-    def reset(self) -> None:
-        super().reset()
-        self.last_mean = self.last_sqmean = None
+    @staticmethod
+    def batch_moments(bn: _BatchNorm, x: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-channel mean and second moment of this batch's x̂."""
+        dims = [0] + list(range(2, x.dim()))
+        var, mean = torch.var_mean(x.detach().float(), dim=dims, correction=0)
+        if bn.training or bn.running_mean is None:
+            return torch.zeros_like(var), var / (var + bn.eps)
+        inv_std = torch.rsqrt(bn.running_var.float() + bn.eps)
+        mean = (mean - bn.running_mean.float()) * inv_std
+        return mean, var * inv_std.square() + mean.square()
 
     @torch.no_grad()
     def update(self, bn: _BatchNorm, x: torch.Tensor, y: torch.Tensor) -> None:
         super().update(bn, x, y)
-        dims = [0] + list(range(2, x.dim()))
-        var, mean = torch.var_mean(x.detach().float(), dim=dims, correction=0)
-        if bn.training or bn.running_mean is None:
-            self.last_mean = torch.zeros_like(var)
-            self.last_sqmean = var / (var + bn.eps)
-        else:
-            inv_std = torch.rsqrt(bn.running_var.float() + bn.eps)
-            self.last_mean = (mean - bn.running_mean.float()) * inv_std
-            self.last_sqmean = var * inv_std.square() + self.last_mean.square()
+        if bn.training or bn.running_mean is None:  # replace the assumed 1
+            self.xhat_sqsum.add_(self.batch_moments(bn, x)[1] - 1.0)
+
+
+class LastBatchXhatStatistics(ExactXhatStatistics):
+    """Measured x̂ moments of the window's *last* batch decide the shift.
+
+    The filter of a dying channel keeps decaying during the window, so the
+    window's average overstates the spread of x̂ at its end.
+    """
+
+    def reset(self) -> None:
+        super().reset()
+        self.last = None
+
+    @torch.no_grad()
+    def update(self, bn: _BatchNorm, x: torch.Tensor, y: torch.Tensor) -> None:
+        super().update(bn, x, y)
+        self.last = self.batch_moments(bn, x)
 
     def xhat_mean_std(self) -> tuple[torch.Tensor, torch.Tensor]:
-        var = (self.last_sqmean - self.last_mean.square()).clamp(min=0.0)
-        return self.last_mean, var.sqrt()
+        mean, sqmean = self.last
+        return mean, (sqmean - mean.square()).clamp(min=0.0).sqrt()
+
+
+#: how a psBN variant estimates x̂'s mean and std for the shift
+XHAT_STATISTICS = {
+    'shipped': None,  # psbn_mmdet.norm.WindowStatistics as it is
+    'exact-window': ExactXhatStatistics,
+    'exact-last': LastBatchXhatStatistics,
+}
 
 
 @dataclass(frozen=True)
@@ -228,7 +257,7 @@ class Variant:
     psbn: bool
     options: dict = field(default_factory=dict)  # psBN layer options
     optimizer_reset: str | None = None  # None: the controller's default
-    measured_xhat: bool = False  # use MeasuredXhatStatistics
+    xhat: str = 'shipped'  # a key of XHAT_STATISTICS
 
     def controller_kwargs(self) -> dict:
         if self.optimizer_reset is None:
@@ -236,24 +265,29 @@ class Variant:
         return dict(optimizer_reset=self.optimizer_reset)
 
 
+def _fixed(label: str, **kwargs) -> Variant:
+    """psBN with the last-batch x̂ fix and one more change."""
+    return Variant(label, True, xhat='exact-last', **kwargs)
+
+
 VARIANTS = {
     'bn': Variant('BN', False),
     'psbn': Variant('psBN (defaults)', True),
-    'fix': Variant('psBN + measured x̂ std', True, measured_xhat=True),
-    'fix_reset_zero': Variant("+ fix, optimizer_reset='zero'", True,
-                              optimizer_reset='zero', measured_xhat=True),
-    'fix_reset_none': Variant("+ fix, optimizer_reset='none'", True,
-                              optimizer_reset='none', measured_xhat=True),
-    'fix_floor_abs': Variant('+ fix, gamma_min=0.05', True,
-                             dict(gamma_min=0.05), measured_xhat=True),
-    'fix_window_20': Variant('+ fix, window=20', True, dict(window=20),
-                             measured_xhat=True),
-    'fix_window_300': Variant('+ fix, window=300', True, dict(window=300),
-                              measured_xhat=True),
-    'fix_rho_05': Variant('+ fix, active_fraction=0.05', True,
-                          dict(active_fraction=0.05), measured_xhat=True),
-    'fix_rho_16': Variant('+ fix, active_fraction=0.16', True,
-                          dict(active_fraction=0.16), measured_xhat=True),
+    'fix_window_mean': Variant('psBN, exact x̂ std, window mean', True,
+                               xhat='exact-window'),
+    'fix': _fixed('psBN, exact x̂ std, last batch ("fix")'),
+    'fix_reset_zero': _fixed("fix + optimizer_reset='zero'",
+                             optimizer_reset='zero'),
+    'fix_reset_none': _fixed("fix + optimizer_reset='none'",
+                             optimizer_reset='none'),
+    'fix_floor_abs': _fixed('fix + gamma_min=0.05', options=dict(
+        gamma_min=0.05)),
+    'fix_window_20': _fixed('fix + window=20', options=dict(window=20)),
+    'fix_window_300': _fixed('fix + window=300', options=dict(window=300)),
+    'fix_rho_05': _fixed('fix + active_fraction=0.05', options=dict(
+        active_fraction=0.05)),
+    'fix_rho_16': _fixed('fix + active_fraction=0.16', options=dict(
+        active_fraction=0.16)),
 }
 
 
@@ -338,16 +372,62 @@ def accuracy(model: nn.Module, images, labels, batch_size: int = 256) -> float:
 
 #: fraction of the epochs trained at lr / 10 at the end (Mehta: 75 of 325)
 LR_DROP_FRACTION = 0.2
+#: epochs between two points of the eval-mode dead curve
+CURVE_EVERY = 3
+
+
+class ShiftProbe:
+    """How active just-shifted channels are on the next training batch.
+
+    Records, for every channel the controller shifted, the fraction of its
+    elements with y > 0 in the first training forward pass after the shift:
+    ≈ ``active_fraction`` when the shift works, 0 when the channel stays dead.
+    """
+
+    def __init__(self, controller: PostShiftController) -> None:
+        self.controller = controller
+        self.before: dict[str, torch.Tensor] = {}
+        self.pending: dict[str, torch.Tensor] = {}
+        self.fractions: list[float] = []
+        self.handles = [
+            controller.bns[name].register_forward_hook(self._hook(name))
+            for name in controller.pre_relu
+            if isinstance(controller.bns[name], PSBN_TYPES)
+        ]
+
+    def _hook(self, name: str):
+        def hook(module, inputs, output):
+            mask = self.pending.pop(name, None)
+            if mask is not None and module.training:
+                active = (output.detach().transpose(0, 1)[mask] > 0)
+                self.fractions += active.flatten(1).float().mean(1).tolist()
+        return hook
+
+    def before_step(self) -> None:
+        self.before = {k: v.clone()
+                       for k, v in self.controller.shift_counts.items()}
+
+    def after_step(self) -> None:
+        for name, counts in self.controller.shift_counts.items():
+            old = self.before.get(name)
+            shifted = counts > (0 if old is None else old)
+            if shifted.any():
+                self.pending[name] = shifted
+
+    def close(self) -> None:
+        for handle in self.handles:
+            handle.remove()
 
 
 def run(job: Job) -> dict:
     """Train one network; return final metrics and curves.
 
     Metrics: ``dead_pct`` (Mehta's criterion in eval mode over the training
-    set), ``dead_train_pct`` (same, BN in train mode, batches of the training
+    set, at the end), ``dead_train_pct`` (same, BN in train mode, batches of the training
     size: what the controller sees), ``small_gamma_pct``, ``test_acc``, the
-    controller's shift and re-collapse counters.  Curves: ``dead_curve`` (eval
-    mode, after each epoch, index 0 before training) and ``window_curve``
+    controller's shift and re-collapse counters, ``active_after_shift_pct``
+    (:class:`ShiftProbe`).  Curves: ``dead_curve`` (``[epoch, dead %]``, eval
+    mode, every ``CURVE_EVERY`` epochs from 0) and ``window_curve``
     (``[step, % pre-ReLU channels dead in the window]`` at each window end).
     """
     started = time.perf_counter()
@@ -362,7 +442,8 @@ def run(job: Job) -> dict:
     channels = sum(controller.bns[n].num_features for n in pre_relu)
     order = torch.Generator().manual_seed(job.seed)
     drop_at = job.epochs - round(LR_DROP_FRACTION * job.epochs)
-    dead_curve = [dead_percent(model, pre_relu, data.train_x)]
+    probe = ShiftProbe(controller)
+    dead_curve = [[0, dead_percent(model, pre_relu, data.train_x)]]
     window_curve = []
     model.train()
     for epoch in range(job.epochs):
@@ -377,22 +458,29 @@ def run(job: Job) -> dict:
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            probe.before_step()
             result = controller.step()
+            probe.after_step()
             if result is not None:
                 window_curve.append(
                     [result.step, 100.0 * sum(result.dead.values()) / channels])
-        dead_curve.append(dead_percent(model, pre_relu, data.train_x))
+        if (epoch + 1) % CURVE_EVERY == 0 or epoch + 1 == job.epochs:
+            dead_curve.append([epoch + 1, dead_percent(model, pre_relu,
+                                                       data.train_x)])
     controller.close()
+    probe.close()
     shifts = sum(int(c.sum()) for c in controller.shift_counts.values())
     return dict(
         job=asdict(job),
-        dead_pct=dead_curve[-1],
+        dead_pct=dead_curve[-1][1],
         dead_train_pct=dead_percent(model, pre_relu, data.train_x,
                                     train_mode=True,
                                     batch_size=job.batch_size),
         small_gamma_pct=small_gamma_percent(model),
         test_acc=accuracy(model, data.test_x, data.test_y),
         shifts=shifts,
+        active_after_shift_pct=(100.0 * statistics.fmean(probe.fractions)
+                                if probe.fractions else None),
         recollapses=controller.recollapses,
         steps_to_recollapse=(controller.steps_to_recollapse_sum /
                              controller.recollapses
@@ -414,12 +502,11 @@ MAIN_VARIANTS = {
 }
 #: recovery candidates (BasicNet only), each one change from 'fix'
 CANDIDATES = {
-    'adam_l2': ('fix_reset_zero', 'fix_reset_none', 'fix_floor_abs',
-                'fix_window_20', 'fix_window_300', 'fix_rho_05',
-                'fix_rho_16'),
+    'adam_l2': ('fix_window_mean', 'fix_reset_zero', 'fix_reset_none',
+                'fix_floor_abs', 'fix_window_20', 'fix_window_300',
+                'fix_rho_05', 'fix_rho_16'),
     # SGD has no second moments: 'healthy' and 'zero' resets coincide
-    'sgd_high': ('fix_reset_none', 'fix_floor_abs', 'fix_window_20',
-                 'fix_rho_05'),
+    'sgd_high': ('fix_reset_none', 'fix_floor_abs', 'fix_window_20'),
 }
 NETWORKS = ('basicnet', 'resnet18')
 QUICK_VARIANTS = ('bn', 'psbn', 'fix')
@@ -485,7 +572,7 @@ def _run_indexed(item: tuple[int, Job]) -> tuple[int, dict]:
 
 # ---------------------------------------------------------- aggregation
 METRICS = ('dead_pct', 'dead_train_pct', 'small_gamma_pct', 'test_acc',
-           'shifts', 'recollapses')
+           'shifts', 'active_after_shift_pct', 'recollapses')
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -507,7 +594,8 @@ def aggregate(results: list[dict]) -> list[dict]:
         row = dict(network=network, regime=regime, variant=variant,
                    seeds=len(runs))
         for metric in METRICS:
-            row[metric] = _mean_std([r[metric] for r in runs])
+            row[metric] = _mean_std([r[metric] for r in runs
+                                     if r[metric] is not None])
         # mean steps to re-collapse, pooled over seeds: Σ steps / Σ re-collapses
         recollapses = sum(r['recollapses'] for r in runs)
         row['steps_to_recollapse'] = (sum(
@@ -520,13 +608,16 @@ def aggregate(results: list[dict]) -> list[dict]:
 # -------------------------------------------------------------- reports
 def _fmt(pair: tuple[float, float], digits: int = 1) -> str:
     mean, std = pair
+    if math.isnan(mean):
+        return '–'
     return f'{mean:.{digits}f} ± {std:.{digits}f}'
 
 
 TABLE_HEADER = ('| network | regime | norm | dead % (eval) | dead % (train mode) '
-                '| \\|γ\\| < 1e-3 % | test acc. % | shifts | re-collapses '
+                '| \\|γ\\| < 1e-3 % | test acc. % | shifts '
+                '| active after shift % | re-collapses '
                 '| steps to re-collapse |\n'
-                '|---|---|---|---|---|---|---|---|---|---|')
+                '|---|---|---|---|---|---|---|---|---|---|---|')
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -538,7 +629,9 @@ def markdown_table(rows: list[dict]) -> str:
             f"| {VARIANTS[row['variant']].label} "
             f"| {_fmt(row['dead_pct'])} | {_fmt(row['dead_train_pct'])} "
             f"| {_fmt(row['small_gamma_pct'])} | {_fmt(row['test_acc'])} "
-            f"| {_fmt(row['shifts'], 0)} | {_fmt(row['recollapses'], 0)} "
+            f"| {_fmt(row['shifts'], 0)} "
+            f"| {_fmt(row['active_after_shift_pct'], 2)} "
+            f"| {_fmt(row['recollapses'], 0)} "
             f"| {'–' if steps is None else f'{steps:.0f}'} |")
     return '\n'.join(lines)
 
@@ -562,19 +655,21 @@ def setup_description() -> str:
         lines.append(
             f'| {variant.label} | {options or "defaults"} '
             f'| {variant.optimizer_reset or "default"} '
-            f'| {"last batch, measured" if variant.measured_xhat else "shipped"} |')
+            f'| {variant.xhat} |')
     return '\n'.join(lines)
 
 
 def plot_curves(results: list[dict], network: str, regimes, variants,
                 title: str) -> bytes:
-    """PNG: dead % over training (eval mode per epoch; train-mode windows)."""
-    import numpy as np
+    """PNG, one column per regime: dead % over training in eval mode over the
+    training set (mean ± std over seeds), and in the controller's train-mode
+    detection windows (mean over seeds)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    import io
     regimes = list(regimes)
-    figure = Figure(figsize=(4.2 * len(regimes), 6.4))
+    legend_rows = math.ceil(len(variants) / 3)
+    figure = Figure(figsize=(max(4.2 * len(regimes), 9.0),
+                             6.4 + 0.25 * legend_rows))
     FigureCanvasAgg(figure)
     axes = figure.subplots(2, len(regimes), squeeze=False)
     for column, regime in enumerate(regimes):
@@ -587,8 +682,8 @@ def plot_curves(results: list[dict], network: str, regimes, variants,
                 continue
             label = VARIANTS[variant].label
             curves = np.array([r['dead_curve'] for r in runs])
-            epochs = np.arange(curves.shape[1])
-            mean, std = curves.mean(0), curves.std(0)
+            epochs = curves[0, :, 0]
+            mean, std = curves[:, :, 1].mean(0), curves[:, :, 1].std(0)
             line, = top.plot(epochs, mean, label=label)
             top.fill_between(epochs, mean - std, mean + std, alpha=0.2,
                              color=line.get_color())
@@ -606,9 +701,14 @@ def plot_curves(results: list[dict], network: str, regimes, variants,
         bottom.set_ylabel('dead % in detection window (train mode)')
         top.grid(alpha=0.3)
         bottom.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
+    legend = {}
+    for axis in axes[0]:
+        for handle, label in zip(*axis.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    figure.legend(legend.values(), legend.keys(), loc='lower center',
+                  ncol=3, fontsize=8)
     figure.suptitle(title)
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0.035 * legend_rows, 1, 1))
     buffer = io.BytesIO()
     figure.savefig(buffer, format='png', dpi=90)
     return buffer.getvalue()
