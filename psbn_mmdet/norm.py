@@ -80,18 +80,29 @@ class WindowStatistics:
 
     @torch.no_grad()
     def update(self, bn: _BatchNorm, x: torch.Tensor, y: torch.Tensor) -> None:
-        dims = [0] + list(range(2, x.dim()))
-        batch_max = y.detach().amax(dim=dims).float()
+        # Reduce the contiguous spatial dims first, then the batch dim: on CPU
+        # this is several times faster than one reduction over (0, 2, 3), and
+        # far faster than torch.var_mean (see docs/benchmarks.md).
+        spatial = tuple(range(2, x.dim()))
+        batch_max = y.detach().amax(dim=spatial).amax(dim=0).float()
         if bn.training or bn.running_mean is None:
             # x̂ from batch statistics has mean 0 and std 1 per channel.
             mean = torch.zeros_like(batch_max)
             sqmean = torch.ones_like(batch_max)
         else:
-            var, xmean = torch.var_mean(x.detach().float(), dim=dims,
-                                        correction=0)
-            inv_std = torch.rsqrt(bn.running_var.float() + bn.eps)
-            mean = (xmean - bn.running_mean.float()) * inv_std
-            sqmean = var * inv_std.square() + mean.square()
+            x = x.detach()
+            if x.dtype != torch.float32:  # bf16/fp16 under autocast
+                x = x.float()
+            size = x[0, 0].numel()
+            x_mean = x.mean(dim=spatial).mean(dim=0)
+            x_sqmean = (torch.linalg.vector_norm(x, dim=spatial).square() /
+                        size).mean(dim=0)
+            running_mean = bn.running_mean.float()
+            inv_var = 1.0 / (bn.running_var.float() + bn.eps)
+            # moments of x̂ = (x - running_mean) / sqrt(running_var + eps)
+            mean = (x_mean - running_mean) * inv_var.sqrt()
+            sqmean = (x_sqmean - 2 * running_mean * x_mean +
+                      running_mean.square()) * inv_var
         # A NaN or Inf batch is counted, so that it never makes a channel dead.
         nonfinite = (~torch.isfinite(batch_max)).float()
         if self.max is None:

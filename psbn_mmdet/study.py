@@ -288,6 +288,13 @@ VARIANTS = {
         active_fraction=0.05)),
     'fix_rho_16': _fixed('fix + active_fraction=0.16', options=dict(
         active_fraction=0.16)),
+    # the single changes that helped most, combined
+    'fix_w20_none': _fixed("fix + window=20 + optimizer_reset='none'",
+                           options=dict(window=20), optimizer_reset='none'),
+    'fix_w20_none_rho16': _fixed(
+        "fix + window=20 + optimizer_reset='none' + active_fraction=0.16",
+        options=dict(window=20, active_fraction=0.16),
+        optimizer_reset='none'),
 }
 
 
@@ -430,7 +437,7 @@ def run(job: Job) -> dict:
     mode, every ``CURVE_EVERY`` epochs from 0) and ``window_curve``
     (``[step, % pre-ReLU channels dead in the window]`` at each window end).
     """
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     data = load_digits(INPUT_SIZE[job.network])
     variant, regime = VARIANTS[job.variant], REGIMES[job.regime]
     torch.manual_seed(job.seed)
@@ -489,7 +496,8 @@ def run(job: Job) -> dict:
         pre_relu_channels=channels,
         dead_curve=dead_curve,
         window_curve=window_curve,
-        seconds=time.perf_counter() - started)
+        seconds=time.perf_counter() - started,
+        cpu_seconds=time.process_time() - cpu_started)
 
 
 # ------------------------------------------------------------------ grid
@@ -508,6 +516,11 @@ CANDIDATES = {
     # SGD has no second moments: 'healthy' and 'zero' resets coincide
     'sgd_high': ('fix_reset_none', 'fix_floor_abs', 'fix_window_20'),
 }
+#: combinations of the best single changes, in the regimes where channels die
+COMBINATIONS = {
+    'basicnet': ('fix_w20_none', 'fix_w20_none_rho16'),
+    'resnet18': ('fix_w20_none', ),
+}
 NETWORKS = ('basicnet', 'resnet18')
 QUICK_VARIANTS = ('bn', 'psbn', 'fix')
 
@@ -519,6 +532,9 @@ def full_grid(seeds: int = 3, epochs: int = 15) -> list[Job]:
     cells += [('basicnet', regime, variant)
               for regime, variants in CANDIDATES.items()
               for variant in variants]
+    cells += [(network, regime, variant)
+              for network, variants in COMBINATIONS.items()
+              for regime in CANDIDATES for variant in variants]
     return [Job(*cell, seed=seed, epochs=epochs) for cell in cells
             for seed in range(seeds)]
 
@@ -722,14 +738,17 @@ def figures(results: list[dict]) -> dict[str, bytes]:
         regimes = [r for r in REGIMES if (network, r) in present]
         if regimes:
             pngs[f'dead_{network}.png'] = plot_curves(
-                results, network, regimes, ('bn', 'psbn', 'fix'),
-                'BN vs psBN: dead pre-ReLU channels over training '
-                '(mean ± std over seeds)')
+                results, network, regimes, ('bn', 'psbn', 'fix',
+                                            'fix_w20_none'),
+                f'{network}: dead pre-ReLU channels over training, BN vs '
+                'psBN (mean ± std over seeds)')
     for regime, candidates in CANDIDATES.items():
-        if ('basicnet', regime) in present and any(
-                r['job']['variant'] in candidates for r in results):
+        variants = (('bn', 'psbn', 'fix') + candidates
+                    + COMBINATIONS['basicnet'])
+        if any(r['job']['network'] == 'basicnet'
+               and r['job']['regime'] == regime
+               and r['job']['variant'] in candidates for r in results):
             pngs[f'candidates_basicnet_{regime}.png'] = plot_curves(
-                results, 'basicnet', [regime],
-                ('bn', 'psbn', 'fix') + candidates,
-                'recovery candidates')
+                results, 'basicnet', [regime], variants,
+                f'basicnet, {REGIMES[regime].label}: recovery candidates')
     return pngs

@@ -1,16 +1,18 @@
 """Collapse study: BN vs psBN and psBN's recovery candidates on digits, on CPU.
 
     python tools/collapse_study.py [--quick] [--seeds N] [--processes 2]
-        [--out docs/collapse_study.md] [--json OUT.json]
-        [--figures docs/figures] [--from-json RUNS.json]
+        [--only VARIANT,...] [--out docs/collapse_study.md] [--json OUT.json]
+        [--figures docs/figures] [--from-json RUNS.json [RUNS.json ...]]
 
 Trains the grid of :mod:`psbn_mmdet.study` (``--quick``: BasicNet, Adam + L2,
 BN vs psBN, 2 seeds unless ``--seeds``), then writes the results table, the
 set-up and the figures.  In ``--out``, only the text between
 ``<!-- study:begin -->`` and ``<!-- study:end -->`` is replaced, so the prose
 around it stays; a file without those markers is created or overwritten.
-``--from-json`` rewrites table, figures and section from a previous
-``--json`` output (its command and wall time included) without training.
+``--only`` keeps the grid's runs of the named variants (a follow-up to an
+earlier run).  ``--from-json`` trains nothing: it renders table, figures and
+section from earlier ``--json`` outputs, merged, with each one's command,
+wall time and machine load.
 """
 import argparse
 import importlib.util
@@ -42,11 +44,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--epochs', type=int, default=15)
     parser.add_argument('--processes', type=int, default=2,
                         help='worker processes, one thread each')
+    parser.add_argument('--only', help='comma-separated variants to keep')
     parser.add_argument('--out', help='markdown file for the results')
     parser.add_argument('--json', help='every run, curves included')
     parser.add_argument('--figures', help='directory for the PNG plots')
-    parser.add_argument('--from-json', dest='from_json',
-                        help='render a previous --json output, train nothing')
+    parser.add_argument('--from-json', dest='from_json', nargs='+',
+                        help='render earlier --json outputs, train nothing')
     return parser.parse_args(argv)
 
 
@@ -62,34 +65,68 @@ def machine() -> str:
             f'{platform.python_version()}, torch {torch.__version__}')
 
 
-def results_section(args, rows, wall_seconds: float, figure_names,
-                    out_path, run_machine: str, run_argv: list[str]) -> str:
+def train(args, argv: list[str]) -> dict:
+    """Run the grid; return the record that ``--json`` saves."""
+    seeds = args.seeds or (2 if args.quick else 3)
+    grid = study.quick_grid if args.quick else study.full_grid
+    jobs = grid(seeds=seeds, epochs=args.epochs)
+    if args.only:
+        keep = set(args.only.split(','))
+        unknown = keep - set(study.VARIANTS)
+        if unknown:
+            raise SystemExit(f'collapse_study: unknown variant(s) '
+                             f'{", ".join(sorted(unknown))}')
+        jobs = [job for job in jobs if job.variant in keep]
+    load_before = os.getloadavg()[0]
+    started = time.perf_counter()
+    runs = study.run_jobs(jobs, processes=args.processes,
+                          log=lambda line: print(line, flush=True))
+    return dict(machine=machine(), argv=argv,
+                wall_seconds=time.perf_counter() - started,
+                processes=args.processes,
+                load=[load_before, os.getloadavg()[0]], runs=runs)
+
+
+def describe(record: dict) -> str:
+    """One line per invocation: command, wall time, load, CPU time."""
     command = 'python tools/collapse_study.py ' + ' '.join(
-        shlex.quote(a) for a in run_argv)
-    lines = [
-        BEGIN,
-        f'- machine: {run_machine}',
-        f'- command: `{command}`',
-        f'- wall time: {wall_seconds / 60:.1f} min with {args.processes} '
-        f'worker process(es) of one thread each',
-        f'- runs: {sum(r["seeds"] for r in rows)}, '
-        f'seeds per cell: {max(r["seeds"] for r in rows)}, '
-        f'epochs: {args.epochs} (the last '
-        f'{round(study.LR_DROP_FRACTION * args.epochs)} at lr / 10), '
-        'batch 40',
+        shlex.quote(a) for a in record['argv'])
+    runs = record['runs']
+    line = (f'- `{command}`: {len(runs)} runs, wall time '
+            f'{record["wall_seconds"] / 60:.1f} min with '
+            f'{record.get("processes", 2)} worker processes of one thread')
+    if 'load' in record:
+        line += (f'; 1-min load average {record["load"][0]:.1f} at the '
+                 f'start, {record["load"][1]:.1f} at the end')
+    cpu = [r['cpu_seconds'] for r in runs if 'cpu_seconds' in r]
+    if len(cpu) == len(runs):
+        line += f'; CPU time of the runs {sum(cpu) / 60:.1f} min'
+    return line
+
+
+def results_section(records: list[dict], rows: list[dict], figure_names,
+                    figures_dir, out_path) -> str:
+    epochs = records[0]['runs'][0]['job']['epochs']
+    lines = [BEGIN, f'Machine: {records[0]["machine"]}.', '',
+             'Commands (run in this order; the table merges them):', '']
+    lines += [describe(record) for record in records]
+    lines += [
+        '',
+        f'Every run: {epochs} epochs (the last '
+        f'{round(study.LR_DROP_FRACTION * epochs)} at lr / 10), batch 40; '
+        'mean ± std over seeds (seeds per cell: '
+        f'{max(r["seeds"] for r in rows)}).',
         '',
         study.markdown_table(rows),
         '',
         study.setup_description(),
         '',
     ]
-    if figure_names and args.figures:
-        base = Path(out_path).parent if out_path else Path('.')
-        for name in figure_names:
-            path = os.path.relpath(Path(args.figures) / name, base)
-            lines.append(f'![{name}]({path})')
-        lines.append('')
-    lines.append(END)
+    base = Path(out_path).parent
+    for name in figure_names:
+        path = os.path.relpath(Path(figures_dir) / name, base)
+        lines.append(f'![{name}]({path})')
+    lines += ['', END]
     return '\n'.join(lines)
 
 
@@ -108,39 +145,26 @@ def write_section(path: str, section: str) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    run_argv = sys.argv[1:] if argv is None else list(argv)
     if args.from_json:
-        saved = json.loads(Path(args.from_json).read_text())
-        results, wall = saved['runs'], saved['wall_seconds']
-        run_machine, run_argv = saved['machine'], saved['argv']
-        args.processes = saved.get('processes', args.processes)
-        args.epochs = results[0]['job']['epochs']
+        records = [json.loads(Path(p).read_text()) for p in args.from_json]
     else:
-        seeds = args.seeds or (2 if args.quick else 3)
-        grid = study.quick_grid if args.quick else study.full_grid
-        jobs = grid(seeds=seeds, epochs=args.epochs)
-        started = time.perf_counter()
-        results = study.run_jobs(jobs, processes=args.processes,
-                                 log=lambda line: print(line, flush=True))
-        wall = time.perf_counter() - started
-        run_machine = machine()
-    rows = study.aggregate(results)
+        records = [train(args, sys.argv[1:] if argv is None else list(argv))]
+        if args.json:
+            Path(args.json).write_text(json.dumps(records[0], indent=1))
+    runs = [run for record in records for run in record['runs']]
+    rows = study.aggregate(runs)
     print(study.markdown_table(rows))
-    print(f'wall time {wall / 60:.1f} min')
+    for record in records:
+        print(describe(record))
     figure_names = []
     if args.figures:
         os.makedirs(args.figures, exist_ok=True)
-        for name, png in study.figures(results).items():
+        for name, png in study.figures(runs).items():
             Path(args.figures, name).write_bytes(png)
             figure_names.append(name)
-    if args.json and not args.from_json:
-        Path(args.json).write_text(json.dumps(
-            dict(machine=run_machine, argv=run_argv, wall_seconds=wall,
-                 processes=args.processes, cells=rows, runs=results),
-            indent=1))
     if args.out:
         write_section(args.out, results_section(
-            args, rows, wall, figure_names, args.out, run_machine, run_argv))
+            records, rows, figure_names, args.figures, args.out))
     return 0
 
 
