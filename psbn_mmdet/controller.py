@@ -77,11 +77,12 @@ class PostShiftController:
             ``'zero'`` zeroes every moment; ``'healthy'`` zeroes first moments
             and sets second moments to the median of the layer's healthy
             channels, so an adaptive optimizer takes ordinary-sized steps;
-            ``'none'`` leaves the state alone.
+            ``'none'`` (default, chosen by docs/collapse_study.md) leaves the
+            state alone.
     """
 
     def __init__(self, model: nn.Module, optimizer=None, shift: bool = True,
-                 window: int | None = None, optimizer_reset: str = 'healthy',
+                 window: int | None = None, optimizer_reset: str = 'none',
                  gamma_threshold: float = GAMMA_THRESHOLD) -> None:
         if optimizer_reset not in OPTIMIZER_RESETS:
             raise ValueError(f'optimizer_reset must be one of '
@@ -185,8 +186,9 @@ class PostShiftController:
     def _all_reduce(self, names: list[str]) -> None:
         """Make every rank's window statistics the global ones.
 
-        Two collectives per window for all due layers: MAX over the maxima,
-        SUM over [x̂ sum, x̂ square sum, non-finite count, batches].
+        Two collectives per window for all due layers: MAX over the maxima;
+        SUM over [x̂ mean, x̂ second moment, non-finite count, batches, ranks
+        with data], the x̂ moments then averaged over the ranks with data.
         """
         if not self._distributed():
             return
@@ -196,23 +198,24 @@ class PostShiftController:
             c, device = bn.num_features, bn.weight.device
             if stats.max is None:  # no training pass on this rank
                 maxes.append(torch.full((c, ), -torch.inf, device=device))
-                sums.append(torch.zeros(3 * c + 1, device=device))
+                sums.append(torch.zeros(3 * c + 2, device=device))
             else:
                 maxes.append(stats.max)
                 sums.append(torch.cat([
-                    stats.xhat_sum, stats.xhat_sqsum, stats.nonfinite,
-                    torch.tensor([float(stats.batches)], device=device)
+                    stats.xhat_mean, stats.xhat_sqmean, stats.nonfinite,
+                    torch.tensor([float(stats.batches), 1.0], device=device)
                 ]))
         widths = [self.bns[name].num_features for name in names]
         maxes, sums = torch.cat(maxes), torch.cat(sums)
         dist.all_reduce(maxes, op=dist.ReduceOp.MAX)
         dist.all_reduce(sums, op=dist.ReduceOp.SUM)
         for name, c, m, s in zip(names, widths, maxes.split(widths),
-                                 sums.split([3 * c + 1 for c in widths])):
+                                 sums.split([3 * c + 2 for c in widths])):
             stats = self.stats[name]
+            ranks = max(s[3 * c + 1].item(), 1.0)
             stats.max = m
-            stats.xhat_sum, stats.xhat_sqsum, stats.nonfinite = s[:3 * c].view(
-                3, c)
+            stats.xhat_mean, stats.xhat_sqmean = s[:2 * c].view(2, c) / ranks
+            stats.nonfinite = s[2 * c:3 * c]
             stats.batches = int(s[3 * c].item())
 
     @torch.no_grad()

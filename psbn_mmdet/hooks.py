@@ -41,7 +41,7 @@ class PostShiftHook(Hook):
     priority = 'NORMAL'
 
     def __init__(self, interval: int = 50, window: int | None = None,
-                 optimizer_reset: str = 'healthy', shift: bool = True) -> None:
+                 optimizer_reset: str = 'none', shift: bool = True) -> None:
         if not isinstance(interval, int) or interval < 1:
             raise ValueError(
                 f'interval must be an integer >= 1, got {interval!r}')

@@ -64,9 +64,14 @@ def is_training_pass(bn: _BatchNorm) -> bool:
 class WindowStatistics:
     """Per-channel statistics of one BN over the current detection window.
 
-    ``max``: maximum of the BN output y; ``xhat_sum`` / ``xhat_sqsum``: sums
-    over batches of the per-batch mean and second moment of x̂; ``nonfinite``:
-    batches whose maximum was NaN or Inf; ``batches``.
+    ``max``: maximum of the BN output y over the window; ``nonfinite``: batches
+    whose maximum was NaN or Inf; ``batches``; ``xhat_mean`` / ``xhat_sqmean``:
+    mean and second moment of x̂ in the window's *last* batch, exactly as BN
+    normalized it (batch statistics with eps, or running statistics).  The
+    last batch, not the window average: a dying channel's conv filter keeps
+    shrinking, and under batch statistics x̂'s std is ``sqrt(σ²/(σ² + eps))``,
+    far below 1 once σ² nears eps, so assuming std 1 would leave a shifted
+    channel dead (docs/collapse_study.md).
     Plain tensors, not buffers: they never enter a state dict.  Allocated on
     the first update, on the input's device.
     """
@@ -75,7 +80,8 @@ class WindowStatistics:
         self.reset()
 
     def reset(self) -> None:
-        self.max = self.xhat_sum = self.xhat_sqsum = self.nonfinite = None
+        self.max = self.nonfinite = None
+        self.xhat_mean = self.xhat_sqmean = None
         self.batches = 0
 
     @torch.no_grad()
@@ -85,18 +91,17 @@ class WindowStatistics:
         # far faster than torch.var_mean (see docs/benchmarks.md).
         spatial = tuple(range(2, x.dim()))
         batch_max = y.detach().amax(dim=spatial).amax(dim=0).float()
+        x = x.detach()
+        if x.dtype != torch.float32:  # bf16/fp16 under autocast
+            x = x.float()
+        x_mean = x.mean(dim=spatial).mean(dim=0)
+        x_sqmean = (torch.linalg.vector_norm(x, dim=spatial).square() /
+                    x[0, 0].numel()).mean(dim=0)
         if bn.training or bn.running_mean is None:
-            # x̂ from batch statistics has mean 0 and std 1 per channel.
-            mean = torch.zeros_like(batch_max)
-            sqmean = torch.ones_like(batch_max)
+            var = (x_sqmean - x_mean.square()).clamp(min=0.0)
+            mean = torch.zeros_like(var)
+            sqmean = var / (var + bn.eps)
         else:
-            x = x.detach()
-            if x.dtype != torch.float32:  # bf16/fp16 under autocast
-                x = x.float()
-            size = x[0, 0].numel()
-            x_mean = x.mean(dim=spatial).mean(dim=0)
-            x_sqmean = (torch.linalg.vector_norm(x, dim=spatial).square() /
-                        size).mean(dim=0)
             running_mean = bn.running_mean.float()
             inv_var = 1.0 / (bn.running_var.float() + bn.eps)
             # moments of x̂ = (x - running_mean) / sqrt(running_var + eps)
@@ -106,21 +111,17 @@ class WindowStatistics:
         # A NaN or Inf batch is counted, so that it never makes a channel dead.
         nonfinite = (~torch.isfinite(batch_max)).float()
         if self.max is None:
-            self.max, self.xhat_sum, self.xhat_sqsum = batch_max, mean, sqmean
-            self.nonfinite = nonfinite
+            self.max, self.nonfinite = batch_max, nonfinite
         else:
             torch.maximum(self.max, batch_max, out=self.max)
-            self.xhat_sum.add_(mean)
-            self.xhat_sqsum.add_(sqmean)
             self.nonfinite.add_(nonfinite)
+        self.xhat_mean, self.xhat_sqmean = mean, sqmean
         self.batches += 1
 
     def xhat_mean_std(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and std of x̂ per channel over the window."""
-        n = max(self.batches, 1)
-        mean = self.xhat_sum / n
-        var = (self.xhat_sqsum / n - mean.square()).clamp(min=0.0)
-        return mean, var.sqrt()
+        """Mean and std of x̂ per channel in the window's last batch."""
+        var = (self.xhat_sqmean - self.xhat_mean.square()).clamp(min=0.0)
+        return self.xhat_mean, var.sqrt()
 
     def dead_channels(self) -> torch.Tensor:
         """Channels whose output was ``<= 0`` everywhere in the window.

@@ -13,11 +13,12 @@ its recovery change:
 * **regimes**: Adam + L2 (Mehta: strong sparsity), AdamW (decoupled decay),
   SGD + momentum at a high and at an ordinary learning rate (Zhou: the collapse
   probability grows like lr²);
-* **norm variants** (:data:`VARIANTS`): BN, psBN with the package's defaults,
-  psBN whose shift uses *measured* x̂ statistics (:class:`ExactXhatStatistics`,
-  :class:`LastBatchXhatStatistics`: the shipped layer assumes std(x̂) = 1 under
-  batch statistics, which leaves channels with a decayed filter dead), and on
-  top of that one recovery rule changed at a time.
+* **norm variants** (:data:`VARIANTS`): BN; psBN as shipped; the rule before
+  this study (:class:`AssumedUnitXhatStatistics`: std(x̂) taken as 1 under
+  batch statistics, which leaves channels with a decayed filter dead); exact
+  x̂ statistics of the last batch ("fix", what the layer now ships) or of the
+  whole window (:class:`WindowMeanXhatStatistics`); and on top of the fix one
+  recovery rule changed at a time.
 
 A run trains with a :class:`~psbn_mmdet.controller.PostShiftController` (only
 monitoring for BN) stepped after every optimizer step.  It measures, in eval
@@ -192,37 +193,22 @@ def build_optimizer(model: nn.Module, regime: Regime):
 
 
 # -------------------------------------------------------------- variants
-class ExactXhatStatistics(WindowStatistics):
-    """x̂'s second moment measured under batch statistics, averaged over the window.
-
-    :class:`~psbn_mmdet.norm.WindowStatistics` assumes x̂ has mean 0 and std 1
-    under batch statistics.  BN computes ``x̂ = (x − μ_B) / sqrt(σ²_B + eps)``,
-    whose second moment is ``σ²_B / (σ²_B + eps)``: ≈ 0 for a channel whose conv
-    filter has decayed (σ²_B ≪ eps, as under Adam + L2), where a shift computed
-    with s = 1 leaves the channel dead.
-    """
-
-    @staticmethod
-    def batch_moments(bn: _BatchNorm, x: torch.Tensor
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-channel mean and second moment of this batch's x̂."""
-        dims = [0] + list(range(2, x.dim()))
-        var, mean = torch.var_mean(x.detach().float(), dim=dims, correction=0)
-        if bn.training or bn.running_mean is None:
-            return torch.zeros_like(var), var / (var + bn.eps)
-        inv_std = torch.rsqrt(bn.running_var.float() + bn.eps)
-        mean = (mean - bn.running_mean.float()) * inv_std
-        return mean, var * inv_std.square() + mean.square()
+class AssumedUnitXhatStatistics(WindowStatistics):
+    """The rule before this study: x̂ taken as mean 0, std 1 under batch
+    statistics.  BN's x̂ = (x − μ_B) / sqrt(σ²_B + eps) has second moment
+    σ²_B / (σ²_B + eps): ≈ 0 for a channel whose conv filter has decayed (as
+    under Adam + L2), where a shift computed with s = 1 leaves it dead."""
 
     @torch.no_grad()
     def update(self, bn: _BatchNorm, x: torch.Tensor, y: torch.Tensor) -> None:
         super().update(bn, x, y)
-        if bn.training or bn.running_mean is None:  # replace the assumed 1
-            self.xhat_sqsum.add_(self.batch_moments(bn, x)[1] - 1.0)
+        if bn.training or bn.running_mean is None:
+            self.xhat_mean = torch.zeros_like(self.xhat_mean)
+            self.xhat_sqmean = torch.ones_like(self.xhat_sqmean)
 
 
-class LastBatchXhatStatistics(ExactXhatStatistics):
-    """Measured x̂ moments of the window's *last* batch decide the shift.
+class WindowMeanXhatStatistics(WindowStatistics):
+    """Exact x̂ moments averaged over the window instead of its last batch.
 
     The filter of a dying channel keeps decaying during the window, so the
     window's average overstates the spread of x̂ at its end.
@@ -230,23 +216,25 @@ class LastBatchXhatStatistics(ExactXhatStatistics):
 
     def reset(self) -> None:
         super().reset()
-        self.last = None
+        self.sums = None
 
     @torch.no_grad()
     def update(self, bn: _BatchNorm, x: torch.Tensor, y: torch.Tensor) -> None:
         super().update(bn, x, y)
-        self.last = self.batch_moments(bn, x)
+        moments = torch.stack([self.xhat_mean, self.xhat_sqmean])
+        self.sums = moments if self.sums is None else self.sums + moments
 
     def xhat_mean_std(self) -> tuple[torch.Tensor, torch.Tensor]:
-        mean, sqmean = self.last
+        mean, sqmean = self.sums / self.batches
         return mean, (sqmean - mean.square()).clamp(min=0.0).sqrt()
 
 
 #: how a psBN variant estimates x̂'s mean and std for the shift
 XHAT_STATISTICS = {
-    'shipped': None,  # psbn_mmdet.norm.WindowStatistics as it is
-    'exact-window': ExactXhatStatistics,
-    'exact-last': LastBatchXhatStatistics,
+    'shipped': None,  # psbn_mmdet.norm.WindowStatistics: exact, last batch
+    'assumed-unit': AssumedUnitXhatStatistics,
+    'exact-window': WindowMeanXhatStatistics,
+    'exact-last': None,  # what the layer now ships
 }
 
 
@@ -265,16 +253,24 @@ class Variant:
         return dict(optimizer_reset=self.optimizer_reset)
 
 
-def _fixed(label: str, **kwargs) -> Variant:
-    """psBN with the last-batch x̂ fix and one more change."""
-    return Variant(label, True, xhat='exact-last', **kwargs)
+def _fixed(label: str, optimizer_reset: str = 'healthy',
+           **kwargs) -> Variant:
+    """psBN with the last-batch x̂ fix and one more change.  The reset rule
+    stays 'healthy', the controller's default when these were measured."""
+    return Variant(label, True, xhat='exact-last',
+                   optimizer_reset=optimizer_reset, **kwargs)
 
 
 VARIANTS = {
     'bn': Variant('BN', False),
-    'psbn': Variant('psBN (defaults)', True),
+    # the rule before this study: measured as "psBN (defaults)" then
+    'psbn': Variant('psBN, x̂ std assumed 1, healthy reset (before the study)',
+                    True, xhat='assumed-unit', optimizer_reset='healthy'),
+    'shipped': Variant("psBN (defaults: last-batch x̂, optimizer_reset='none')",
+                       True),
     'fix_window_mean': Variant('psBN, exact x̂ std, window mean', True,
-                               xhat='exact-window'),
+                               xhat='exact-window',
+                               optimizer_reset='healthy'),
     'fix': _fixed('psBN, exact x̂ std, last batch ("fix")'),
     'fix_reset_zero': _fixed("fix + optimizer_reset='zero'",
                              optimizer_reset='zero'),
@@ -587,8 +583,17 @@ def _run_indexed(item: tuple[int, Job]) -> tuple[int, dict]:
 
 
 # ---------------------------------------------------------- aggregation
-METRICS = ('dead_pct', 'dead_train_pct', 'small_gamma_pct', 'test_acc',
-           'shifts', 'active_after_shift_pct', 'recollapses')
+METRICS = ('dead_pct', 'dead_train_pct', 'last_window_dead_pct',
+           'small_gamma_pct', 'test_acc', 'shifts', 'active_after_shift_pct',
+           'recollapses')
+
+
+def last_window_dead(result: dict) -> float | None:
+    """Dead % the controller found in the last detection window, before the
+    shift at its end (a shift at the very last step would hide those channels
+    from the end-of-training measurements)."""
+    curve = result['window_curve']
+    return curve[-1][1] if curve else None
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -599,19 +604,28 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def aggregate(results: list[dict]) -> list[dict]:
-    """Mean and std over seeds per cell, in the order cells first appear."""
+    """Mean and std over seeds per cell; cells ordered by network, regime and
+    variant as declared above."""
     cells: dict[tuple, list[dict]] = {}
     for result in results:
         job = result['job']
         key = (job['network'], job['regime'], job['variant'])
         cells.setdefault(key, []).append(result)
+    order = (list(NETWORKS), list(REGIMES), list(VARIANTS))
     rows = []
-    for (network, regime, variant), runs in cells.items():
+    for network, regime, variant in sorted(cells, key=lambda key: tuple(
+            names.index(name) for names, name in zip(order, key))):
+        runs = cells[(network, regime, variant)]
         row = dict(network=network, regime=regime, variant=variant,
                    seeds=len(runs))
+        for run in runs:
+            run.setdefault('last_window_dead_pct', last_window_dead(run))
         for metric in METRICS:
             row[metric] = _mean_std([r[metric] for r in runs
                                      if r[metric] is not None])
+        row['last_window_step'] = max(
+            (r['window_curve'][-1][0] for r in runs if r['window_curve']),
+            default=None)
         # mean steps to re-collapse, pooled over seeds: Σ steps / Σ re-collapses
         recollapses = sum(r['recollapses'] for r in runs)
         row['steps_to_recollapse'] = (sum(
@@ -629,10 +643,10 @@ def _fmt(pair: tuple[float, float], digits: int = 1) -> str:
     return f'{mean:.{digits}f} ± {std:.{digits}f}'
 
 
-TABLE_HEADER = ('| network | regime | norm | dead % (eval) | dead % (train mode) '
-                '| \\|γ\\| < 1e-3 % | test acc. % | shifts '
-                '| active after shift % | re-collapses '
-                '| steps to re-collapse |\n'
+TABLE_HEADER = ('| network | regime | norm | dead % (end) '
+                '| dead % (last window, step) | \\|γ\\| < 1e-3 % '
+                '| test acc. % | shifts | active after shift % '
+                '| re-collapses | steps to re-collapse |\n'
                 '|---|---|---|---|---|---|---|---|---|---|---|')
 
 
@@ -643,7 +657,9 @@ def markdown_table(rows: list[dict]) -> str:
         lines.append(
             f"| {row['network']} | {REGIMES[row['regime']].label} "
             f"| {VARIANTS[row['variant']].label} "
-            f"| {_fmt(row['dead_pct'])} | {_fmt(row['dead_train_pct'])} "
+            f"| {_fmt(row['dead_pct'])} "
+            f"| {_fmt(row['last_window_dead_pct'])} "
+            f"({row['last_window_step']}) "
             f"| {_fmt(row['small_gamma_pct'])} | {_fmt(row['test_acc'])} "
             f"| {_fmt(row['shifts'], 0)} "
             f"| {_fmt(row['active_after_shift_pct'], 2)} "

@@ -95,7 +95,7 @@ def test_statistics_only_while_training_the_layer():
     assert ps.window_stats.batches == 1
 
 
-def test_window_statistics_under_frozen_running_stats():
+def test_last_batch_xhat_statistics_under_frozen_running_stats():
     ps = psBN(2).eval()
     with torch.no_grad():
         ps.running_mean.copy_(torch.tensor([1.0, -2.0]))
@@ -103,12 +103,8 @@ def test_window_statistics_under_frozen_running_stats():
     x = torch.randn(64, 2, 8, 8)
     y1, y2 = ps(x), ps(x * 2)
     mean, std = ps.window_stats.xhat_mean_std()
-    xhat = torch.cat([
-        (x - ps.running_mean.view(1, 2, 1, 1)) /
-        (ps.running_var.view(1, 2, 1, 1) + ps.eps).sqrt(),
-        (2 * x - ps.running_mean.view(1, 2, 1, 1)) /
-        (ps.running_var.view(1, 2, 1, 1) + ps.eps).sqrt()
-    ])
+    xhat = (2 * x - ps.running_mean.view(1, 2, 1, 1)) / (
+        ps.running_var.view(1, 2, 1, 1) + ps.eps).sqrt()
     per_channel = xhat.transpose(0, 1).reshape(2, -1)
     torch.testing.assert_close(mean, per_channel.mean(1), rtol=1e-4,
                                atol=1e-4)
@@ -116,6 +112,20 @@ def test_window_statistics_under_frozen_running_stats():
                                rtol=1e-4, atol=1e-4)
     expected_max = torch.maximum(y1.amax(dim=(0, 2, 3)), y2.amax(dim=(0, 2, 3)))
     assert torch.equal(ps.window_stats.max, expected_max)
+
+
+def test_batch_statistics_xhat_std_shrinks_with_a_decayed_filter():
+    """x̂ = (x - μ) / sqrt(σ² + eps): std ≈ 1 normally, ≪ 1 when σ² ≪ eps."""
+    ps = psBN(2, eps=1e-5)
+    x = torch.randn(8, 2, 6, 6)
+    x[:, 1] *= 1e-4  # σ² ≈ 1e-8, far below eps
+    ps(x)
+    mean, std = ps.window_stats.xhat_mean_std()
+    assert torch.allclose(mean, torch.zeros(2))
+    assert std[0] == pytest.approx(1.0, abs=1e-3)
+    var = x[:, 1].var(correction=0)
+    assert std[1] == pytest.approx(float((var / (var + 1e-5)).sqrt()),
+                                   rel=1e-2)
 
 
 def test_dead_channel_found_and_single_active_element_is_not_dead():
