@@ -515,7 +515,7 @@ CANDIDATES = {
 #: combinations of the best single changes, in the regimes where channels die
 COMBINATIONS = {
     'basicnet': ('fix_w20_none', 'fix_w20_none_rho16'),
-    'resnet18': ('fix_w20_none', ),
+    'resnet18': ('fix_w20_none', 'fix_w20_none_rho16'),
 }
 NETWORKS = ('basicnet', 'resnet18')
 QUICK_VARIANTS = ('bn', 'psbn', 'fix')

@@ -6,9 +6,7 @@ dead filters, psBN ends with fewer.  The thresholds come from the full study
 """
 import pytest
 
-pytest.importorskip('sklearn', reason='the study needs scikit-learn digits')
-
-from psbn_mmdet import study  # noqa: E402
+from psbn_mmdet import study
 
 pytestmark = pytest.mark.slow
 

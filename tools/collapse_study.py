@@ -1,15 +1,16 @@
 """Collapse study: BN vs psBN and psBN's recovery candidates on digits, on CPU.
 
     python tools/collapse_study.py [--quick] [--seeds N] [--processes 2]
-        [--only VARIANT,...] [--out docs/collapse_study.md] [--json OUT.json]
-        [--figures docs/figures] [--from-json RUNS.json [RUNS.json ...]]
+        [--only VARIANT,...] [--network NAME] [--out docs/collapse_study.md]
+        [--json OUT.json] [--figures docs/figures]
+        [--from-json RUNS.json [RUNS.json ...]]
 
 Trains the grid of :mod:`psbn_mmdet.study` (``--quick``: BasicNet, Adam + L2,
 BN vs psBN, 2 seeds unless ``--seeds``), then writes the results table, the
 set-up and the figures.  In ``--out``, only the text between
 ``<!-- study:begin -->`` and ``<!-- study:end -->`` is replaced, so the prose
 around it stays; a file without those markers is created or overwritten.
-``--only`` keeps the grid's runs of the named variants (a follow-up to an
+``--only`` and ``--network`` keep part of the grid (a follow-up to an
 earlier run).  ``--from-json`` trains nothing: it renders table, figures and
 section from earlier ``--json`` outputs, merged, with each one's command,
 wall time and machine load.
@@ -45,6 +46,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--processes', type=int, default=2,
                         help='worker processes, one thread each')
     parser.add_argument('--only', help='comma-separated variants to keep')
+    parser.add_argument('--network', choices=study.NETWORKS,
+                        help='keep the runs of this network only')
     parser.add_argument('--out', help='markdown file for the results')
     parser.add_argument('--json', help='every run, curves included')
     parser.add_argument('--figures', help='directory for the PNG plots')
@@ -77,6 +80,8 @@ def train(args, argv: list[str]) -> dict:
             raise SystemExit(f'collapse_study: unknown variant(s) '
                              f'{", ".join(sorted(unknown))}')
         jobs = [job for job in jobs if job.variant in keep]
+    if args.network:
+        jobs = [job for job in jobs if job.network == args.network]
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
     runs = study.run_jobs(jobs, processes=args.processes,
