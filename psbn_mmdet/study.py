@@ -38,6 +38,7 @@ import math
 import multiprocessing
 import statistics
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -566,20 +567,18 @@ def run_jobs(jobs: list[Job], processes: int = 1, log=None) -> list[dict]:
 
     if processes <= 1:
         return [report(run(job)) for job in jobs]
-    # the BasicNet runs are the long ones: start them first
+    # the BasicNet runs are the long ones: start them first.  A process pool
+    # of concurrent.futures fails loudly if a worker dies (multiprocessing's
+    # Pool would wait forever for the lost run).
     order = sorted(range(len(jobs)), key=lambda i: jobs[i].network != 'basicnet')
-    context = multiprocessing.get_context('spawn')
     results: list[dict | None] = [None] * len(jobs)
-    with context.Pool(processes, initializer=_init_worker) as pool:
-        for index, result in pool.imap_unordered(
-                _run_indexed, [(i, jobs[i]) for i in order]):
-            results[index] = report(result)
+    with ProcessPoolExecutor(
+            processes, mp_context=multiprocessing.get_context('spawn'),
+            initializer=_init_worker) as pool:
+        futures = {pool.submit(run, jobs[i]): i for i in order}
+        for future in as_completed(futures):
+            results[futures[future]] = report(future.result())
     return results
-
-
-def _run_indexed(item: tuple[int, Job]) -> tuple[int, dict]:
-    index, job = item
-    return index, run(job)
 
 
 # ---------------------------------------------------------- aggregation
@@ -755,7 +754,7 @@ def figures(results: list[dict]) -> dict[str, bytes]:
         if regimes:
             pngs[f'dead_{network}.png'] = plot_curves(
                 results, network, regimes, ('bn', 'psbn', 'fix',
-                                            'fix_w20_none'),
+                                            'fix_w20_none_rho16'),
                 f'{network}: dead pre-ReLU channels over training, BN vs '
                 'psBN (mean ± std over seeds)')
     for regime, candidates in CANDIDATES.items():
