@@ -19,7 +19,6 @@ import argparse
 import importlib.util
 import json
 import os
-import platform
 import shlex
 import sys
 import time
@@ -28,9 +27,10 @@ from pathlib import Path
 if importlib.util.find_spec('psbn_mmdet') is None:  # run from a checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
+
 
 from psbn_mmdet import study  # noqa: E402
+from psbn_mmdet.benchmark import machine  # noqa: E402
 
 BEGIN, END = '<!-- study:begin -->', '<!-- study:end -->'
 
@@ -54,18 +54,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--from-json', dest='from_json', nargs='+',
                         help='render earlier --json outputs, train nothing')
     return parser.parse_args(argv)
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open('/proc/cpuinfo') as f:
-            cpu = next(line.split(':', 1)[1].strip() for line in f
-                       if line.startswith('model name'))
-    except (OSError, StopIteration):
-        pass
-    return (f'{os.cpu_count()} cores ({cpu}), CPU only, Python '
-            f'{platform.python_version()}, torch {torch.__version__}')
 
 
 def train(args, argv: list[str]) -> dict:
