@@ -695,17 +695,20 @@ def plot_curves(results: list[dict], network: str, regimes, variants,
     """PNG, one column per regime: dead % over training in eval mode over the
     training set (mean ± std over seeds), and in the controller's train-mode
     detection windows (mean over seeds)."""
+    from matplotlib import colormaps
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     regimes = list(regimes)
-    legend_rows = math.ceil(len(variants) / 3)
-    figure = Figure(figsize=(max(4.2 * len(regimes), 9.0),
+    palette = colormaps['tab10' if len(variants) <= 10 else 'tab20'].colors
+    columns = 3 if len(variants) <= 6 else 2
+    legend_rows = math.ceil(len(variants) / columns)
+    figure = Figure(figsize=(max(4.2 * len(regimes), 11.0),
                              6.4 + 0.25 * legend_rows))
     FigureCanvasAgg(figure)
     axes = figure.subplots(2, len(regimes), squeeze=False)
     for column, regime in enumerate(regimes):
         top, bottom = axes[0][column], axes[1][column]
-        for variant in variants:
+        for index, variant in enumerate(variants):
             runs = [r for r in results if r['job']['network'] == network
                     and r['job']['regime'] == regime
                     and r['job']['variant'] == variant]
@@ -715,7 +718,8 @@ def plot_curves(results: list[dict], network: str, regimes, variants,
             curves = np.array([r['dead_curve'] for r in runs])
             epochs = curves[0, :, 0]
             mean, std = curves[:, :, 1].mean(0), curves[:, :, 1].std(0)
-            line, = top.plot(epochs, mean, label=label)
+            line, = top.plot(epochs, mean, label=label,
+                             color=palette[index % len(palette)])
             top.fill_between(epochs, mean - std, mean + std, alpha=0.2,
                              color=line.get_color())
             windows = [np.array(r['window_curve']) for r in runs
@@ -737,7 +741,7 @@ def plot_curves(results: list[dict], network: str, regimes, variants,
         for handle, label in zip(*axis.get_legend_handles_labels()):
             legend.setdefault(label, handle)
     figure.legend(legend.values(), legend.keys(), loc='lower center',
-                  ncol=3, fontsize=8)
+                  ncol=columns, fontsize=8)
     figure.suptitle(title)
     figure.tight_layout(rect=(0, 0.035 * legend_rows, 1, 1))
     buffer = io.BytesIO()
