@@ -112,8 +112,9 @@ class PostShiftController:
             bn = self.bns[name]
             if isinstance(bn, PSBN_TYPES):
                 self.stats[name] = bn.window_stats
+                self.stats[name].window = self.window_of(name)
             else:
-                self.stats[name] = WindowStatistics()
+                self.stats[name] = WindowStatistics(self.window_of(name))
                 self._handles.append(
                     bn.register_forward_hook(self._collect_hook(name)))
         self.steps = 0
@@ -187,8 +188,9 @@ class PostShiftController:
         """Make every rank's window statistics the global ones.
 
         Two collectives per window for all due layers: MAX over the maxima;
-        SUM over [x̂ mean, x̂ second moment, non-finite count, batches, ranks
-        with data], the x̂ moments then averaged over the ranks with data.
+        SUM over [x̂ mean, x̂ variance, x̂ mean², non-finite count, batches,
+        ranks with data].  Over the ranks with data, the pooled variance is
+        the mean within-rank variance plus the variance of the rank means.
         """
         if not self._distributed():
             return
@@ -198,11 +200,12 @@ class PostShiftController:
             c, device = bn.num_features, bn.weight.device
             if stats.max is None:  # no training pass on this rank
                 maxes.append(torch.full((c, ), -torch.inf, device=device))
-                sums.append(torch.zeros(3 * c + 2, device=device))
+                sums.append(torch.zeros(4 * c + 2, device=device))
             else:
                 maxes.append(stats.max)
                 sums.append(torch.cat([
-                    stats.xhat_mean, stats.xhat_sqmean, stats.nonfinite,
+                    stats.xhat_mean, stats.xhat_var,
+                    stats.xhat_mean.square(), stats.nonfinite,
                     torch.tensor([float(stats.batches), 1.0], device=device)
                 ]))
         widths = [self.bns[name].num_features for name in names]
@@ -210,13 +213,15 @@ class PostShiftController:
         dist.all_reduce(maxes, op=dist.ReduceOp.MAX)
         dist.all_reduce(sums, op=dist.ReduceOp.SUM)
         for name, c, m, s in zip(names, widths, maxes.split(widths),
-                                 sums.split([3 * c + 2 for c in widths])):
+                                 sums.split([4 * c + 2 for c in widths])):
             stats = self.stats[name]
-            ranks = max(s[3 * c + 1].item(), 1.0)
+            ranks = max(s[4 * c + 1].item(), 1.0)
+            mean, within, mean_sq = s[:3 * c].view(3, c) / ranks
             stats.max = m
-            stats.xhat_mean, stats.xhat_sqmean = s[:2 * c].view(2, c) / ranks
-            stats.nonfinite = s[2 * c:3 * c]
-            stats.batches = int(s[3 * c].item())
+            stats.xhat_mean = mean
+            stats.xhat_var = within + (mean_sq - mean.square()).clamp(min=0.0)
+            stats.nonfinite = s[3 * c:4 * c]
+            stats.batches = int(s[4 * c].item())
 
     @torch.no_grad()
     def _reset_optimizer_state(self, bn: _BatchNorm, shifted: torch.Tensor,

@@ -6,9 +6,10 @@ affine parameters train, the layer keeps cheap per-channel statistics over the
 current *detection window* (:class:`WindowStatistics`):
 
 * the maximum of the BN output ``y`` over every element seen;
-* the mean and second moment of the normalized input ``x̂`` (batch statistics
-  give ``m = 0, s = 1``; frozen running statistics, as in mmdet's
-  ``norm_eval=True`` finetuning, give whatever the data measures).
+* the mean and variance of the normalized input ``x̂`` in the window's last
+  batch (under batch statistics ``m = 0`` and ``s² = σ²/(σ² + eps)``; frozen
+  running statistics, as in mmdet's ``norm_eval=True`` finetuning, give
+  whatever the data measures).
 
 A :class:`~psbn_mmdet.controller.PostShiftController` reads those statistics at the
 end of each window, all-reduces them across ranks and calls :meth:`post_shift_`
@@ -65,49 +66,45 @@ class WindowStatistics:
     """Per-channel statistics of one BN over the current detection window.
 
     ``max``: maximum of the BN output y over the window; ``nonfinite``: batches
-    whose maximum was NaN or Inf; ``batches``; ``xhat_mean`` / ``xhat_sqmean``:
-    mean and second moment of x̂ in the window's *last* batch, exactly as BN
+    whose maximum was NaN or Inf; ``batches``; ``xhat_mean`` / ``xhat_var``:
+    mean and variance of x̂ in the window's *last* batch, exactly as BN
     normalized it (batch statistics with eps, or running statistics).  The
     last batch, not the window average: a dying channel's conv filter keeps
     shrinking, and under batch statistics x̂'s std is ``sqrt(σ²/(σ² + eps))``,
     far below 1 once σ² nears eps, so assuming std 1 would leave a shifted
     channel dead (docs/collapse_study.md).
+
+    ``window`` is the number of batches the owner expects per window.  The x̂
+    moments are only needed at the window's end, so they are computed for the
+    first batch (a fallback for a window cut short) and from batch ``window``
+    on: twice per window instead of every batch.  ``window=1`` computes them
+    every batch.
+
     Plain tensors, not buffers: they never enter a state dict.  Allocated on
     the first update, on the input's device.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, window: int = 1) -> None:
+        self.window = window
         self.reset()
 
     def reset(self) -> None:
         self.max = self.nonfinite = None
-        self.xhat_mean = self.xhat_sqmean = None
+        self.xhat_mean = self.xhat_var = None
         self.batches = 0
+
+    def wants_moments(self) -> bool:
+        """True when the next batch's x̂ moments may be the window's last."""
+        return self.batches == 0 or self.batches + 1 >= self.window
 
     @torch.no_grad()
     def update(self, bn: _BatchNorm, x: torch.Tensor, y: torch.Tensor) -> None:
         # Reduce the contiguous spatial dims first, then the batch dim: on CPU
-        # this is several times faster than one reduction over (0, 2, 3), and
-        # far faster than torch.var_mean (see docs/benchmarks.md).
+        # this is several times faster than one reduction over (0, 2, 3).
         spatial = tuple(range(2, x.dim()))
         batch_max = y.detach().amax(dim=spatial).amax(dim=0).float()
-        x = x.detach()
-        if x.dtype != torch.float32:  # bf16/fp16 under autocast
-            x = x.float()
-        x_mean = x.mean(dim=spatial).mean(dim=0)
-        x_sqmean = (torch.linalg.vector_norm(x, dim=spatial).square() /
-                    x[0, 0].numel()).mean(dim=0)
-        if bn.training or bn.running_mean is None:
-            var = (x_sqmean - x_mean.square()).clamp(min=0.0)
-            mean = torch.zeros_like(var)
-            sqmean = var / (var + bn.eps)
-        else:
-            running_mean = bn.running_mean.float()
-            inv_var = 1.0 / (bn.running_var.float() + bn.eps)
-            # moments of x̂ = (x - running_mean) / sqrt(running_var + eps)
-            mean = (x_mean - running_mean) * inv_var.sqrt()
-            sqmean = (x_sqmean - 2 * running_mean * x_mean +
-                      running_mean.square()) * inv_var
+        if self.wants_moments():
+            self.xhat_mean, self.xhat_var = self._xhat_moments(bn, x.detach())
         # A NaN or Inf batch is counted, so that it never makes a channel dead.
         nonfinite = (~torch.isfinite(batch_max)).float()
         if self.max is None:
@@ -115,13 +112,38 @@ class WindowStatistics:
         else:
             torch.maximum(self.max, batch_max, out=self.max)
             self.nonfinite.add_(nonfinite)
-        self.xhat_mean, self.xhat_sqmean = mean, sqmean
         self.batches += 1
+
+    @staticmethod
+    def _xhat_moments(bn: _BatchNorm,
+                      x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and variance of x̂ per channel for this batch.
+
+        The variance of x is taken about a per-channel reference value of the
+        batch (its first element), not as E[x²] − E[x]²: in float32 the
+        latter cancels when a channel's mean is large against its spread, and
+        a shift computed from it would open far more than ρ of the elements.
+        """
+        if x.dtype != torch.float32:  # bf16/fp16 under autocast
+            x = x.float()
+        spatial = tuple(range(2, x.dim()))
+        reference = x[(0, slice(None)) + (0, ) * len(spatial)].view(
+            (1, -1) + (1, ) * len(spatial))
+        centred = x - reference
+        offset = centred.mean(dim=spatial).mean(dim=0)
+        var = ((torch.linalg.vector_norm(centred, dim=spatial).square() /
+                x[0, 0].numel()).mean(dim=0) - offset.square()).clamp(min=0.0)
+        if bn.training or bn.running_mean is None:
+            return torch.zeros_like(var), var / (var + bn.eps)
+        # x̂ = (x - running_mean) / sqrt(running_var + eps)
+        inv_var = 1.0 / (bn.running_var.float() + bn.eps)
+        # reference − running_mean first: exact when both are close
+        mean = (reference.view(-1) - bn.running_mean.float()) + offset
+        return mean * inv_var.sqrt(), var * inv_var
 
     def xhat_mean_std(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and std of x̂ per channel in the window's last batch."""
-        var = (self.xhat_sqmean - self.xhat_mean.square()).clamp(min=0.0)
-        return self.xhat_mean, var.sqrt()
+        return self.xhat_mean, self.xhat_var.sqrt()
 
     def dead_channels(self) -> torch.Tensor:
         """Channels whose output was ``<= 0`` everywhere in the window.
@@ -159,7 +181,7 @@ class PostShiftMixin:
         self.active_fraction = float(active_fraction)
         self.gamma_min = None if gamma_min is None else float(gamma_min)
         # Not a buffer: checkpoints keep exactly BN's keys.
-        self.window_stats = WindowStatistics()
+        self.window_stats = WindowStatistics(window)
 
     @property
     def collects_statistics(self) -> bool:

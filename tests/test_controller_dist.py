@@ -1,5 +1,7 @@
 """Two gloo processes with different data: decisions and parameters agree."""
+import math
 import os
+from statistics import NormalDist
 
 import pytest
 import torch
@@ -34,10 +36,14 @@ def _worker(rank, port, out_dir, norm):
         x = torch.randn(4, 3, 6, 6, generator=g) * 0.1
         if rank == 1:
             x[:, DEAD_ON_RANK0_ONLY] += 10.0  # active on rank 1 only
+            # dead on both, with rank means far apart against their spread:
+            # the pooled variance must include the between-rank part
+            x[:, DEAD_ON_BOTH] -= 1.0
         model(x).sum().backward()
         optimizer.step()
         result = controller.step()
     torch.save(dict(shifted=controller.shift_counts['1'].tolist(),
+                    last_bn_input=model[0](x).detach(),
                     weight=bn.weight.detach().clone(),
                     bias=bn.bias.detach().clone(),
                     dead=result.dead),
@@ -53,4 +59,11 @@ def test_two_ranks_shift_identically(tmp_path, norm, port):
     assert torch.equal(r0['weight'], r1['weight'])
     assert torch.equal(r0['bias'], r1['bias'])
     assert r0['bias'][DEAD_ON_RANK0_ONLY] == -5.0  # alive on rank 1
-    assert r0['bias'][DEAD_ON_BOTH] > -5.0
+    # the shift used x̂'s mean and std pooled over both ranks' last batches:
+    # β = −γ·m − |γ|·z·s with γ = 1 and x̂ = x / sqrt(1 + eps) (running stats)
+    pooled = torch.cat([r0['last_bn_input'], r1['last_bn_input']])
+    xhat = pooled[:, DEAD_ON_BOTH].double() / math.sqrt(1.0 + 1e-5)
+    z = NormalDist().inv_cdf(1.0 - 0.01)
+    expected = -xhat.mean() - z * xhat.std(correction=0)
+    assert float(r0['bias'][DEAD_ON_BOTH]) == pytest.approx(float(expected),
+                                                            abs=1e-5)

@@ -96,7 +96,7 @@ def test_statistics_only_while_training_the_layer():
 
 
 def test_last_batch_xhat_statistics_under_frozen_running_stats():
-    ps = psBN(2).eval()
+    ps = psBN(2, window=2).eval()
     with torch.no_grad():
         ps.running_mean.copy_(torch.tensor([1.0, -2.0]))
         ps.running_var.copy_(torch.tensor([4.0, 0.25]))
@@ -126,6 +126,41 @@ def test_batch_statistics_xhat_std_shrinks_with_a_decayed_filter():
     var = x[:, 1].var(correction=0)
     assert std[1] == pytest.approx(float((var / (var + 1e-5)).sqrt()),
                                    rel=1e-2)
+
+
+@pytest.mark.parametrize('train', [True, False])
+def test_xhat_variance_does_not_cancel_when_mean_dwarfs_spread(train):
+    """E[x²] − E[x]² in float32 would give 0 (or noise) for mean 1e3, std 1e-2."""
+    ps = psBN(1, window=1).train(train)
+    if not train:
+        with torch.no_grad():
+            ps.running_mean.fill_(1000.0)
+            ps.running_var.fill_(1e-4)
+    torch.manual_seed(0)
+    x = (1000.0 + 1e-2 * torch.randn(8, 1, 16, 16, dtype=torch.float64))
+    ps(x.float())
+    xf = x.float().double()  # the values the layer saw
+    var = xf.var(correction=0)
+    mean, std = ps.window_stats.xhat_mean_std()
+    if train:
+        expected_std = (var / (var + ps.eps)).sqrt()
+        expected_mean = 0.0
+    else:
+        expected_std = (var / (1e-4 + ps.eps)).sqrt()
+        expected_mean = (xf.mean() - 1000.0) / math.sqrt(1e-4 + ps.eps)
+    assert float(std) == pytest.approx(float(expected_std), rel=1e-3)
+    assert float(mean) == pytest.approx(float(expected_mean), abs=1e-3)
+
+
+def test_xhat_moments_are_computed_for_the_first_and_last_batch_only():
+    ps = psBN(1, window=3)
+    ps(torch.full((2, 1, 2, 2), 0.0) + torch.arange(4.0).view(1, 1, 2, 2))
+    first = ps.window_stats.xhat_var.clone()
+    ps(10 * torch.arange(8.0).view(2, 1, 2, 2))  # batch 2 of 3: skipped
+    assert torch.equal(ps.window_stats.xhat_var, first)
+    ps(torch.zeros(2, 1, 2, 2))  # batch 3: the window's last, constant
+    assert float(ps.window_stats.xhat_var) == 0.0
+    assert ps.window_stats.batches == 3
 
 
 def test_dead_channel_found_and_single_active_element_is_not_dead():
