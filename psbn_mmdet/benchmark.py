@@ -29,6 +29,7 @@ class Comparison:
     target: str
     base_seconds: float  # median time of the baseline (BN)
     ratios: list[float]
+    repeat: int = 1  # consecutive calls timed as one sample
 
     @property
     def median(self) -> float:
@@ -36,31 +37,37 @@ class Comparison:
 
     def row(self) -> str:
         return (f'| {self.name} | {self.base_seconds * 1e3:.1f} ms | '
-                f'{self.median:.3f}x | {min(self.ratios):.3f}-'
+                f'{len(self.ratios)} x {self.repeat} | {self.median:.3f}x | {min(self.ratios):.3f}-'
                 f'{max(self.ratios):.3f} | {self.target} |')
 
 
-def _time(fn) -> float:
+def _time(fn, repeat: int = 1) -> float:
+    """Seconds per call of ``fn``, averaged over ``repeat`` calls."""
     start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+    for _ in range(repeat):
+        fn()
+    return (time.perf_counter() - start) / repeat
 
 
 def compare(name: str, target: str, baseline, candidate, pairs: int = 10,
-            warmup: int = 2) -> Comparison:
-    """Median ratio ``candidate / baseline`` over alternating pairs."""
+            warmup: int = 2, repeat: int = 1) -> Comparison:
+    """Median ratio ``candidate / baseline`` over alternating pairs.
+
+    Each side of a pair times ``repeat`` consecutive calls, which averages
+    out short stalls of a shared machine.
+    """
     for _ in range(warmup):
         baseline()
         candidate()
     base, ratios = [], []
     for i in range(pairs):
         if i % 2:  # alternate the order inside a pair too
-            c, b = _time(candidate), _time(baseline)
+            c, b = _time(candidate, repeat), _time(baseline, repeat)
         else:
-            b, c = _time(baseline), _time(candidate)
+            b, c = _time(baseline, repeat), _time(candidate, repeat)
         base.append(b)
         ratios.append(c / b)
-    return Comparison(name, target, statistics.median(base), ratios)
+    return Comparison(name, target, statistics.median(base), ratios, repeat)
 
 
 def _train_step(model, optimizer, inputs, controller=None):
@@ -75,8 +82,14 @@ def _train_step(model, optimizer, inputs, controller=None):
     return step
 
 
-def backbone_train_step(pairs: int, finetune: bool) -> Comparison:
-    """ResNet-50 forward + backward + SGD step, statistics and controller on."""
+def backbone_train_step(pairs: int, finetune: bool,
+                        repeat: int = 3) -> Comparison:
+    """ResNet-50 forward + backward + SGD step, statistics and controller on.
+
+    The learning rate is 0: every step does the same work on the same
+    weights (optimizer arithmetic included), so the two variants stay
+    comparable however long the benchmark runs.
+    """
     from mmdet.models.backbones import ResNet
     kwargs = (dict(frozen_stages=1, norm_eval=True) if finetune else
               dict(frozen_stages=-1, norm_eval=False))
@@ -88,33 +101,44 @@ def backbone_train_step(pairs: int, finetune: bool) -> Comparison:
     psbn.train()
     inputs = torch.randn(2, 3, 224, 224)
     opt_bn = torch.optim.SGD([p for p in bn.parameters() if p.requires_grad],
-                             lr=1e-4, momentum=0.9)
+                             lr=0.0, momentum=0.9)
     opt_ps = torch.optim.SGD([p for p in psbn.parameters()
-                              if p.requires_grad], lr=1e-4, momentum=0.9)
+                              if p.requires_grad], lr=0.0, momentum=0.9)
     controller = PostShiftController(psbn, opt_ps)
     setup = ('finetune: frozen_stages=1, norm_eval=True' if finetune else
              'train mode: batch statistics')
     return compare(f'ResNet-50 train step, 2x3x224x224 ({setup})', '<= 1.02x',
                    _train_step(bn, opt_bn, inputs),
-                   _train_step(psbn, opt_ps, inputs, controller), pairs)
+                   _train_step(psbn, opt_ps, inputs, controller), pairs,
+                   repeat=repeat)
 
 
-def detector_train_iteration(pairs: int, config: str) -> Comparison:
-    """One full Faster R-CNN ``train_step`` on a demo batch, hook's controller on."""
+def detector_train_iteration(pairs: int, config: str,
+                             repeat: int = 2) -> list[Comparison]:
+    """One full Faster R-CNN ``train_step`` on a demo batch, hook's controller on.
+
+    The learning rate is 0, so every iteration does the same work (a
+    training detector's cost changes with its proposals).  A second row
+    times BN against an identical copy of itself: the noise floor the psBN
+    row should be read against.
+    """
     from mmengine.config import Config
     from mmengine.optim import build_optim_wrapper
     from mmengine.registry import DATASETS, FUNCTIONS, MODELS
     from mmdet.utils import register_all_modules
     register_all_modules()
     cfg = Config.fromfile(config)
+    cfg.optim_wrapper.optimizer.lr = 0.0
     torch.manual_seed(0)
     psbn = MODELS.build(cfg.model)
     psbn.init_weights()
     bn = to_bn(copy.deepcopy(psbn))
+    bn_copy = copy.deepcopy(bn)
     dataset = DATASETS.build(cfg.train_dataloader.dataset)
     collate = FUNCTIONS.get('pseudo_collate')
     batch = collate([dataset[0], dataset[1]])
-    wrappers = [build_optim_wrapper(m, cfg.optim_wrapper) for m in (bn, psbn)]
+    wrappers = [build_optim_wrapper(m, cfg.optim_wrapper)
+                for m in (bn, psbn, bn_copy)]
     controller = PostShiftController(psbn, wrappers[1])
 
     def step(model, wrapper, ctrl=None):
@@ -127,12 +151,17 @@ def detector_train_iteration(pairs: int, config: str) -> Comparison:
 
         return run
 
-    return compare('Faster R-CNN R50-FPN train iteration, demo batch of 2',
-                   '<= 1.01x', step(bn, wrappers[0]),
-                   step(psbn, wrappers[1], controller), pairs)
+    name = 'Faster R-CNN R50-FPN train iteration, demo batch of 2'
+    return [
+        compare(name, '<= 1.01x', step(bn, wrappers[0]),
+                step(psbn, wrappers[1], controller), pairs, repeat=repeat),
+        compare(f'{name}: BN against a copy of itself (noise floor)', '1.00x',
+                step(bn, wrappers[0]), step(bn_copy, wrappers[2]), pairs,
+                repeat=repeat)
+    ]
 
 
-def inference(pairs: int) -> list[Comparison]:
+def inference(pairs: int, repeat: int = 5) -> list[Comparison]:
     """psBN in inference and the exported (stock BN) model against BN."""
     from mmdet.models.backbones import ResNet
     torch.manual_seed(0)
@@ -154,9 +183,9 @@ def inference(pairs: int) -> list[Comparison]:
 
     return [
         compare('ResNet-50 inference, psBN model', '1.00x', infer(bn),
-                infer(psbn), pairs),
+                infer(psbn), pairs, repeat=repeat),
         compare('ResNet-50 inference, exported model', '1.00x', infer(bn),
-                infer(exported), pairs)
+                infer(exported), pairs, repeat=repeat)
     ]
 
 
@@ -175,8 +204,8 @@ def report_parameter_mode(repeats: int = 5) -> tuple[float, float]:
     return statistics.median(times), max(times)
 
 
-def report_activation_mode(pairs: int, config: str,
-                           num_images: int = 8) -> Comparison:
+def report_activation_mode(pairs: int, config: str, num_images: int = 8,
+                           repeat: int = 2) -> Comparison:
     """The report's activation probe against plain backbone inference.
 
     Both loop over the same preprocessed batches (test pipeline included);
@@ -217,7 +246,7 @@ def report_activation_mode(pairs: int, config: str,
 
     result = compare(f'report activation mode, {len(batches)} batches '
                      f'({num_images} demo images)', 'images/s >= 0.9x plain',
-                     plain, probed, pairs)
+                     plain, probed, pairs, repeat=repeat)
     result.images = num_images
     return result
 

@@ -5,6 +5,7 @@ Writes docs/benchmarks.md (run tools/make_demo_data.py first: the detector and
 report benchmarks read the demo data).
 """
 import argparse
+import logging
 import os
 import os.path as osp
 import sys
@@ -25,12 +26,15 @@ def main() -> None:
     args = parser.parse_args()
     if args.pairs < 1:
         parser.exit(2, 'error: --pairs must be >= 1\n')
+    from mmengine.logging import MMLogger
+    # init_weights logs every parameter of every model built here
+    MMLogger.get_current_instance().setLevel(logging.WARNING)
     start = time.time()
     load = os.getloadavg()[0]
     rows = [
         benchmark.backbone_train_step(args.pairs, finetune=False),
         benchmark.backbone_train_step(args.pairs, finetune=True),
-        benchmark.detector_train_iteration(args.pairs, DEMO),
+        *benchmark.detector_train_iteration(args.pairs, DEMO),
         *benchmark.inference(args.pairs),
     ]
     activation = benchmark.report_activation_mode(args.pairs, DEMO)
@@ -43,10 +47,13 @@ def main() -> None:
         f'Command: `python tools/benchmark_overhead.py --pairs {args.pairs}`'
         f' ({(time.time() - start) / 60:.1f} min). Each row alternates the '
         f'two variants in one process ({args.pairs} pairs after 2 warm-up '
-        'runs each) on the same weights and inputs; the ratio is psBN (or '
-        'the probe) over BN, median and min-max over the pairs.', '',
-        '| what | BN time (median) | ratio | spread | target |',
-        '|---|---|---|---|---|',
+        'runs each; a sample times the given number of consecutive calls) '
+        'on the same weights and inputs; the ratio is psBN (or the probe) '
+        'over BN, median and min-max over the pairs. Training rows use '
+        'lr 0, so every step does the same work on the same weights.', '',
+        '| what | BN time per call (median) | pairs x calls | ratio '
+        '| spread | target |',
+        '|---|---|---|---|---|---|',
         *[row.row() for row in rows], '',
         f'Report tool, activation mode: '
         f'{activation.images / (activation.base_seconds * activation.median):.1f}'
