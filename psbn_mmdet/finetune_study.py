@@ -11,7 +11,8 @@ Runs, each in its own ``tools/train.py`` process (mmdet's real path):
    checkpoint (parameter and activation criteria) and the hooks' logged
    per-stage dead counts over iterations.
 
-Results go to a markdown file with tables and a plot.
+Results go to a markdown file with tables and plots, between its
+``finetune`` markers (the prose around them is kept).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import sys
 import time
 
 from .logs import find_scalars, markdown_table, plot_runs
+from .markdown import write_generated
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 PRETRAIN = 'configs/demo/faster_rcnn_r50_bn_demo_pretrain.py'
@@ -97,7 +99,6 @@ def run(out_md: str, figure_dir: str, lrs=(0.02, 0.06),
 def _write(out_md, figure_dir, results, lrs, timings) -> None:
     os.makedirs(figure_dir, exist_ok=True)
     lines = [
-        '# Demo-scale detection finetune: BN vs psBN', '',
         'Command: `python tools/finetune_study.py --lrs 0.02 0.06 0.2` (this file is its output; wall times below depend on what else ran on the 2 cores).',
         'Faster R-CNN R50-FPN pre-trained for 80 iterations on the demo data '
         f'(`{PRETRAIN}`), then finetuned 40 iterations with mmdet\'s '
@@ -137,5 +138,5 @@ def _write(out_md, figure_dir, results, lrs, timings) -> None:
     lines += ['', '## Wall time (2 CPU cores)', '']
     lines += [f'- {name}: {seconds / 60:.1f} min'
               for name, seconds in timings.items()]
-    with open(out_md, 'w') as f:
-        f.write('\n'.join(lines) + '\n')
+    write_generated(out_md, 'finetune', '\n'.join(lines),
+                    title='Demo-scale detection finetune: BN vs psBN')

@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """psBN vs BN speed, side by side in one process: ``python tools/benchmark_overhead.py``.
 
-Writes docs/benchmarks.md (run tools/make_demo_data.py first: the detector and
-report benchmarks read the demo data).
+Writes its tables between the ``benchmark`` markers of docs/benchmarks.md (the
+prose around them is kept; run tools/make_demo_data.py first: the detector
+and report benchmarks read the demo data).
 """
 import argparse
 import logging
@@ -15,6 +16,7 @@ sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
 
 import psbn_mmdet  # noqa: E402,F401
 from psbn_mmdet import benchmark  # noqa: E402
+from psbn_mmdet.markdown import write_generated  # noqa: E402
 
 DEMO = 'configs/demo/faster_rcnn_r50_psbn_demo.py'
 
@@ -41,7 +43,6 @@ def main() -> None:
     rows.append(activation)
     median, worst = benchmark.report_parameter_mode()
     lines = [
-        '# Benchmarks: psBN against BN', '',
         f'Machine: {benchmark.machine()}; load average '
         f'{load:.2f} at the start.', '',
         f'Command: `python tools/benchmark_overhead.py --pairs {args.pairs}`'
@@ -64,8 +65,8 @@ def main() -> None:
         f'(start-up included): median {median:.2f} s, worst {worst:.2f} s '
         'of 5 runs (target < 3 s).',
     ]
-    with open(args.out, 'w') as f:
-        f.write('\n'.join(lines) + '\n')
+    write_generated(args.out, 'benchmark', '\n'.join(lines),
+                    title='Benchmarks: psBN against BN')
     print('\n'.join(lines))
 
 

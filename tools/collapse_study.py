@@ -31,8 +31,7 @@ if importlib.util.find_spec('psbn_mmdet') is None:  # run from a checkout
 
 from psbn_mmdet import study  # noqa: E402
 from psbn_mmdet.benchmark import machine  # noqa: E402
-
-BEGIN, END = '<!-- study:begin -->', '<!-- study:end -->'
+from psbn_mmdet.markdown import write_generated  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -100,7 +99,7 @@ def describe(record: dict) -> str:
 def results_section(records: list[dict], rows: list[dict], figure_names,
                     figures_dir, out_path) -> str:
     epochs = records[0]['runs'][0]['job']['epochs']
-    lines = [BEGIN, f'Machine: {records[0]["machine"]}.', '',
+    lines = [f'Machine: {records[0]["machine"]}.', '',
              'Commands (run in this order; the table merges them):', '']
     lines += [describe(record) for record in records]
     lines += [
@@ -119,21 +118,7 @@ def results_section(records: list[dict], rows: list[dict], figure_names,
     for name in figure_names:
         path = os.path.relpath(Path(figures_dir) / name, base)
         lines.append(f'![{name}]({path})')
-    lines += ['', END]
     return '\n'.join(lines)
-
-
-def write_section(path: str, section: str) -> None:
-    path = Path(path)
-    text = path.read_text() if path.exists() else ''
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1]
-        text = head + section + tail
-    else:
-        text = '# Collapse study\n\n' + section + '\n'
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
 
 
 def main(argv=None) -> int:
@@ -156,8 +141,9 @@ def main(argv=None) -> int:
             Path(args.figures, name).write_bytes(png)
             figure_names.append(name)
     if args.out:
-        write_section(args.out, results_section(
-            records, rows, figure_names, args.figures, args.out))
+        write_generated(args.out, 'study', results_section(
+            records, rows, figure_names, args.figures, args.out),
+            title='Collapse study')
     return 0
 
 
