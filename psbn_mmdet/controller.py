@@ -108,6 +108,15 @@ class PostShiftController:
             sorted({r.stage for r in self.roles.values()} - set(STAGES)))
         self.stats: dict[str, WindowStatistics] = {}
         self._handles = []
+        # Only pre-ReLU layers are ever read: the others (pre-add, no role)
+        # would pay for statistics nobody uses, on the widest tensors.
+        self._disabled = [
+            bn for name, bn in self.bns.items()
+            if isinstance(bn, PSBN_TYPES) and name not in self.pre_relu
+            and bn.window_stats.enabled
+        ]
+        for bn in self._disabled:
+            bn.window_stats.enabled = False
         for name in self.pre_relu:
             bn = self.bns[name]
             if isinstance(bn, PSBN_TYPES):
@@ -135,10 +144,14 @@ class PostShiftController:
         return hook
 
     def close(self) -> None:
-        """Remove the forward hooks placed on plain BN layers."""
+        """Remove the forward hooks placed on plain BN layers and re-enable
+        the statistics this controller switched off."""
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+        for bn in self._disabled:
+            bn.window_stats.enabled = True
+        self._disabled.clear()
 
     # ------------------------------------------------------------ decisions
     def window_of(self, name: str) -> int:

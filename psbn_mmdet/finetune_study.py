@@ -54,14 +54,18 @@ def _train(config: str, work_dir: str, *options: str,
     return seconds
 
 
-def _last_metrics(work_dir: str) -> dict:
-    metrics = {}
+def _last_metrics(work_dir: str) -> tuple[dict, float | None]:
+    """The last CocoMetric record and the last logged training loss (mean
+    over the log interval)."""
+    metrics, loss = {}, None
     with open(find_scalars(osp.join(REPO, work_dir))) as f:
         for line in f:
             record = json.loads(line)
             if 'coco/bbox_mAP' in record:
                 metrics = record
-    return metrics
+            elif 'loss' in record:
+                loss = record['loss']
+    return metrics, loss
 
 
 def _collapse_report(config: str, work_dir: str, num_images: int) -> dict:
@@ -76,37 +80,46 @@ def _collapse_report(config: str, work_dir: str, num_images: int) -> dict:
         return json.load(f)
 
 
-def run(out_md: str, figure_dir: str, lrs=(0.02, 0.06),
+def run(out_md: str, figure_dir: str, lrs=(0.02, 0.06), seeds=(0, ),
         num_images: int = 16, reuse: bool = False) -> None:
+    """BN and psBN finetunes per lr and seed; a seed is shared by the pair
+    (same data order, flips and proposal sampling)."""
     os.makedirs(osp.join(REPO, 'work_dirs'), exist_ok=True)
     timings = {}
     if not osp.isfile(osp.join(REPO, PRETRAINED)):
         timings['pretrain'] = _train(PRETRAIN, 'work_dirs/demo_pretrain')
     results = []
     for lr in lrs:
-        for norm, config in FINETUNE.items():
-            work_dir = f'work_dirs/demo_finetune_{norm.lower()}_lr{lr:g}'
-            timings[work_dir] = _train(config, work_dir,
-                                       f'optim_wrapper.optimizer.lr={lr}',
-                                       reuse=reuse)
-            results.append(dict(
-                norm=norm, lr=lr, work_dir=work_dir,
-                metrics=_last_metrics(work_dir),
-                report=_collapse_report(config, work_dir, num_images)))
-    _write(out_md, figure_dir, results, lrs, timings)
+        for seed in seeds:
+            for norm, config in FINETUNE.items():
+                work_dir = (f'work_dirs/demo_finetune_{norm.lower()}'
+                            f'_lr{lr:g}_seed{seed}')
+                timings[work_dir] = _train(
+                    config, work_dir, f'optim_wrapper.optimizer.lr={lr}',
+                    f'randomness.seed={seed}', reuse=reuse)
+                metrics, loss = _last_metrics(work_dir)
+                results.append(dict(
+                    norm=norm, lr=lr, seed=seed, work_dir=work_dir,
+                    metrics=metrics, loss=loss,
+                    report=_collapse_report(config, work_dir, num_images)))
+    _write(out_md, figure_dir, results, lrs, seeds, timings)
 
 
-def _write(out_md, figure_dir, results, lrs, timings) -> None:
+def _write(out_md, figure_dir, results, lrs, seeds, timings) -> None:
     os.makedirs(figure_dir, exist_ok=True)
     lines = [
-        'Command: `python tools/finetune_study.py --lrs 0.02 0.06 0.2` (this file is its output; wall times below depend on what else ran on the 2 cores).',
+        'Command: `python tools/finetune_study.py --lrs '
+        f'{" ".join(f"{lr:g}" for lr in lrs)} --seeds '
+        f'{" ".join(str(seed) for seed in seeds)}` (this section is its '
+        'output; wall times depend on what else ran on the 2 cores).',
         'Faster R-CNN R50-FPN pre-trained for 80 iterations on the demo data '
         f'(`{PRETRAIN}`), then finetuned 40 iterations with mmdet\'s '
         'finetuning setup (frozen stem + layer1, `norm_eval=True`), batch 2, '
         'SGD momentum 0.9, weight decay 1e-4; psBN window 10 iterations.', '',
-        '| norm | lr | bbox mAP | mAP@50 | |γ|<1e-3 (all BN ch.) | '
-        'dead by activation (pre-ReLU ch., 16 val images) |',
-        '|---|---|---|---|---|---|'
+        '| norm | lr | seed | bbox mAP | mAP@50 | final train loss '
+        '| \\|γ\\| < 1e-3 (all BN ch.) '
+        '| dead by activation (pre-ReLU ch., 16 val images) |',
+        '|---|---|---|---|---|---|---|---|'
     ]
     for r in results:
         total, m = r['report']['total'], r['metrics']
@@ -114,8 +127,10 @@ def _write(out_md, figure_dir, results, lrs, timings) -> None:
         mAP, mAP50 = (('no detections', '-') if not m else
                       (f"{m['coco/bbox_mAP']:.3f}",
                        f"{m['coco/bbox_mAP_50']:.3f}"))
+        loss = '-' if r['loss'] is None else f"{r['loss']:.4g}"
         lines.append(
-            f"| {r['norm']} | {r['lr']:g} | {mAP} | {mAP50} "
+            f"| {r['norm']} | {r['lr']:g} | {r['seed']} | {mAP} | {mAP50} "
+            f"| {loss} "
             f"| {total['collapsed_gamma']} ({total['collapsed_gamma_pct']:.2f}%) "
             f"| {total['dead_activation']} ({total['dead_activation_pct']:.2f}%) |")
     lines += ['', '## Per-stage collapse report (final checkpoints)', '']
@@ -123,16 +138,16 @@ def _write(out_md, figure_dir, results, lrs, timings) -> None:
         stages = ', '.join(
             f"{s['name']} {s['collapsed_gamma']}/{s['dead_activation']}"
             for s in r['report']['stages'])
-        lines.append(f"- {r['norm']} lr {r['lr']:g} "
+        lines.append(f"- {r['norm']} lr {r['lr']:g} seed {r['seed']} "
                      f"(|γ|<1e-3 / dead by activation): {stages}")
-    for lr in lrs:
+    for lr in lrs:  # the curves of the first seed
         runs = {r['norm']: find_scalars(osp.join(REPO, r['work_dir']))
-                for r in results if r['lr'] == lr}
+                for r in results if r['lr'] == lr and r['seed'] == seeds[0]}
         png = osp.join(figure_dir, f'demo_finetune_dead_lr{lr:g}.png')
         plot_runs(runs, png, 'dead')
         rel = osp.relpath(png, osp.dirname(osp.abspath(out_md)))
         lines += ['', f'## Dead pre-ReLU channels per stage over training, '
-                  f'lr {lr:g} (the hooks\' own scalars)', '',
+                  f'lr {lr:g}, seed {seeds[0]} (the hooks\' own scalars)', '',
                   markdown_table(runs, 'dead', every=10), '',
                   f'![dead channels, lr {lr:g}]({rel})']
     lines += ['', '## Wall time (2 CPU cores)', '']

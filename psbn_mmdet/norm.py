@@ -74,6 +74,9 @@ class WindowStatistics:
     far below 1 once σ² nears eps, so assuming std 1 would leave a shifted
     channel dead (docs/collapse_study.md).
 
+    ``enabled``: False stops collection (a controller disables the layers it
+    never reads, such as pre-add BNs, so they cost nothing).
+
     ``window`` is the number of batches the owner expects per window.  The x̂
     moments are only needed at the window's end, so they are computed for the
     first batch (a fallback for a window cut short) and from batch ``window``
@@ -86,6 +89,7 @@ class WindowStatistics:
 
     def __init__(self, window: int = 1) -> None:
         self.window = window
+        self.enabled = True
         self.reset()
 
     def reset(self) -> None:
@@ -185,8 +189,9 @@ class PostShiftMixin:
 
     @property
     def collects_statistics(self) -> bool:
-        """True when this forward pass belongs to training of this layer."""
-        return is_training_pass(self)
+        """True when this forward pass belongs to training of this layer and
+        someone reads the statistics."""
+        return self.window_stats.enabled and is_training_pass(self)
 
     def extra_repr(self) -> str:
         return (super().extra_repr() + f', window={self.window}, '

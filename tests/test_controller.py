@@ -218,3 +218,21 @@ def test_frozen_stages_cost_nothing_and_are_never_shifted():
     assert (net.layer2[0].bn1.bias > -10).all()
     assert (net.bn1.bias == -1e3).all()
     assert (net.layer1[0].bn1.bias == -1e3).all()
+
+
+def test_pre_add_layers_collect_nothing_while_a_controller_runs():
+    """Statistics nobody reads cost nothing: pre-add BNs (the widest) are
+    switched off by the controller and back on by ``close()``."""
+    from mmdet.models.backbones import ResNet
+    net = ResNet(depth=18, norm_cfg=dict(type='psBN', window=2))
+    net.init_weights()
+    net.train()
+    controller = PostShiftController(net)
+    sum(f.sum() for f in net(torch.randn(2, 3, 32, 32))).backward()
+    block = net.layer2[0]
+    assert block.bn1.window_stats.batches == 1  # pre-ReLU
+    assert block.bn2.window_stats.batches == 0  # pre-add
+    assert block.downsample[1].window_stats.batches == 0  # pre-add
+    controller.close()
+    net(torch.randn(2, 3, 32, 32))
+    assert block.bn2.window_stats.batches == 1

@@ -1,8 +1,9 @@
 #!/usr/bin/env python
-"""Demo-scale finetune, BN vs psBN at the default and 3x lr: ``python tools/finetune_study.py``.
+"""Demo-scale finetune, BN vs psBN per lr and seed: ``python tools/finetune_study.py``.
 
-Writes docs/demo_finetune.md and docs/figures/demo_finetune_dead_lr*.png
-(about 30 min on 2 CPU cores; run tools/make_demo_data.py first).
+Writes the ``finetune`` section of docs/demo_finetune.md and
+docs/figures/demo_finetune_dead_lr*.png (about 2.5 min per run on 2 idle CPU
+cores, 2 runs per lr and seed; run tools/make_demo_data.py first).
 """
 import argparse
 import os.path as osp
@@ -17,7 +18,10 @@ if __name__ == '__main__':
     parser.add_argument('--out', default='docs/demo_finetune.md')
     parser.add_argument('--figures', default='docs/figures')
     parser.add_argument('--lrs', type=float, nargs='+', default=[0.02, 0.06])
+    parser.add_argument('--seeds', type=int, nargs='+', default=[0],
+                        help='randomness.seed of each BN/psBN pair')
     parser.add_argument('--reuse', action='store_true',
                         help='keep finished runs (work_dirs/demo_finetune_*), only redo the report')
     args = parser.parse_args()
-    run(args.out, args.figures, tuple(args.lrs), reuse=args.reuse)
+    run(args.out, args.figures, tuple(args.lrs), tuple(args.seeds),
+        reuse=args.reuse)
