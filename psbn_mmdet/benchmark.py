@@ -36,9 +36,10 @@ class Comparison:
         return statistics.median(self.ratios)
 
     def row(self) -> str:
-        return (f'| {self.name} | {self.base_seconds * 1e3:.1f} ms | '
-                f'{len(self.ratios)} x {self.repeat} | {self.median:.3f}x | {min(self.ratios):.3f}-'
-                f'{max(self.ratios):.3f} | {self.target} |')
+        return (f'| {self.name} | {self.base_seconds * 1e3:.1f} ms '
+                f'| {len(self.ratios)} x {self.repeat} | {self.median:.3f}x '
+                f'| {min(self.ratios):.3f}-{max(self.ratios):.3f} '
+                f'| {self.target} |')
 
 
 def _time(fn, repeat: int = 1) -> float:

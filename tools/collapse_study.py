@@ -9,7 +9,8 @@ Trains the grid of :mod:`psbn_mmdet.study` (``--quick``: BasicNet, Adam + L2,
 BN vs psBN, 2 seeds unless ``--seeds``), then writes the results table, the
 set-up and the figures.  In ``--out``, only the text between
 ``<!-- study:begin -->`` and ``<!-- study:end -->`` is replaced, so the prose
-around it stays; a file without those markers is created or overwritten.
+around it stays; a file without those markers gets the section appended
+(:func:`psbn_mmdet.markdown.write_generated`).
 ``--only`` and ``--network`` keep part of the grid (a follow-up to an
 earlier run).  ``--from-json`` trains nothing: it renders table, figures and
 section from earlier ``--json`` outputs, merged, with each one's command,
@@ -26,8 +27,6 @@ from pathlib import Path
 
 if importlib.util.find_spec('psbn_mmdet') is None:  # run from a checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-
 
 from psbn_mmdet import study  # noqa: E402
 from psbn_mmdet.benchmark import machine  # noqa: E402
