@@ -190,15 +190,20 @@ def inference(pairs: int, repeat: int = 5) -> list[Comparison]:
     ]
 
 
+def _r50_checkpoint(directory: str) -> str:
+    """Save an mmengine-style ResNet-50 checkpoint in ``directory``."""
+    from mmdet.models.backbones import ResNet
+    path = os.path.join(directory, 'r50.pth')
+    torch.save({'state_dict': {f'backbone.{k}': v for k, v in
+                               ResNet(depth=50).state_dict().items()}}, path)
+    return path
+
+
 def report_parameter_mode(repeats: int = 5) -> tuple[float, float]:
     """Wall time of ``tools/collapse_report.py`` on an R50 checkpoint (median, max)."""
-    from mmdet.models.backbones import ResNet
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, 'r50.pth')
-        torch.save({'state_dict': {f'backbone.{k}': v for k, v in
-                                   ResNet(depth=50).state_dict().items()}},
-                   path)
+        path = _r50_checkpoint(tmp)
         times = [_time(lambda: subprocess.run(
             [sys.executable, os.path.join(repo, 'tools/collapse_report.py'),
              path], check=True, capture_output=True)) for _ in range(repeats)]
@@ -215,13 +220,9 @@ def report_activation_mode(pairs: int, config: str, num_images: int = 8,
     """
     from .report import ActivationProbe, _ChannelMax, bn_layers, build_backbone
     from .report import load_checkpoint as load_report_checkpoint
-    from mmdet.models.backbones import ResNet
     from .roles import PRE_RELU
     with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, 'r50.pth')
-        torch.save({'state_dict': {f'backbone.{k}': v for k, v in
-                                   ResNet(depth=50).state_dict().items()}},
-                   path)
+        path = _r50_checkpoint(tmp)
         ckpt = load_report_checkpoint(path)
         probe = ActivationProbe(config, config, num_images)
         backbone = build_backbone(config, ckpt)
