@@ -26,7 +26,8 @@ mode over the whole training set, the percentage of *dead* pre-ReLU channels
 (maximum post-ReLU activation < 1e-12, Mehta's activation criterion) every few
 epochs, and at the end also in train mode, with |γ| < 1e-3, test accuracy and
 the controller's shift / re-collapse counters.  :func:`run_jobs` spreads runs
-over worker processes of one thread each.  ``tools/collapse_study.py`` is the
+over worker processes of one thread each; the networks run channels-last,
+the faster layout for CPU convolutions.  ``tools/collapse_study.py`` is the
 command line; ``docs/collapse_study.md`` holds the results.
 """
 from __future__ import annotations
@@ -160,7 +161,9 @@ def build_network(network: str, variant: 'Variant') -> nn.Module:
         for module in model.modules():
             if isinstance(module, PSBN_TYPES):
                 module.window_stats = statistics_class(module.window)
-    return model
+    # channels-last: on CPU mkldnn's convolutions and max-pools run the
+    # training step ~20% faster than in NCHW (docs/collapse_study.md)
+    return model.to(memory_format=torch.channels_last)
 
 
 # --------------------------------------------------------------- regimes
@@ -502,12 +505,15 @@ def run(job: Job) -> dict:
 
 
 # ------------------------------------------------------------------ grid
-#: variants of every regime; psBN's x̂ fix only where channels die
+#: variants of every regime.  Older rules only where channels die: a rule
+#: acts on dead channels only, and until its first shift a psBN run is
+#: bit-identical to BN's, so where BN never has a dead channel (AdamW, SGD
+#: at an ordinary lr) every rule reproduces BN; the defaults show it.
 MAIN_VARIANTS = {
     'adam_l2': ('bn', 'shipped', 'psbn', 'fix'),
-    'adamw': ('bn', 'shipped', 'psbn'),
+    'adamw': ('bn', 'shipped'),
     'sgd_high': ('bn', 'shipped', 'psbn', 'fix'),
-    'sgd': ('bn', 'shipped', 'psbn'),
+    'sgd': ('bn', 'shipped'),
 }
 #: recovery candidates (BasicNet only), each one change from 'fix'
 CANDIDATES = {
