@@ -32,6 +32,7 @@ command line; ``docs/collapse_study.md`` holds the results.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import logging
@@ -274,8 +275,8 @@ VARIANTS = {
     # the rule before this study: measured as "psBN (defaults)" then
     'psbn': Variant('psBN, x̂ std assumed 1, healthy reset (before the study)',
                     True, xhat='assumed-unit', optimizer_reset='healthy'),
-    'shipped': Variant("psBN (defaults: last-batch x̂, optimizer_reset='none')",
-                       True),
+    'shipped': Variant(
+        "psBN (defaults: last-batch x̂, optimizer_reset='none')", True),
     'fix_window_mean': Variant('psBN, exact x̂ std, window mean', True,
                                xhat='exact-window',
                                optimizer_reset='healthy'),
@@ -318,48 +319,72 @@ class Job:
         return (self.network, self.regime, self.variant)
 
 
+@contextlib.contextmanager
+def _evaluating(model: nn.Module, batch_statistics: bool):
+    """No-grad evaluation; ``batch_statistics``: BN normalizes with the
+    batch's statistics, as in training (else eval mode).  Mode and BN running
+    statistics are restored afterwards, so evaluating never changes a run."""
+    buffers = {k: v.clone() for k, v in model.named_buffers()}
+    was_training = model.training
+    model.train(batch_statistics)
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
+        with torch.no_grad():
+            for name, buffer in model.named_buffers():
+                buffer.copy_(buffers[name])
+
+
 def _pre_relu_max(model: nn.Module, names: list[str], images: torch.Tensor,
                   train_mode: bool, batch_size: int) -> list[torch.Tensor]:
-    """Per-channel maximum of each pre-ReLU BN's output over ``images``.
-
-    ``train_mode``: BN normalizes with batch statistics, as in training (its
-    running statistics are restored afterwards); else eval mode.
-    """
+    """Per-channel maximum of each pre-ReLU BN's output over ``images``
+    (``train_mode``: under batch statistics, see :func:`_evaluating`)."""
     modules = dict(model.named_modules())
     maxima: dict[str, torch.Tensor] = {}
 
     def hook_for(name):
         def hook(module, inputs, output):
-            batch_max = output.detach().amax(dim=(0, 2, 3))
+            # every dim but the channels': (N, C, H, W) or (N, C)
+            dims = (0, ) + tuple(range(2, output.dim()))
+            batch_max = output.detach().amax(dim=dims)
             old = maxima.get(name)
             maxima[name] = batch_max if old is None else torch.maximum(
                 old, batch_max)
         return hook
 
-    buffers = {k: v.clone() for k, v in model.named_buffers()}
     handles = [modules[n].register_forward_hook(hook_for(n)) for n in names]
-    was_training = model.training
-    model.train(train_mode)
     try:
-        with torch.no_grad():
+        with _evaluating(model, train_mode):
             for start in range(0, len(images), batch_size):
                 model(images[start:start + batch_size])
     finally:
-        model.train(was_training)
         for handle in handles:
             handle.remove()
-        with torch.no_grad():
-            for name, buffer in model.named_buffers():
-                buffer.copy_(buffers[name])
     return [maxima[n] for n in names]
+
+
+def _percent_dead(maxima: list[torch.Tensor]) -> float:
+    dead = sum(int(dead_activation(m).sum()) for m in maxima)
+    return 100.0 * dead / sum(m.numel() for m in maxima)
 
 
 def dead_percent(model: nn.Module, pre_relu: list[str], images: torch.Tensor,
                  train_mode: bool = False, batch_size: int = 256) -> float:
     """% of pre-ReLU channels whose max post-ReLU activation is < 1e-12."""
-    maxima = _pre_relu_max(model, pre_relu, images, train_mode, batch_size)
-    dead = sum(int(dead_activation(m).sum()) for m in maxima)
-    return 100.0 * dead / sum(m.numel() for m in maxima)
+    return _percent_dead(
+        _pre_relu_max(model, pre_relu, images, train_mode, batch_size))
+
+
+def head_pre_relu(model: nn.Module) -> list[str]:
+    """Names of the Linear layers that feed a ReLU without a BN between
+    (BasicNet's FC head): units psBN does not manage."""
+    if not isinstance(model, nn.Sequential):
+        return []
+    children = list(model.named_children())
+    return [name for (name, module), (_, after) in zip(children, children[1:])
+            if isinstance(module, nn.Linear) and isinstance(after, nn.ReLU)]
 
 
 def small_gamma_percent(model: nn.Module) -> float:
@@ -369,15 +394,16 @@ def small_gamma_percent(model: nn.Module) -> float:
     return 100.0 * small / sum(bn.num_features for bn in bns)
 
 
-def accuracy(model: nn.Module, images, labels, batch_size: int = 256) -> float:
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
+def accuracy(model: nn.Module, images, labels, batch_size: int = 256,
+             train_mode: bool = False) -> float:
+    """% correct; ``train_mode``: under batch statistics of ``batch_size``
+    images, which tells a network that trained badly from one whose BN
+    running statistics are off."""
+    with _evaluating(model, train_mode):
         correct = sum(
             int((model(images[i:i + batch_size]).argmax(1)
                  == labels[i:i + batch_size]).sum())
             for i in range(0, len(images), batch_size))
-    model.train(was_training)
     return 100.0 * correct / len(labels)
 
 
@@ -434,12 +460,17 @@ def run(job: Job) -> dict:
     """Train one network; return final metrics and curves.
 
     Metrics: ``dead_pct`` (Mehta's criterion in eval mode over the training
-    set, at the end), ``dead_train_pct`` (same, BN in train mode, batches of the training
-    size: what the controller sees), ``small_gamma_pct``, ``test_acc``, the
-    controller's shift and re-collapse counters, ``active_after_shift_pct``
-    (:class:`ShiftProbe`).  Curves: ``dead_curve`` (``[epoch, dead %]``, eval
-    mode, every ``CURVE_EVERY`` epochs from 0) and ``window_curve``
-    (``[step, % pre-ReLU channels dead in the window]`` at each window end).
+    set, at the end), ``dead_train_pct`` (same, BN in train mode, batches of
+    the training size: what the controller sees), ``small_gamma_pct``,
+    ``head_dead_pct`` (the same criterion for the FC head's ReLU units, which
+    have no BN; None without such a head),
+    ``test_acc`` (eval mode) and ``test_acc_batch_stats`` (BN in train mode,
+    batches of the training size), the controller's shift and re-collapse
+    counters, ``active_after_shift_pct`` (:class:`ShiftProbe`).  Curves:
+    ``dead_curve`` (``[epoch, dead %]``, eval mode, every ``CURVE_EVERY``
+    epochs from 0), ``window_curve`` (``[step, % pre-ReLU channels dead in
+    the window]`` at each window end) and ``loss_curve`` (``[epoch, mean
+    training loss]``).
     """
     started, cpu_started = time.perf_counter(), time.process_time()
     data = load_digits(INPUT_SIZE[job.network])
@@ -455,17 +486,20 @@ def run(job: Job) -> dict:
     drop_at = job.epochs - round(LR_DROP_FRACTION * job.epochs)
     probe = ShiftProbe(controller)
     dead_curve = [[0, dead_percent(model, pre_relu, data.train_x)]]
-    window_curve = []
+    window_curve, loss_curve = [], []
+    head = head_pre_relu(model)
     model.train()
     for epoch in range(job.epochs):
         if epoch == drop_at:
             for group in optimizer.param_groups:
                 group['lr'] = regime.lr / 10
         permutation = torch.randperm(len(data.train_y), generator=order)
+        losses = []
         for start in range(0, len(permutation), job.batch_size):
             batch = permutation[start:start + job.batch_size]
             loss = nn.functional.cross_entropy(model(data.train_x[batch]),
                                                data.train_y[batch])
+            losses.append(loss.item())
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -473,22 +507,31 @@ def run(job: Job) -> dict:
             result = controller.step()
             probe.after_step()
             if result is not None:
-                window_curve.append(
-                    [result.step, 100.0 * sum(result.dead.values()) / channels])
+                dead = sum(result.dead.values())
+                window_curve.append([result.step, 100.0 * dead / channels])
+        loss_curve.append([epoch + 1, statistics.fmean(losses)])
         if (epoch + 1) % CURVE_EVERY == 0 or epoch + 1 == job.epochs:
-            dead_curve.append([epoch + 1, dead_percent(model, pre_relu,
-                                                       data.train_x)])
+            # one pass measures the BN channels and the FC head's units
+            maxima = _pre_relu_max(model, pre_relu + head, data.train_x,
+                                   train_mode=False, batch_size=256)
+            dead_curve.append(
+                [epoch + 1, _percent_dead(maxima[:len(pre_relu)])])
     controller.close()
     probe.close()
     shifts = sum(int(c.sum()) for c in controller.shift_counts.values())
     return dict(
         job=asdict(job),
         dead_pct=dead_curve[-1][1],
+        head_dead_pct=(_percent_dead(maxima[len(pre_relu):]) if head
+                       else None),
         dead_train_pct=dead_percent(model, pre_relu, data.train_x,
                                     train_mode=True,
                                     batch_size=job.batch_size),
         small_gamma_pct=small_gamma_percent(model),
         test_acc=accuracy(model, data.test_x, data.test_y),
+        test_acc_batch_stats=accuracy(model, data.test_x, data.test_y,
+                                      batch_size=job.batch_size,
+                                      train_mode=True),
         shifts=shifts,
         active_after_shift_pct=(100.0 * statistics.fmean(probe.fractions)
                                 if probe.fractions else None),
@@ -500,6 +543,7 @@ def run(job: Job) -> dict:
         pre_relu_channels=channels,
         dead_curve=dead_curve,
         window_curve=window_curve,
+        loss_curve=loss_curve,
         seconds=time.perf_counter() - started,
         cpu_seconds=time.process_time() - cpu_started)
 
@@ -518,8 +562,8 @@ MAIN_VARIANTS = {
 #: recovery candidates (BasicNet only), each one change from 'fix'
 CANDIDATES = {
     # 'fix_reset_none' is the shipped rule: measured as 'shipped' above
-    'adam_l2': ('fix_window_mean', 'fix_reset_zero', 'fix_floor_abs', 'fix_window_20', 'fix_window_300',
-                'fix_rho_05', 'fix_rho_16'),
+    'adam_l2': ('fix_window_mean', 'fix_reset_zero', 'fix_floor_abs',
+                'fix_window_20', 'fix_window_300', 'fix_rho_05', 'fix_rho_16'),
     # SGD has no second moments: 'healthy' and 'zero' resets coincide
     'sgd_high': ('fix_floor_abs', 'fix_window_20'),
 }
@@ -580,7 +624,8 @@ def run_jobs(jobs: list[Job], processes: int = 1, log=None) -> list[dict]:
     # the BasicNet runs are the long ones: start them first.  A process pool
     # of concurrent.futures fails loudly if a worker dies (multiprocessing's
     # Pool would wait forever for the lost run).
-    order = sorted(range(len(jobs)), key=lambda i: jobs[i].network != 'basicnet')
+    order = sorted(range(len(jobs)),
+                   key=lambda i: jobs[i].network != 'basicnet')
     results: list[dict | None] = [None] * len(jobs)
     with ProcessPoolExecutor(
             processes, mp_context=multiprocessing.get_context('spawn'),
@@ -635,7 +680,7 @@ def aggregate(results: list[dict]) -> list[dict]:
         row['last_window_step'] = max(
             (r['window_curve'][-1][0] for r in runs if r['window_curve']),
             default=None)
-        # mean steps to re-collapse, pooled over seeds: Σ steps / Σ re-collapses
+        # steps to re-collapse pooled over seeds: Σ steps / Σ re-collapses
         recollapses = sum(r['recollapses'] for r in runs)
         row['steps_to_recollapse'] = (sum(
             r['steps_to_recollapse'] * r['recollapses'] for r in runs

@@ -69,3 +69,13 @@ def test_test_tool_evaluates_a_checkpoint(workspace, tmp_path):
     assert test.returncode == 0, test.stderr[-3000:]
     assert 'coco/bbox_mAP' in test.stdout + test.stderr
     assert out.stat().st_size > 0
+
+
+def test_collapse_study_filter_matching_nothing_fails_with_one_line():
+    # the rule before the study does not run under AdamW (nothing dies there)
+    result = run_tool(REPO / 'tools/collapse_study.py', '--regime', 'adamw',
+                      '--only', 'psbn')
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        'collapse_study: no run of the grid matches --only/--network/--regime'
+    ]

@@ -5,6 +5,7 @@ dead filters, psBN ends with fewer.  The thresholds come from the full study
 (docs/collapse_study.md), with a wide margin.
 """
 import pytest
+import torch
 
 from psbn_mmdet import study
 
@@ -30,6 +31,10 @@ def test_bn_under_adam_l2_ends_with_dead_filters(runs):
     assert bn['dead_pct'] > BN_DEAD_AT_LEAST
     assert bn['dead_train_pct'] > BN_DEAD_AT_LEAST
     assert bn['shifts'] == 0
+    # it trained: the loss fell, and the test accuracy holds in both BN modes
+    losses = [loss for _, loss in bn['loss_curve']]
+    assert len(losses) == 15 and losses[-1] < losses[0] / 10
+    assert bn['test_acc'] > 90 and bn['test_acc_batch_stats'] > 90
 
 
 def test_psbn_under_adam_l2_ends_with_fewer_dead_filters(runs):
@@ -49,3 +54,29 @@ def test_rule_before_the_study_left_shifted_channels_dead(runs):
     assert before['shifts'] > 0
     assert before['active_after_shift_pct'] < 0.2
     assert shipped['active_after_shift_pct'] > 0.2
+
+
+def test_evaluating_under_batch_statistics_leaves_the_network_unchanged():
+    model = study.build_network('basicnet', study.VARIANTS['shipped'])
+    model.eval()
+    images = torch.randn(80, 1, 16, 16) * 3 + 1
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    acc = study.accuracy(model, images, torch.zeros(80, dtype=torch.long),
+                         batch_size=40, train_mode=True)
+    assert 0 <= acc <= 100
+    assert not model.training
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+def test_head_units_without_bn_are_measured_with_the_same_criterion():
+    model = study.build_network('basicnet', study.VARIANTS['bn'])
+    head = study.head_pre_relu(model)
+    assert [type(model.get_submodule(n)) for n in head] == [torch.nn.Linear]
+    assert study.head_pre_relu(
+        study.build_network('resnet18', study.VARIANTS['bn'])) == []
+    images = torch.randn(50, 1, 16, 16)
+    bias = model.get_submodule(head[0]).bias
+    with torch.no_grad():
+        bias[:16], bias[16:] = -1e3, 1e3  # 16 of the 64 units never fire
+    assert study.dead_percent(model, head, images) == 25.0

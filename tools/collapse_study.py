@@ -1,7 +1,8 @@
 """Collapse study: BN vs psBN and psBN's recovery candidates on digits, on CPU.
 
     python tools/collapse_study.py [--quick] [--seeds N] [--processes 2]
-        [--only VARIANT,...] [--network NAME] [--out docs/collapse_study.md]
+        [--only VARIANT,...] [--network NAME] [--regime NAME]
+        [--out docs/collapse_study.md]
         [--json OUT.json] [--figures docs/figures]
         [--from-json RUNS.json [RUNS.json ...]]
 
@@ -11,10 +12,10 @@ set-up and the figures.  In ``--out``, only the text between
 ``<!-- study:begin -->`` and ``<!-- study:end -->`` is replaced, so the prose
 around it stays; a file without those markers gets the section appended
 (:func:`psbn_mmdet.markdown.write_generated`).
-``--only`` and ``--network`` keep part of the grid (a follow-up to an
-earlier run).  ``--from-json`` trains nothing: it renders table, figures and
-section from earlier ``--json`` outputs, merged, with each one's command,
-wall time and machine load.
+``--only``, ``--network`` and ``--regime`` keep part of the grid (a
+follow-up to an earlier run).  ``--from-json`` trains nothing: it renders
+table, figures and section from earlier ``--json`` outputs, merged, with each
+one's command, wall time and machine load.
 """
 import argparse
 import importlib.util
@@ -46,6 +47,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--only', help='comma-separated variants to keep')
     parser.add_argument('--network', choices=study.NETWORKS,
                         help='keep the runs of this network only')
+    parser.add_argument('--regime', choices=sorted(study.REGIMES),
+                        help='keep the runs of this regime only')
     parser.add_argument('--out', help='markdown file for the results')
     parser.add_argument('--json', help='every run, curves included')
     parser.add_argument('--figures', help='directory for the PNG plots')
@@ -68,6 +71,11 @@ def train(args, argv: list[str]) -> dict:
         jobs = [job for job in jobs if job.variant in keep]
     if args.network:
         jobs = [job for job in jobs if job.network == args.network]
+    if args.regime:
+        jobs = [job for job in jobs if job.regime == args.regime]
+    if not jobs:
+        raise SystemExit('collapse_study: no run of the grid matches '
+                         '--only/--network/--regime')
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
     runs = study.run_jobs(jobs, processes=args.processes,
