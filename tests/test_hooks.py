@@ -47,8 +47,8 @@ class CraftedResNet18(BaseModel):
 
 
 def _runner(tmp_path, norm_type, hook):
-    # seeded: with another random init a channel outside the crafted ones can
-    # be dead in a 2-batch window, and the exact counts below change
+    # seeded: the random init decides whether each revived channel also fires
+    # on the next window's batches, and with it the exact counts
     return Runner(
         model=dict(type='CraftedResNet18', norm_type=norm_type),
         work_dir=str(tmp_path),
