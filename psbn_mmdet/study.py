@@ -638,8 +638,8 @@ def run_jobs(jobs: list[Job], processes: int = 1, log=None) -> list[dict]:
 
 # ---------------------------------------------------------- aggregation
 METRICS = ('dead_pct', 'dead_train_pct', 'last_window_dead_pct',
-           'small_gamma_pct', 'test_acc', 'shifts', 'active_after_shift_pct',
-           'recollapses')
+           'small_gamma_pct', 'test_acc', 'final_loss', 'head_dead_pct',
+           'shifts', 'active_after_shift_pct', 'recollapses')
 
 
 def last_window_dead(result: dict) -> float | None:
@@ -650,9 +650,9 @@ def last_window_dead(result: dict) -> float | None:
     return curve[-1][1] if curve else None
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
+def _mean_std(values: list[float]) -> tuple[float, float] | None:
     if not values:
-        return math.nan, math.nan
+        return None
     mean = statistics.fmean(values)
     return mean, statistics.stdev(values) if len(values) > 1 else 0.0
 
@@ -674,9 +674,11 @@ def aggregate(results: list[dict]) -> list[dict]:
                    seeds=len(runs))
         for run in runs:
             run.setdefault('last_window_dead_pct', last_window_dead(run))
-        for metric in METRICS:
+            run.setdefault('final_loss', run['loss_curve'][-1][1]
+                           if run.get('loss_curve') else None)
+        for metric in METRICS:  # records of older code lack some metrics
             row[metric] = _mean_std([r[metric] for r in runs
-                                     if r[metric] is not None])
+                                     if r.get(metric) is not None])
         row['last_window_step'] = max(
             (r['window_curve'][-1][0] for r in runs if r['window_curve']),
             default=None)
@@ -690,18 +692,19 @@ def aggregate(results: list[dict]) -> list[dict]:
 
 
 # -------------------------------------------------------------- reports
-def _fmt(pair: tuple[float, float], digits: int = 1) -> str:
-    mean, std = pair
-    if math.isnan(mean):
+def _fmt(pair: tuple[float, float] | None, digits: int = 1) -> str:
+    if pair is None:
         return '–'
+    mean, std = pair
     return f'{mean:.{digits}f} ± {std:.{digits}f}'
 
 
 TABLE_HEADER = ('| network | regime | norm | dead % (end) '
                 '| dead % (last window, step) | \\|γ\\| < 1e-3 % '
-                '| test acc. % | shifts | active after shift % '
+                '| test acc. % | train loss (last epoch) | FC head dead % '
+                '| shifts | active after shift % '
                 '| re-collapses | steps to re-collapse |\n'
-                '|---|---|---|---|---|---|---|---|---|---|---|')
+                '|---|---|---|---|---|---|---|---|---|---|---|---|---|')
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -715,6 +718,7 @@ def markdown_table(rows: list[dict]) -> str:
             f"| {_fmt(row['last_window_dead_pct'])} "
             f"({row['last_window_step']}) "
             f"| {_fmt(row['small_gamma_pct'])} | {_fmt(row['test_acc'])} "
+            f"| {_fmt(row['final_loss'], 2)} | {_fmt(row['head_dead_pct'])} "
             f"| {_fmt(row['shifts'], 0)} "
             f"| {_fmt(row['active_after_shift_pct'], 2)} "
             f"| {_fmt(row['recollapses'], 0)} "
