@@ -485,9 +485,19 @@ def run(job: Job) -> dict:
     order = torch.Generator().manual_seed(job.seed)
     drop_at = job.epochs - round(LR_DROP_FRACTION * job.epochs)
     probe = ShiftProbe(controller)
-    dead_curve = [[0, dead_percent(model, pre_relu, data.train_x)]]
-    window_curve, loss_curve = [], []
     head = head_pre_relu(model)
+
+    def dead_now() -> tuple[float, float | None]:
+        """Eval-mode dead % of the BN channels and of the FC head's units,
+        over the training set, in one pass."""
+        maxima = _pre_relu_max(model, pre_relu + head, data.train_x,
+                               train_mode=False, batch_size=256)
+        return (_percent_dead(maxima[:len(pre_relu)]),
+                _percent_dead(maxima[len(pre_relu):]) if head else None)
+
+    dead, head_dead = dead_now()
+    dead_curve = [[0, dead]]
+    window_curve, loss_curve = [], []
     model.train()
     for epoch in range(job.epochs):
         if epoch == drop_at:
@@ -507,23 +517,20 @@ def run(job: Job) -> dict:
             result = controller.step()
             probe.after_step()
             if result is not None:
-                dead = sum(result.dead.values())
-                window_curve.append([result.step, 100.0 * dead / channels])
+                window_dead = sum(result.dead.values())
+                window_curve.append(
+                    [result.step, 100.0 * window_dead / channels])
         loss_curve.append([epoch + 1, statistics.fmean(losses)])
         if (epoch + 1) % CURVE_EVERY == 0 or epoch + 1 == job.epochs:
-            # one pass measures the BN channels and the FC head's units
-            maxima = _pre_relu_max(model, pre_relu + head, data.train_x,
-                                   train_mode=False, batch_size=256)
-            dead_curve.append(
-                [epoch + 1, _percent_dead(maxima[:len(pre_relu)])])
+            dead, head_dead = dead_now()
+            dead_curve.append([epoch + 1, dead])
     controller.close()
     probe.close()
     shifts = sum(int(c.sum()) for c in controller.shift_counts.values())
     return dict(
         job=asdict(job),
         dead_pct=dead_curve[-1][1],
-        head_dead_pct=(_percent_dead(maxima[len(pre_relu):]) if head
-                       else None),
+        head_dead_pct=head_dead,
         dead_train_pct=dead_percent(model, pre_relu, data.train_x,
                                     train_mode=True,
                                     batch_size=job.batch_size),
