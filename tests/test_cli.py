@@ -79,3 +79,10 @@ def test_collapse_study_filter_matching_nothing_fails_with_one_line():
     assert result.stderr.strip().splitlines() == [
         'collapse_study: no run of the grid matches --only/--network/--regime'
     ]
+
+
+def test_collapse_study_rejects_a_run_without_epochs():
+    result = run_tool(REPO / 'tools/collapse_study.py', '--epochs', '0')
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        'collapse_study: error: argument --epochs: must be at least 1, got 0')

@@ -34,15 +34,22 @@ from psbn_mmdet.benchmark import machine  # noqa: E402
 from psbn_mmdet.markdown import write_generated  # noqa: E402
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'must be at least 1, got {value}')
+    return value
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog='collapse_study',
                                      description=__doc__.split('\n')[0])
     parser.add_argument('--quick', action='store_true',
                         help='BasicNet, Adam + L2, BN vs psBN only')
-    parser.add_argument('--seeds', type=int, default=None,
+    parser.add_argument('--seeds', type=positive_int, default=None,
                         help='seeds per cell (default: 3, quick: 2)')
-    parser.add_argument('--epochs', type=int, default=15)
-    parser.add_argument('--processes', type=int, default=2,
+    parser.add_argument('--epochs', type=positive_int, default=15)
+    parser.add_argument('--processes', type=positive_int, default=2,
                         help='worker processes, one thread each')
     parser.add_argument('--only', help='comma-separated variants to keep')
     parser.add_argument('--network', choices=study.NETWORKS,
