@@ -1,9 +1,19 @@
 """psBN for MMDetection: post-shifted batch normalization against filter collapse.
 
 ``import psbn_mmdet`` (or ``custom_imports=dict(imports=['psbn_mmdet'])``)
-registers ``psBN`` and ``psSyncBN`` in mmengine's ``MODELS`` (found by mmcv's
-``build_norm_layer``), the hooks in ``HOOKS``, a CPU-capable DDP wrapper, and
-allow-lists mmengine's checkpoint classes for safe ``torch.load``.
+does exactly three things:
+
+* registers :class:`~psbn_mmdet.norm.psBN` and
+  :class:`~psbn_mmdet.norm.psSyncBN` in mmengine's ``MODELS`` as ``psBN`` and
+  ``psSyncBN`` (mmcv's ``build_norm_layer`` finds them there);
+* registers the hook classes :class:`~psbn_mmdet.hooks.PostShiftHook` and
+  :class:`~psbn_mmdet.hooks.CollapseMonitorHook` in mmengine's ``HOOKS``;
+* allow-lists the classes mmengine checkpoints pickle, for safe
+  ``torch.load(weights_only=True)`` on resume
+  (:mod:`psbn_mmdet.checkpoint`).
+
+The CPU-capable DDP wrapper is registered by :mod:`psbn_mmdet.dist`, which
+the train and test tools import when they set up a distributed run.
 """
 import warnings
 
@@ -16,39 +26,16 @@ from mmengine.registry import HOOKS, MODELS  # noqa: E402
 
 from .checkpoint import allow_mmengine_checkpoints  # noqa: E402
 from .controller import PostShiftController  # noqa: E402
+from .hooks import CollapseMonitorHook, PostShiftHook  # noqa: E402
 from .norm import psBN, psSyncBN  # noqa: E402
 
 __version__ = '0.1.0'
 
 MODELS.register_module('psBN', module=psBN)
 MODELS.register_module('psSyncBN', module=psSyncBN)
+HOOKS.register_module(module=PostShiftHook)
+HOOKS.register_module(module=CollapseMonitorHook)
 allow_mmengine_checkpoints()
-
-
-def _lazy_hook(name: str):
-    """Registry entry that imports ``.hooks`` (and mmengine's runner stack,
-    about a second) only when a config builds the hook, so tools that only
-    read checkpoints start fast."""
-
-    def build(**kwargs):
-        from . import hooks
-        return getattr(hooks, name)(**kwargs)
-
-    build.__name__ = name
-    build.__doc__ = f'Builds :class:`psbn_mmdet.hooks.{name}`.'
-    return build
-
-
-for _name in ('PostShiftHook', 'CollapseMonitorHook'):
-    HOOKS.register_module(_name, module=_lazy_hook(_name))
-
-
-def __getattr__(name: str):
-    if name in ('PostShiftHook', 'CollapseMonitorHook'):
-        from . import hooks
-        return getattr(hooks, name)
-    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
-
 
 __all__ = [
     'psBN', 'psSyncBN', 'PostShiftController', 'PostShiftHook',

@@ -28,7 +28,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .collapse import GAMMA_THRESHOLD, collapsed_gamma, per_stage
-from .norm import PSBN_TYPES, WindowStatistics, is_training_pass
+from .norm import PSBN_TYPES, WindowStatistics, is_trainable, is_training_pass
 from .roles import PRE_RELU, STAGES, roles_from_model
 
 #: detection window (steps) for plain BN layers being monitored
@@ -42,10 +42,15 @@ OPTIMIZER_RESETS = ('zero', 'healthy', 'none')
 
 @dataclass
 class WindowResult:
-    """What one :meth:`PostShiftController.step` decided, per stage."""
+    """What one :meth:`PostShiftController.step` decided.
+
+    ``dead`` and ``shifted`` count channels per stage; ``shifted_channels``
+    holds, per layer that shifted, the bool mask of its shifted channels.
+    """
     step: int
     dead: dict[str, int] = field(default_factory=dict)
     shifted: dict[str, int] = field(default_factory=dict)
+    shifted_channels: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def _unwrap_optimizers(optimizer) -> list[torch.optim.Optimizer]:
@@ -61,6 +66,16 @@ def _unwrap_optimizers(optimizer) -> list[torch.optim.Optimizer]:
     if isinstance(optimizer, (list, tuple)):
         return [o for item in optimizer for o in _unwrap_optimizers(item)]
     raise TypeError(f'not an optimizer: {type(optimizer).__name__}')
+
+
+def check_options(window: int | None, optimizer_reset: str) -> None:
+    """Raise a one-line ``ValueError`` naming a bad controller option."""
+    if optimizer_reset not in OPTIMIZER_RESETS:
+        raise ValueError(f'optimizer_reset must be one of '
+                         f'{OPTIMIZER_RESETS}, got {optimizer_reset!r}')
+    if window is not None and (isinstance(window, bool)
+                               or not isinstance(window, int) or window < 1):
+        raise ValueError(f'window must be an integer >= 1, got {window!r}')
 
 
 class PostShiftController:
@@ -84,11 +99,7 @@ class PostShiftController:
     def __init__(self, model: nn.Module, optimizer=None, shift: bool = True,
                  window: int | None = None, optimizer_reset: str = 'none',
                  gamma_threshold: float = GAMMA_THRESHOLD) -> None:
-        if optimizer_reset not in OPTIMIZER_RESETS:
-            raise ValueError(f'optimizer_reset must be one of '
-                             f'{OPTIMIZER_RESETS}, got {optimizer_reset!r}')
-        if window is not None and (not isinstance(window, int) or window < 1):
-            raise ValueError(f'window must be an integer >= 1, got {window!r}')
+        check_options(window, optimizer_reset)
         self.optimizers = _unwrap_optimizers(optimizer)
         self.shift = shift
         self.window = window
@@ -168,7 +179,7 @@ class PostShiftController:
         due = [
             name for name in self.pre_relu
             if self.steps % self.window_of(name) == 0
-            and self.bns[name].affine and self.bns[name].weight.requires_grad
+            and is_trainable(self.bns[name])
         ]
         if not due:
             return None
@@ -186,6 +197,7 @@ class PostShiftController:
                 shifted = bn.post_shift_(dead)
                 self._reset_optimizer_state(bn, shifted, dead)
                 self._record_shift(name, shifted)
+                result.shifted_channels[name] = shifted
                 shifted_pairs.append((self.roles[name].stage, shifted.sum()))
             stats.reset()
         result.dead = per_stage(dead_pairs, self.stages)

@@ -21,8 +21,12 @@ call with the same ones returns at once without touching the files.
 """
 from __future__ import annotations
 
+import errno
 import json
 import math
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +39,8 @@ GENERATOR_VERSION = 1
 
 SPLITS = ('train', 'val')
 STAMP_NAME = 'demo_data_stamp.json'
+#: what a demo data root holds: anything else is not ours to replace
+OWN_ENTRIES = {'annotations', *SPLITS, STAMP_NAME}
 MIN_IMAGE_SIDE = 64
 JPEG_SETTINGS = dict(format='JPEG', quality=90, subsampling=0)
 
@@ -94,12 +100,43 @@ def make_demo_data(out_dir: str | Path = 'data/demo',
     if not force and _is_up_to_date(root, stamp_file, stamp, counts):
         return paths
 
-    stamp_file.unlink(missing_ok=True)
-    for split_index, split in enumerate(SPLITS):
-        _write_split(root, split, split_index, counts[split], (width, height),
-                     seed)
-    stamp_file.write_text(json.dumps(stamp) + '\n')
+    if root.exists() and not root.is_dir():
+        raise ValueError(f'{root} is a file, not a directory')
+    if root.is_dir() and not {p.name for p in root.iterdir()} <= OWN_ENTRIES:
+        raise ValueError(f'{root} holds files that are not the demo data '
+                         'set: choose an empty or new directory')
+    # Built beside, renamed into place: a concurrent run or an interrupted
+    # one never leaves images that do not match the annotations.
+    root.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=root.parent, prefix=f'.{root.name}.'))
+    try:
+        for split_index, split in enumerate(SPLITS):
+            _write_split(staging, split, split_index, counts[split],
+                         (width, height), seed)
+        (staging / STAMP_NAME).write_text(json.dumps(stamp) + '\n')
+        _replace_dir(staging, root)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return paths
+
+
+def _replace_dir(new: Path, root: Path) -> None:
+    """Rename ``new`` to ``root``, moving an existing ``root`` out first."""
+    while True:
+        try:
+            os.rename(new, root)
+            return
+        except OSError as error:
+            if error.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+        old = Path(tempfile.mkdtemp(dir=root.parent,
+                                    prefix=f'.{root.name}.old.'))
+        try:
+            os.rename(root, old / 'data')
+        except FileNotFoundError:  # another run moved it first: retry
+            pass
+        finally:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def _ann_file(root: Path, split: str) -> Path:

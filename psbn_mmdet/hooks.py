@@ -13,17 +13,31 @@ the text log, the JSON log and every visualizer backend (TensorBoard...) see:
 (shifts so far).  The controller's counters are saved in checkpoints under the
 ``psbn`` key and restored on resume.
 
-``import psbn_mmdet`` registers both in mmengine's ``HOOKS`` by name; this
-module is imported when a config first builds one.
+``import psbn_mmdet`` registers both classes in mmengine's ``HOOKS``.
+Windows count optimizer steps, so ``accumulative_counts`` is respected.
 """
 from __future__ import annotations
 
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
-from .controller import PostShiftController
+from .controller import PostShiftController, check_options
 
 CHECKPOINT_KEY = 'psbn'
+
+
+def optimizer_stepped(optim_wrapper) -> bool:
+    """True when this iteration's ``update_params`` stepped the optimizer.
+
+    mmengine's ``OptimWrapper`` counts backward passes; after one,
+    ``should_update()`` is True exactly when it also stepped.  An
+    ``OptimWrapperDict`` stepped when any of its wrappers did.
+    """
+    wrappers = getattr(optim_wrapper, 'optim_wrappers', None)
+    if wrappers is not None:
+        return any(optimizer_stepped(w) for w in wrappers.values())
+    should_update = getattr(optim_wrapper, 'should_update', None)
+    return True if should_update is None else bool(should_update())
 
 
 class PostShiftHook(Hook):
@@ -42,9 +56,15 @@ class PostShiftHook(Hook):
 
     def __init__(self, interval: int = 50, window: int | None = None,
                  optimizer_reset: str = 'none', shift: bool = True) -> None:
-        if not isinstance(interval, int) or interval < 1:
+        name = type(self).__name__
+        if (isinstance(interval, bool) or not isinstance(interval, int)
+                or interval < 1):
             raise ValueError(
-                f'interval must be an integer >= 1, got {interval!r}')
+                f'{name}: interval must be an integer >= 1, got {interval!r}')
+        try:  # validated here, when the Runner is built, not at train start
+            check_options(window, optimizer_reset)
+        except ValueError as error:
+            raise ValueError(f'{name}: {error}') from None
         self.interval = interval
         self.window = window
         self.optimizer_reset = optimizer_reset
@@ -53,6 +73,8 @@ class PostShiftHook(Hook):
         self._resumed_state: dict | None = None
 
     def before_train(self, runner) -> None:
+        # Resume loads the checkpoint (``after_load_checkpoint``) before this
+        # builds the controller.
         model = runner.model.module if is_model_wrapper(
             runner.model) else runner.model
         self.controller = PostShiftController(
@@ -70,7 +92,10 @@ class PostShiftHook(Hook):
 
     def after_train_iter(self, runner, batch_idx, data_batch=None,
                          outputs=None) -> None:
-        self.controller.step()
+        # windows count optimizer steps: with gradient accumulation
+        # (``accumulative_counts``) not every iteration is one
+        if optimizer_stepped(runner.optim_wrapper):
+            self.controller.step()
         if self.every_n_train_iters(runner, self.interval):
             self._publish(runner)
 
@@ -89,16 +114,10 @@ class PostShiftHook(Hook):
             checkpoint[CHECKPOINT_KEY] = self.controller.state_dict()
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        # Resume loads the checkpoint before ``before_train`` builds the
-        # controller: keep the state until then.
         state = checkpoint.get(CHECKPOINT_KEY)
-        if state is None or not runner._resume:
-            # as mmengine's EMAHook: ``load_from`` alone starts counting anew
-            return
-        if self.controller is None:
+        # as mmengine's EMAHook: ``load_from`` alone starts counting anew
+        if state is not None and runner._resume:
             self._resumed_state = state
-        else:
-            self.controller.load_state_dict(state)
 
 
 class CollapseMonitorHook(PostShiftHook):

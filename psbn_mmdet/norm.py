@@ -27,6 +27,8 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from .collapse import channel_max
+
 PSBN_OPTIONS = ('window', 'active_fraction', 'gamma_min')
 
 
@@ -53,13 +55,19 @@ def _validate_options(cls_name: str, window, active_fraction, gamma_min,
                          f'layer) or a positive number, got {gamma_min!r}')
 
 
+def is_trainable(bn: _BatchNorm) -> bool:
+    """True when ``bn`` has a trainable γ and a β: what a shift moves."""
+    return (bn.affine and bn.weight is not None and bn.bias is not None
+            and bn.weight.requires_grad)
+
+
 def is_training_pass(bn: _BatchNorm) -> bool:
-    """True when a forward pass of ``bn`` trains it: gradients on, γ trainable.
+    """True when a forward pass of ``bn`` trains it: gradients on, γ and β
+    there and trainable.
 
     Validation and inference (no grad) and frozen layers cost nothing.
     """
-    return (torch.is_grad_enabled() and bn.affine
-            and bn.weight.requires_grad)
+    return torch.is_grad_enabled() and is_trainable(bn)
 
 
 class WindowStatistics:
@@ -85,6 +93,15 @@ class WindowStatistics:
 
     Plain tensors, not buffers: they never enter a state dict.  Allocated on
     the first update, on the input's device.
+
+    This class is the layer's extension point: ``layer.window_stats`` may be
+    replaced by a subclass that changes how x̂ is estimated for the shift.  The
+    layer calls :meth:`update` on every training pass; the controller reads
+    ``max``, ``nonfinite``, ``batches``, ``xhat_mean`` / ``xhat_var`` (it
+    all-reduces them across ranks), calls :meth:`dead_channels`, and
+    :meth:`reset` at every window's end; the shift reads
+    :meth:`xhat_mean_std`.  :meth:`xhat_moments` computes one batch's exact
+    moments for subclasses to reuse.
     """
 
     def __init__(self, window: int = 1) -> None:
@@ -103,12 +120,9 @@ class WindowStatistics:
 
     @torch.no_grad()
     def update(self, bn: _BatchNorm, x: torch.Tensor, y: torch.Tensor) -> None:
-        # Reduce the contiguous spatial dims first, then the batch dim: on CPU
-        # this is several times faster than one reduction over (0, 2, 3).
-        spatial = tuple(range(2, x.dim()))
-        batch_max = y.detach().amax(dim=spatial).amax(dim=0).float()
+        batch_max = channel_max(y.detach()).float()
         if self.wants_moments():
-            self.xhat_mean, self.xhat_var = self._xhat_moments(bn, x.detach())
+            self._keep_informative(*self.xhat_moments(bn, x.detach()))
         # A NaN or Inf batch is counted, so that it never makes a channel dead.
         nonfinite = (~torch.isfinite(batch_max)).float()
         if self.max is None:
@@ -118,8 +132,28 @@ class WindowStatistics:
             self.nonfinite.add_(nonfinite)
         self.batches += 1
 
+    def _keep_informative(self, mean: torch.Tensor,
+                          var: torch.Tensor) -> None:
+        """Take a batch's x̂ moments where the channel's input had spread.
+
+        A batch in which a channel is constant (an all-zero image batch, a
+        padded-out map) says nothing about where its x̂ lies: its moments
+        (std 0) would place β so that half the channel fires.  Such a
+        channel keeps the moments of the window's last batch that had
+        spread; without any, its moments are NaN, and it is neither counted
+        dead nor shifted in this window.
+        """
+        informative = var > 0
+        if self.xhat_mean is None:
+            nan = torch.full_like(mean, math.nan)
+            self.xhat_mean = torch.where(informative, mean, nan)
+            self.xhat_var = torch.where(informative, var, nan)
+        else:
+            self.xhat_mean = torch.where(informative, mean, self.xhat_mean)
+            self.xhat_var = torch.where(informative, var, self.xhat_var)
+
     @staticmethod
-    def _xhat_moments(bn: _BatchNorm,
+    def xhat_moments(bn: _BatchNorm,
                       x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and variance of x̂ per channel for this batch.
 
@@ -152,7 +186,9 @@ class WindowStatistics:
     def dead_channels(self) -> torch.Tensor:
         """Channels whose output was ``<= 0`` everywhere in the window.
 
-        Non-finite statistics (a NaN or Inf batch) never count as dead.
+        Non-finite statistics (a NaN or Inf batch) never count as dead, nor
+        does a channel whose input had no spread in any batch the moments
+        were taken from (see :meth:`_keep_informative`).
         """
         mean, std = self.xhat_mean_std()
         finite = (torch.isfinite(mean) & torch.isfinite(std)
@@ -163,13 +199,8 @@ class WindowStatistics:
 class PostShiftMixin:
     """Statistics and the post-shift, shared by :class:`psBN` and :class:`psSyncBN`.
 
-    Hyper-parameters (validated at construction):
-
-    * ``window``: training forward passes per detection window;
-    * ``active_fraction`` (ρ): fraction of a revived channel's elements that are
-      made active by the shift;
-    * ``gamma_min``: floor for |γ| of a revived channel; ``None`` means
-      ``GAMMA_FLOOR_RATIO`` × the median |γ| of the layer's healthy channels.
+    The options are documented on :class:`psBN`; ``GAMMA_FLOOR_RATIO`` and
+    ``GAMMA_FLOOR_FALLBACK`` define ``gamma_min=None``.
     """
 
     #: mmcv's ``build_norm_layer`` names layers from this: ``bn1``, ``bn2``, ...
@@ -197,6 +228,12 @@ class PostShiftMixin:
         return (super().extra_repr() + f', window={self.window}, '
                 f'active_fraction={self.active_fraction}, '
                 f'gamma_min={self.gamma_min}')
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = super().forward(x)
+        if self.collects_statistics:
+            self.window_stats.update(self, x, y)
+        return y
 
     def dead_channels(self) -> torch.Tensor:
         return self.window_stats.dead_channels()
@@ -239,17 +276,93 @@ class PostShiftMixin:
         self.bias.data[shift] = new_beta[shift].to(self.bias.dtype)
         return shift
 
+    # ------------------------------------------------------------ conversion
+    @classmethod
+    def convert_bn(cls, module: nn.Module, **options) -> nn.Module:
+        """Replace every ``BatchNorm2d`` by psBN and ``SyncBatchNorm`` by psSyncBN.
+
+        As torch's ``SyncBatchNorm.convert_sync_batchnorm``: the new layers
+        hold the *same* Parameter and buffer objects (an optimizer built
+        before the conversion keeps training γ and β), keep the train/eval
+        mode, and a child is replaced only when it changed.  ``affine=False``
+        and a BN whose bias was removed convert too; without γ and β they
+        are monitored, never shifted.  ``options`` are psBN's (``window``,
+        ``active_fraction``, ``gamma_min``).  Returns the converted module
+        (a new object when ``module`` itself is a BN).
+        """
+        return _convert(module, _TO_PSBN, options)
+
+    @classmethod
+    def revert(cls, module: nn.Module) -> nn.Module:
+        """The inverse of :meth:`convert_bn`: psBN -> ``BatchNorm2d``,
+        psSyncBN -> ``SyncBatchNorm``, sharing Parameters and buffers."""
+        return _convert(module, _TO_BN, {})
+
 
 # ``_BatchNorm`` is listed again as a direct base on purpose: mmengine's
 # ``init_cfg=dict(type='Constant', layer='_BatchNorm')`` (mmdet's ResNet default)
 # matches the names of a module's *direct* bases, and must initialize psBN
 # exactly as it initializes BN.
 class psBN(PostShiftMixin, nn.BatchNorm2d, _BatchNorm):
-    """``BatchNorm2d`` whose dead channels a controller can post-shift back.
+    r"""``BatchNorm2d`` whose dead channels a controller can post-shift back.
 
-    Registered in mmengine's ``MODELS`` as ``psBN`` (abbreviation ``bn``)::
+    The forward pass is BatchNorm's, bit for bit:
 
-        norm_cfg = dict(type='psBN', requires_grad=True, window=..., ...)
+    .. math::
+
+        y = \gamma \cdot \hat{x} + \beta, \qquad
+        \hat{x} = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \epsilon}}
+
+    with batch statistics in training and running statistics in eval mode
+    (mmdet's ``norm_eval=True``), the same parameters, buffers and state-dict
+    keys.  While the layer trains (gradients on, γ trainable) it also keeps,
+    per channel and per *detection window* of ``window`` training passes, the
+    maximum of y and the mean m and std s of x̂ in the window's last batch
+    (:class:`WindowStatistics`, not in the state dict).  A channel whose y
+    was ``<= 0`` everywhere in the window is *dead*: after ReLU it passes no
+    gradient to γ, β or its conv filter.  At the window's end a
+    :class:`~psbn_mmdet.controller.PostShiftController` (or
+    :class:`~psbn_mmdet.hooks.PostShiftHook`) post-shifts the dead pre-ReLU
+    channels (:meth:`post_shift_`), with ``z = Φ⁻¹(1 − ρ)`` and ``f`` the |γ|
+    floor:
+
+    .. math::
+
+        \gamma \leftarrow \mathrm{sign}(\gamma)\max(|\gamma|, f), \qquad
+        \beta \leftarrow -\gamma m - |\gamma| z s
+
+    so that about a fraction ρ of the channel's elements are positive again
+    and gradients flow.  The layer alone never changes its parameters.
+
+    Registered in mmengine's ``MODELS`` as ``psBN`` (abbreviation ``bn``, so
+    mmdet names the layers ``bn1``, ``bn2``... as for BN).
+
+    Args:
+        num_features: C from an expected input of size (N, C, H, W).
+        eps, momentum, affine, track_running_stats, device, dtype: as
+            ``torch.nn.BatchNorm2d``.
+        window: training forward passes per detection window (>= 1).  The
+            controller counts optimizer steps; without gradient
+            accumulation the two are equal.  Default: 100.
+        active_fraction: ρ in (0, 0.5), the fraction of a revived channel's
+            elements made active by the shift.  Default: 0.01.
+        gamma_min: |γ| floor f of a revived channel; ``None`` (default) uses
+            ``GAMMA_FLOOR_RATIO`` (0.1) × the median |γ| of the layer's
+            healthy channels.
+
+    Unknown options raise a one-line ``TypeError`` naming them.
+
+    Shape:
+        - Input: (N, C, H, W)
+        - Output: (N, C, H, W) (same shape as input)
+
+    Examples::
+
+        >>> norm_cfg = dict(type='psBN', requires_grad=True, window=50)
+        >>> layer = psBN(64, window=50)
+        >>> y = layer(torch.randn(8, 64, 14, 14))
+        >>> model = psBN.convert_bn(torchvision_resnet)   # BN -> psBN in place
+        >>> controller = PostShiftController(model, optimizer)
     """
 
     def __init__(self, num_features: int, eps: float = 1e-5,
@@ -263,15 +376,14 @@ class psBN(PostShiftMixin, nn.BatchNorm2d, _BatchNorm):
                          track_running_stats, device, dtype)
         self._init_post_shift(window, active_fraction, gamma_min)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = super().forward(x)
-        if self.collects_statistics:
-            self.window_stats.update(self, x, y)
-        return y
-
 
 class psSyncBN(PostShiftMixin, nn.SyncBatchNorm, _BatchNorm):
-    """``SyncBatchNorm`` with psBN's statistics and post-shift (``psSyncBN``)."""
+    """``SyncBatchNorm`` with psBN's statistics and post-shift (``psSyncBN``).
+
+    Batch statistics are synchronized across the process group as in
+    ``SyncBatchNorm``; the options are :class:`psBN`'s.  torch's
+    SyncBatchNorm needs GPUs to synchronize in training mode.
+    """
 
     def __init__(self, num_features: int, eps: float = 1e-5,
                  momentum: float | None = 0.1, affine: bool = True,
@@ -285,11 +397,36 @@ class psSyncBN(PostShiftMixin, nn.SyncBatchNorm, _BatchNorm):
                          track_running_stats, process_group, device, dtype)
         self._init_post_shift(window, active_fraction, gamma_min)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = super().forward(x)
-        if self.collects_statistics:
-            self.window_stats.update(self, x, y)
-        return y
-
 
 PSBN_TYPES = (psBN, psSyncBN)
+
+# source type -> target type of each conversion (exact types: a subclass of
+# BatchNorm2d that is not listed, e.g. psBN itself, is left alone)
+_TO_PSBN = {nn.BatchNorm2d: psBN, nn.SyncBatchNorm: psSyncBN}
+_TO_BN = {psBN: nn.BatchNorm2d, psSyncBN: nn.SyncBatchNorm}
+
+
+def _convert(module: nn.Module, mapping: dict, options: dict) -> nn.Module:
+    output = module
+    target = mapping.get(type(module))
+    if target is not None:
+        kwargs = dict(eps=module.eps, momentum=module.momentum,
+                      affine=module.affine,
+                      track_running_stats=module.track_running_stats,
+                      device='meta', **options)
+        if issubclass(target, nn.SyncBatchNorm):
+            kwargs['process_group'] = module.process_group
+        output = target(module.num_features, **kwargs)
+        # the same objects, not copies: optimizers keep working
+        for name in ('weight', 'bias'):
+            setattr(output, name, getattr(module, name))
+        for name in ('running_mean', 'running_var', 'num_batches_tracked'):
+            setattr(output, name, getattr(module, name))
+        output.train(module.training)
+        if hasattr(module, 'qconfig'):
+            output.qconfig = module.qconfig
+    for name, child in module.named_children():
+        new = _convert(child, mapping, options)
+        if new is not child:
+            output.add_module(name, new)
+    return output

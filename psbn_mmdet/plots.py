@@ -45,8 +45,21 @@ def _stage_channels(report, stage: str) -> tuple[np.ndarray, ...]:
     return tuple(torch.cat(column).numpy() for column in columns)
 
 
+def _say(ax, text: str) -> None:
+    """Words in a panel that would otherwise be empty."""
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha='center',
+            va='center', color='grey', wrap=True)
+
+
 def _scatter(ax, report, stage: str, label: str) -> None:
     gamma, beta, collapsed, dead = _stage_channels(report, stage)
+    if gamma.size == 0:
+        _say(ax, f'no BN layer in {stage} in this checkpoint')
+        ax.set(title=f'{label}{stage}')
+        return
+    finite = np.isfinite(gamma) & np.isfinite(beta)
+    gamma, beta = gamma[finite], beta[finite]
+    collapsed, dead = collapsed[finite], dead[finite]
     ax.scatter(gamma[~collapsed], beta[~collapsed], s=4, alpha=0.5,
                color=HEALTHY, label='healthy')
     ax.scatter(gamma[collapsed], beta[collapsed], s=16, marker='x',
@@ -58,14 +71,17 @@ def _scatter(ax, report, stage: str, label: str) -> None:
                    label=f'dead on {report.num_images} images '
                          f'({int(dead.sum())})')
     ax.axvline(0, color='grey', lw=0.5)
+    nonfinite = '' if finite.all() else \
+        f', {int((~finite).sum())} non-finite (not drawn)'
     ax.set(xlabel='γ', ylabel='β',
-           title=f'{label}{stage}: {int(collapsed.sum())}/{gamma.size} '
-                 'collapsed')
+           title=f'{label}{stage}: {int(collapsed.sum())}/{finite.size} '
+                 f'collapsed{nonfinite}')
     ax.legend(loc='upper left', fontsize='small')
 
 
 def _histogram(ax, report, stage: str, label: str) -> None:
     gamma = np.abs(_stage_channels(report, stage)[0]).astype(np.float64)
+    gamma = gamma[np.isfinite(gamma)]
     threshold = report.gamma_threshold
     floor = threshold * SHOWN_BELOW
     top = max(gamma.max(initial=0.0), threshold * 10)
@@ -77,6 +93,8 @@ def _histogram(ax, report, stage: str, label: str) -> None:
     ax.set_xscale('log')
     ax.set(xlabel=f'|γ| (below {floor:g} drawn at {floor:g})',
            ylabel='channels', title=f'{label}{stage}: |γ|')
+    if gamma.size == 0:
+        _say(ax, f'no finite γ in {stage}')
     ax.legend(loc='upper left', fontsize='small')
 
 
@@ -94,6 +112,8 @@ def _summary_figure(reports, labels, stages) -> bytes:
     measured = ['collapsed_gamma']
     if all(report.num_images is not None for report in reports):
         measured.append('dead_activation')
+    if any(report.total_row()['nonfinite'] for report in reports):
+        measured.append('nonfinite')
     figure = Figure(figsize=(max(6, 1.6 * len(stages)), 3.5 * len(measured)))
     axes = figure.subplots(len(measured), 1, squeeze=False)[:, 0]
     tables = [{row['name']: row for row in r.stage_rows() + [r.total_row()]}
@@ -102,7 +122,7 @@ def _summary_figure(reports, labels, stages) -> bytes:
     x = np.arange(len(names))
     width = 0.8 / len(reports)
     for ax, key in zip(axes, measured):
-        pcts = [[table[n][f'{key}_pct'] if n in table else 0.0
+        pcts = [[(table[n][f'{key}_pct'] or 0.0) if n in table else 0.0
                  for n in names] for table in tables]
         for i, (heights, label) in enumerate(zip(pcts, labels)):
             ax.bar(x + (i - (len(reports) - 1) / 2) * width, heights, width,
@@ -114,8 +134,11 @@ def _summary_figure(reports, labels, stages) -> bytes:
                             textcoords='offset points', ha='center',
                             fontsize='small')
             ax.legend(fontsize='small')
-        what = ('|γ| < threshold' if key == 'collapsed_gamma' else
-                'dead (of pre-ReLU channels)')
+        what = {'collapsed_gamma': '|γ| < threshold',
+                'dead_activation': 'dead (of pre-ReLU channels)',
+                'nonfinite': 'NaN or Inf γ, β or activation'}[key]
+        if not np.any(pcts):
+            _say(ax, f'0 channels {what} in every stage')
         ax.set(xticks=x, xticklabels=names, ylabel='% of channels',
                title=what + (' (numbers: b - a)' if len(reports) == 2 else ''))
     return _png(figure)

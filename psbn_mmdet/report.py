@@ -29,35 +29,32 @@ import contextlib
 import csv
 import io
 import json
-import os
 import sys
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .collapse import (ACTIVATION_THRESHOLD, GAMMA_THRESHOLD, collapsed_gamma,
-                       dead_activation)
-from .roles import PRE_RELU, STAGES, roles_from_names
+from .collapse import (ACTIVATION_THRESHOLD, GAMMA_THRESHOLD, ChannelMax,
+                       collapsed_gamma, dead_activation)
+from .checkpoint import check_state_dict, safe_load
+from .config import load_config
+from .errors import UserError, one_line
+from .files import check_writable, write_atomically
+from .roles import PRE_RELU, STAGES, BNRole, roles_from_names
 
 DEFAULT_BATCH_SIZE = 4
 ROW_KEYS = ('name', 'bn_layers', 'channels', 'collapsed_gamma',
-            'collapsed_gamma_pct', 'dead_activation', 'dead_activation_pct')
+            'collapsed_gamma_pct', 'dead_activation', 'dead_activation_pct',
+            'nonfinite', 'nonfinite_pct')
+#: the row of BN layers the report could not place in a ResNet stage
+OTHER = 'other'
 
 
-class ReportError(Exception):
-    """Bad input; the message is one line for the user."""
 
-
-def _first_line(error: BaseException) -> str:
-    """The informative line of an exception's message."""
-    text = str(error)
-    _, unpickler, reason = text.partition('WeightsUnpickler error:')
-    if unpickler:  # torch.load's reason comes after its advice
-        text = reason.strip().split('. ')[0]
-    return text.strip().split('\n')[0] or type(error).__name__
+class ReportError(UserError):
+    """Bad input to the report; the message is one line for the user."""
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -70,46 +67,10 @@ class Checkpoint:
     state: dict[str, torch.Tensor]  # backbone keys, prefix removed
 
 
-def _torch_load(path: Path):
-    """``torch.load`` with safe loading on; mmengine's classes allowed on
-    need."""
-    def load(mmap: bool):
-        with warnings.catch_warnings():  # e.g. on pickles of a new protocol
-            warnings.simplefilter('ignore')
-            return torch.load(path, map_location='cpu', weights_only=True,
-                              mmap=mmap)
-
-    def load_any():
-        try:  # memory-mapped: only the tensors the report reads are read
-            return load(mmap=True)
-        except RuntimeError as error:
-            if 'mmap' not in str(error):
-                raise
-            return load(mmap=False)  # legacy (non-zip) files cannot be mapped
-
-    try:
-        return load_any()
-    except Exception as error:  # noqa: BLE001 - unloadable: bad input
-        if 'Unsupported global' not in str(error):
-            raise ReportError(f'{path}: not a PyTorch checkpoint '
-                              f'({_first_line(error)})') from None
-    # mmengine checkpoints pickle a few classes of mmengine's and numpy's.
-    from .checkpoint import allow_mmengine_checkpoints
-    allow_mmengine_checkpoints()
-    try:
-        return load_any()
-    except Exception as error:  # noqa: BLE001
-        raise ReportError(f'{path}: cannot be loaded safely '
-                          f'({_first_line(error)})') from None
-
-
 def load_checkpoint(path) -> Checkpoint:
     """Read a checkpoint and keep its backbone's tensors; detect the format."""
     path = Path(path)
-    if not path.is_file():
-        raise ReportError(f'{path}: ' + ('is a directory' if path.is_dir()
-                                         else 'no such file'))
-    obj = _torch_load(path)
+    obj = safe_load(path, mmap=True)
     fmt = 'bare'
     if isinstance(obj, Mapping) and isinstance(obj.get('state_dict'), Mapping):
         fmt, obj = 'mmengine', obj['state_dict']
@@ -123,7 +84,8 @@ def load_checkpoint(path) -> Checkpoint:
     prefix = 'backbone.' if in_detector else ''
     backbone = {k[len(prefix):]: v for k, v in state.items()
                 if k.startswith(prefix)}
-    if fmt == 'bare' and not prefix and 'conv1.weight' in backbone:
+    if (fmt == 'bare' and not prefix and 'conv1.weight' in backbone
+            and any(k.startswith('layer1.') for k in backbone)):
         fmt = 'torchvision'
     return Checkpoint(str(path), fmt, prefix, backbone)
 
@@ -139,6 +101,13 @@ class BNLayer:
     beta: torch.Tensor
     collapsed: torch.Tensor  # bool per channel: |γ| < gamma threshold
     dead: torch.Tensor | None = None  # bool per channel; pre-ReLU with data
+    #: bool per channel: γ or β NaN/Inf, or (measured) a NaN/Inf activation
+    nonfinite: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.nonfinite is None:
+            self.nonfinite = ~(torch.isfinite(self.gamma)
+                               & torch.isfinite(self.beta))
 
     @property
     def channels(self) -> int:
@@ -147,12 +116,17 @@ class BNLayer:
 
 def bn_layers(ckpt: Checkpoint,
               gamma_threshold: float = GAMMA_THRESHOLD) -> dict[str, BNLayer]:
-    """``{backbone module name: BNLayer}`` of the ResNet BNs, stage order."""
+    """``{backbone module name: BNLayer}`` of every BN, stage order.
+
+    BNs that fit no ResNet stage are counted under :data:`OTHER` (their role
+    unknown: never measured for dead channels), never dropped.
+    """
     names = [k.removesuffix('.running_var') for k in ckpt.state
              if k.endswith('.running_var')]
+    if not names:
+        raise ReportError(f'{ckpt.path}: no BN layers in it')
     roles = roles_from_names(names)
-    if not roles:
-        raise ReportError(f'{ckpt.path}: no ResNet BN layers in it')
+    roles.update({n: BNRole(OTHER, None) for n in names if n not in roles})
     layers = {}  # by stage, then in state-dict order
     for name in sorted(roles, key=lambda n: (_stage_key(roles[n].stage),
                                              names.index(n))):
@@ -191,12 +165,15 @@ class Report:
     def row(self, name: str, layers: list[BNLayer]) -> dict:
         channels = sum(layer.channels for layer in layers)
         collapsed = sum(int(layer.collapsed.sum()) for layer in layers)
+        nonfinite = sum(int(layer.nonfinite.sum()) for layer in layers)
         row = dict(name=name, bn_layers=len(layers), channels=channels,
                    collapsed_gamma=collapsed,
                    collapsed_gamma_pct=_pct(collapsed, channels),
-                   dead_activation=None, dead_activation_pct=None)
-        if self.num_images is not None:
-            pre_relu = [layer for layer in layers if layer.role == PRE_RELU]
+                   dead_activation=None, dead_activation_pct=None,
+                   nonfinite=nonfinite, nonfinite_pct=_pct(nonfinite,
+                                                           channels))
+        pre_relu = [layer for layer in layers if layer.role == PRE_RELU]
+        if self.num_images is not None and pre_relu:
             dead = sum(int(layer.dead.sum()) for layer in pre_relu)
             row.update(dead_activation=dead, dead_activation_pct=_pct(
                 dead, sum(layer.channels for layer in pre_relu)))
@@ -222,7 +199,8 @@ class Report:
                 'channels': layer.channels,
                 'collapsed_gamma': int(layer.collapsed.sum()),
                 'dead_activation': None if layer.dead is None else int(
-                    layer.dead.sum())
+                    layer.dead.sum()),
+                'nonfinite': int(layer.nonfinite.sum()),
             } for layer in self.layers],
         }
 
@@ -236,23 +214,10 @@ def _mmdet_registries():
     return DATASETS, MODELS
 
 
-def _load_config(path):
-    from mmengine.config import Config
-    if not Path(path).is_file():
-        raise ReportError(f'{path}: no such config')
-    try:
-        with warnings.catch_warnings():  # mmengine imports pkg_resources
-            warnings.filterwarnings('ignore', 'pkg_resources is deprecated')
-            return Config.fromfile(path)
-    except Exception as error:  # noqa: BLE001
-        raise ReportError(f'{path}: cannot read config '
-                          f'({_first_line(error)})') from None
-
-
 def build_backbone(config, ckpt: Checkpoint) -> torch.nn.Module:
     """``cfg.model.backbone`` of ``config`` with the checkpoint's weights
     loaded strictly (a torchvision classifier's ``fc`` is left out)."""
-    cfg = _load_config(config)
+    cfg = load_config(config)
     _, models = _mmdet_registries()
     backbone_cfg = cfg.get('model', {}).get('backbone')
     if backbone_cfg is None:
@@ -261,61 +226,15 @@ def build_backbone(config, ckpt: Checkpoint) -> torch.nn.Module:
         backbone = models.build(backbone_cfg)
     except Exception as error:  # noqa: BLE001
         raise ReportError(f'{config}: cannot build model.backbone '
-                          f'({_first_line(error)})') from None
+                          f'({one_line(error, with_type=False)})') from None
     expected = backbone.state_dict()
     state = {k: v for k, v in ckpt.state.items()
              if k in expected or not k.startswith('fc.')}
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    mismatched = [k for k in expected
-                  if k in state and state[k].shape != expected[k].shape]
-    if missing or unexpected or mismatched:
-        first = (missing or unexpected or mismatched)[0]
-        raise ReportError(
-            f'the backbone of {config} does not match {ckpt.path}: '
-            f'{len(missing)} missing, {len(unexpected)} unexpected, '
-            f'{len(mismatched)} mismatched keys (first: {ckpt.prefix}{first})')
+    check_state_dict(expected, state, f'the backbone of {config} does not '
+                     f'match {ckpt.path}', prefix=ckpt.prefix)
     backbone.load_state_dict(state, strict=True)
     backbone.eval()  # mmdet's ResNet.train() returns None, so not chained
     return backbone
-
-
-def _ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
-
-
-class _ChannelMax:
-    """Forward hooks keeping each BN's per-channel output maximum.
-
-    ``extents`` holds, per image of the current batch, ``(h, w, H, W)``: the
-    image's own size inside the padded ``H x W`` input.  A feature map of
-    ``h_f x w_f`` is cut to ``ceil(h * h_f / H) x ceil(w * w_f / W)``.
-    """
-
-    def __init__(self, modules: Mapping[str, torch.nn.Module]):
-        self.maxima: dict[str, torch.Tensor] = {}
-        self.extents: list[tuple[int, int, int, int]] = []
-        self.handles = [module.register_forward_hook(self._hook(name))
-                        for name, module in modules.items()]
-
-    def _hook(self, name: str):
-        def hook(module, args, output):
-            h_out, w_out = output.shape[-2:]
-            if all(h == H and w == W for h, w, H, W in self.extents):
-                batch_max = output.amax(dim=(0, 2, 3))
-            else:
-                batch_max = torch.stack([  # flatten: faster than amax(1, 2)
-                    output[i, :, :_ceil_div(h * h_out, H),
-                           :_ceil_div(w * w_out, W)].flatten(1).amax(1)
-                    for i, (h, w, H, W) in enumerate(self.extents)]).amax(0)
-            seen = self.maxima.get(name)
-            self.maxima[name] = (batch_max if seen is None else
-                                 torch.maximum(seen, batch_max))
-        return hook
-
-    def remove(self) -> None:
-        for handle in self.handles:
-            handle.remove()
 
 
 class ActivationProbe:
@@ -331,9 +250,9 @@ class ActivationProbe:
                  batch_size: int = DEFAULT_BATCH_SIZE):
         from mmengine.dataset import pseudo_collate
         self.model_config = model_config
-        data_cfg = _load_config(data_config)
+        data_cfg = load_config(data_config)
         model_cfg = (data_cfg if model_config == data_config else
-                     _load_config(model_config))
+                     load_config(model_config))
         datasets, models = _mmdet_registries()
         loader_cfg = (data_cfg.get('test_dataloader')
                       or data_cfg.get('val_dataloader'))
@@ -345,9 +264,17 @@ class ActivationProbe:
                 dataset = datasets.build(loader_cfg['dataset'])
         except Exception as error:  # noqa: BLE001
             raise ReportError(f'{data_config}: cannot build the data set '
-                              f'({_first_line(error)})') from None
+                              f'({one_line(error, with_type=False)})') from None
         if len(dataset) == 0:
             raise ReportError(f'{data_config}: the data set has no images')
+        count = min(num_images or len(dataset), len(dataset))
+        missing = [info['img_path'] for info in
+                   (dataset.get_data_info(i) for i in range(count))
+                   if not Path(info.get('img_path', '')).is_file()]
+        if missing:
+            raise ReportError(f'{data_config}: cannot read the images: '
+                              f'{len(missing)} of {count} missing (first: '
+                              f'{missing[0]})')
         pre_cfg = (model_cfg.get('model', {}).get('data_preprocessor')
                    or data_cfg.get('model', {}).get('data_preprocessor'))
         if pre_cfg is None:
@@ -362,7 +289,8 @@ class ActivationProbe:
             batch_size=batch_size, collate_fn=pseudo_collate)
 
     def batches(self):
-        """Preprocessed batches: ``(inputs, extents)`` as for _ChannelMax."""
+        """Preprocessed batches: ``(inputs, extents)``, extents as
+        :func:`psbn_mmdet.collapse.channel_max` takes them."""
         for data in self.loader:
             data = self.preprocessor(data, False)
             inputs = data['inputs']
@@ -376,7 +304,7 @@ class ActivationProbe:
         """Per-channel maxima of the named BNs' outputs over the images."""
         from mmengine.utils import ProgressBar
         backbone = build_backbone(self.model_config, ckpt)
-        collector = _ChannelMax({n: backbone.get_submodule(n) for n in names})
+        collector = ChannelMax({n: backbone.get_submodule(n) for n in names})
         progress = ProgressBar(self.num_images, file=sys.stderr)
         try:
             with torch.inference_mode():
@@ -401,8 +329,9 @@ def collapse_report(ckpt: Checkpoint,
         pre_relu = [n for n, layer in layers.items() if layer.role == PRE_RELU]
         maxima = probe.max_activations(ckpt, pre_relu)
         for name in pre_relu:
-            layers[name].dead = dead_activation(maxima[name],
-                                                activation_threshold)
+            layer = layers[name]
+            layer.dead = dead_activation(maxima[name], activation_threshold)
+            layer.nonfinite = layer.nonfinite | ~torch.isfinite(maxima[name])
     return Report(ckpt.path, ckpt.format, gamma_threshold,
                   activation_threshold,
                   None if probe is None else probe.num_images,
@@ -437,10 +366,11 @@ def format_table(report: Report, other: Report | None = None) -> str:
     rows_a = report.stage_rows() + [report.total_row()]
     if other is None:
         header = ['stage', 'BN layers', 'channels', 'collapsed |γ|',
-                  'dead (pre-ReLU)']
+                  'dead (pre-ReLU)', 'non-finite']
         rows = [[r['name'], str(r['bn_layers']), str(r['channels']),
                  _cell(r['collapsed_gamma'], r['collapsed_gamma_pct']),
-                 _cell(r['dead_activation'], r['dead_activation_pct'])]
+                 _cell(r['dead_activation'], r['dead_activation_pct']),
+                 _cell(r['nonfinite'], r['nonfinite_pct'])]
                 for r in rows_a]
         return f'{_describe(report)}\n{_table(header, rows)}\n'
     rows_b = {r['name']: r for r in other.stage_rows() + [other.total_row()]}
@@ -449,12 +379,12 @@ def format_table(report: Report, other: Report | None = None) -> str:
     rows_a = {r['name']: r for r in rows_a}
     empty = dict.fromkeys(ROW_KEYS)
     header = ['stage', 'channels a/b', 'collapsed |γ| a', 'b', 'b-a',
-              'dead a', 'b', 'b-a']
+              'dead a', 'b', 'b-a', 'non-finite a', 'b', 'b-a']
     rows = []
     for name in names:
         a, b = rows_a.get(name, empty), rows_b.get(name, empty)
         row = [name, f'{a["channels"] or 0}/{b["channels"] or 0}']
-        for key in ('collapsed_gamma', 'dead_activation'):
+        for key in ('collapsed_gamma', 'dead_activation', 'nonfinite'):
             row += [_cell(a[key], a[f'{key}_pct']),
                     _cell(b[key], b[f'{key}_pct'])]
             row.append('-' if a[key] is None or b[key] is None else
@@ -462,6 +392,21 @@ def format_table(report: Report, other: Report | None = None) -> str:
         rows.append(row)
     return (f'a: {_describe(report)}\nb: {_describe(other)}\n'
             f'{_table(header, rows)}\n')
+
+
+def _warn_about(report: Report) -> None:
+    """One line on stderr each for unplaced BNs and non-finite channels."""
+    other = [layer for layer in report.layers if layer.stage == OTHER]
+    if other:
+        print(f'note: {report.checkpoint}: {len(other)} BN layer(s) outside '
+              f'a ResNet stage (first: {other[0].name}) are counted under '
+              f"'{OTHER}'; dead channels are measured in ResNet stages only",
+              file=sys.stderr)
+    nonfinite = report.total_row()['nonfinite']
+    if nonfinite:
+        print(f'warning: {report.checkpoint}: {nonfinite} channel(s) with '
+              'NaN or Inf γ, β or activations (column non-finite); they are '
+              'neither collapsed nor dead', file=sys.stderr)
 
 
 def _csv_text(reports: list[Report]) -> str:
@@ -493,20 +438,6 @@ def _check_arguments(num_images, data_config, gamma_threshold,
             f'--batch-size must be at least 1 (got {batch_size})')
 
 
-def _check_writable(path, is_dir: bool = False) -> None:
-    """Fail now, before any work, if ``path`` cannot be written later."""
-    path = Path(path)
-    if path.exists() and path.is_dir() != is_dir:
-        raise ReportError(f'{path}: {"not" if is_dir else "is"} a directory')
-    if path.exists():
-        existing = path
-    else:
-        existing = next(p for p in path.parents if p.exists())
-    if not (existing.is_dir() or existing == path) or not os.access(
-            existing, os.W_OK):
-        raise ReportError(f'{path}: cannot write there')
-
-
 def run(checkpoint, *, compare=None, config=None, data_config=None,
         num_images: int | None = None,
         gamma_threshold: float = GAMMA_THRESHOLD,
@@ -525,9 +456,9 @@ def run(checkpoint, *, compare=None, config=None, data_config=None,
                      activation_threshold, batch_size)
     for path in (json_path, csv_path):
         if path:
-            _check_writable(path)
+            check_writable(path)
     if plot_dir:
-        _check_writable(plot_dir, is_dir=True)
+        check_writable(plot_dir, is_dir=True)
     ckpts = [load_checkpoint(path) for path in (checkpoint, compare) if path]
     probe = None
     if data_config is not None:
@@ -551,13 +482,9 @@ def run(checkpoint, *, compare=None, config=None, data_config=None,
         files.update({Path(plot_dir) / name: png for name, png in
                       plot_reports(*reports).items()})
     out.write(format_table(*reports))
-    try:
-        for path, content in files.items():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(content)
-    except OSError as error:
-        raise ReportError(f'cannot write {error.filename}: '
-                          f'{error.strerror}') from None
+    for report in reports:
+        _warn_about(report)
+    write_atomically(files)
     for path in files:
         print(f'wrote {path}', file=out)
     return result

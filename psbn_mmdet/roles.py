@@ -77,6 +77,8 @@ def roles_from_names(names) -> dict[str, BNRole]:
         for index, name in members:
             stage = _split_stage(name)[1]
             roles[name] = BNRole(stage, PRE_ADD if index == last else PRE_RELU)
+    if all(role.stage == 'stem' for role in roles.values()):
+        return {}  # a ``bn1`` without ResNet blocks is no ResNet's stem
     return roles
 
 

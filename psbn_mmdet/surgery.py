@@ -1,19 +1,21 @@
 """Model surgery: swap psBN and BN in modules, configs and checkpoints.
 
-psBN and BN share their state-dict layout, so a swap copies parameters and
-buffers and nothing else.  :func:`export_bn` turns a psBN training run into a
-plain-BN config and checkpoint that stock mmdet loads strictly, without
-``psbn_mmdet`` installed.
+psBN and BN share their state-dict layout; :meth:`psBN.convert_bn` and
+:meth:`psBN.revert` swap the layers of a live model (same Parameters).
+:func:`export_bn` turns a psBN training run into a plain-BN config and
+checkpoint that stock mmdet loads strictly, without ``psbn_mmdet``.
 """
 from __future__ import annotations
 
-import os
 import os.path as osp
 
 import torch
-from torch import nn
 
-from .norm import PSBN_TYPES, psBN, psSyncBN
+from .checkpoint import check_state_dict, safe_load
+from .config import load_config
+from .errors import UserError, one_line
+from .files import write_atomically
+from .norm import psBN
 
 #: psBN config type -> the stock type it exports to
 EXPORTED_NORM = {'psBN': 'BN', 'psSyncBN': 'SyncBN'}
@@ -21,49 +23,9 @@ EXPORTED_NORM = {'psBN': 'BN', 'psSyncBN': 'SyncBN'}
 PSBN_HOOKS = ('PostShiftHook', 'CollapseMonitorHook')
 
 
-def _swap(module: nn.Module, new: nn.Module) -> nn.Module:
-    new.load_state_dict(module.state_dict())
-    new.train(module.training)
-    new.weight.requires_grad_(module.weight.requires_grad)
-    new.bias.requires_grad_(module.bias.requires_grad)
-    return new
-
-
-def to_bn(module: nn.Module) -> nn.Module:
-    """Replace every psBN (psSyncBN) by ``BatchNorm2d`` (``SyncBatchNorm``).
-
-    Returns a new module for a leaf, converts children in place otherwise.
-    """
-    if isinstance(module, PSBN_TYPES):
-        stock = nn.SyncBatchNorm if isinstance(module,
-                                               psSyncBN) else nn.BatchNorm2d
-        kwargs = dict(eps=module.eps, momentum=module.momentum,
-                      affine=module.affine,
-                      track_running_stats=module.track_running_stats)
-        if isinstance(module, psSyncBN):
-            kwargs['process_group'] = module.process_group
-        return _swap(module, stock(module.num_features, **kwargs).to(
-            module.weight.device))
-    for name, child in module.named_children():
-        setattr(module, name, to_bn(child))
-    return module
-
-
-def to_psbn(module: nn.Module, **options) -> nn.Module:
-    """Replace every ``BatchNorm2d`` / ``SyncBatchNorm`` by psBN / psSyncBN.
-
-    ``options`` are psBN's (``window``, ``active_fraction``, ``gamma_min``).
-    """
-    if isinstance(module, (nn.BatchNorm2d, nn.SyncBatchNorm)) and not \
-            isinstance(module, PSBN_TYPES) and module.affine:
-        cls = psSyncBN if isinstance(module, nn.SyncBatchNorm) else psBN
-        new = cls(module.num_features, eps=module.eps,
-                  momentum=module.momentum, affine=module.affine,
-                  track_running_stats=module.track_running_stats, **options)
-        return _swap(module, new.to(module.weight.device))
-    for name, child in module.named_children():
-        setattr(module, name, to_psbn(child, **options))
-    return module
+#: the conversions, under the names earlier versions exported
+to_psbn = psBN.convert_bn
+to_bn = psBN.revert
 
 
 def bn_config(cfg):
@@ -99,34 +61,67 @@ def bn_config(cfg):
     return Config(data)
 
 
+def _detector(cfg):
+    """The config's model, built by mmdet's registry (weights not
+    initialized: nothing is downloaded)."""
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    register_all_modules(init_default_scope=True)
+    try:
+        return MODELS.build(cfg.model)
+    except Exception as error:  # noqa: BLE001 - the config's model is bad
+        raise UserError(f'cannot build the model of the config: '
+                        f'{one_line(error)}') from None
+
+
 def export_bn(config_path: str, checkpoint_path: str, out_dir: str
               ) -> tuple[str, str]:
     """Write ``<name>_bn.py`` and ``<name>_bn.pth`` for stock mmdet.
 
-    The checkpoint keeps ``state_dict`` and ``meta`` only (no optimizer,
-    MessageHub or psBN counters), so stock mmdet loads it strictly and with
-    ``torch.load(weights_only=True)``.  Returns the two paths.
+    The checkpoint must load strictly into the config's model (checked
+    before anything is written).  The output keeps ``state_dict`` and
+    ``meta`` only (no optimizer, MessageHub or psBN counters), so stock mmdet
+    loads it strictly and with ``torch.load(weights_only=True)``.  Both files
+    are written, or neither.  Returns the two paths.
+
+    Raises:
+        UserError: a missing or unreadable config or checkpoint, a checkpoint
+            that does not match the config's model, an unwritable out dir.
     """
-    from mmengine.config import Config
-    if not osp.isfile(config_path):
-        raise FileNotFoundError(f'config file not found: {config_path}')
-    if not osp.isfile(checkpoint_path):
-        raise FileNotFoundError(f'checkpoint not found: {checkpoint_path}')
-    checkpoint = torch.load(checkpoint_path, map_location='cpu',
-                            weights_only=True)
-    state_dict = checkpoint.get('state_dict', checkpoint)
-    if not isinstance(state_dict, dict) or not state_dict:
-        raise ValueError(f'not a checkpoint with a state dict: '
-                         f'{checkpoint_path}')
-    cfg = bn_config(Config.fromfile(config_path))
+    import io
+    import sys
+    from collections.abc import Mapping
+    from pathlib import Path
+    cfg = load_config(config_path)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UserError(f'{out_dir}: not a directory')
+    checkpoint = safe_load(checkpoint_path)
+    state_dict = (checkpoint.get('state_dict', checkpoint)
+                  if isinstance(checkpoint, Mapping) else None)
+    if not isinstance(state_dict, Mapping) or not any(
+            torch.is_tensor(v) for v in state_dict.values()):
+        raise UserError(f'{checkpoint_path}: not a checkpoint with a state '
+                        'dict')
+    bn_cfg = bn_config(cfg)
+    check_state_dict(_detector(bn_cfg).state_dict(), state_dict,
+                     f'{checkpoint_path} does not match the model of '
+                     f'{config_path}')
+    nonfinite = [k for k, v in state_dict.items() if torch.is_tensor(v)
+                 and v.is_floating_point() and not torch.isfinite(v).all()]
+    if nonfinite:
+        print(f'export_bn: warning: {len(nonfinite)} tensor(s) of '
+              f'{checkpoint_path} hold NaN or Inf (first: {nonfinite[0]})',
+              file=sys.stderr)
     name = osp.splitext(osp.basename(config_path))[0]
-    os.makedirs(out_dir, exist_ok=True)
     out_config = osp.join(out_dir, f'{name}_bn.py')
     out_checkpoint = osp.join(out_dir, f'{name}_bn.pth')
-    cfg.load_from = None
-    cfg.dump(out_config)
+    bn_cfg.load_from = None
     meta = checkpoint.get('meta', {}) if 'state_dict' in checkpoint else {}
     meta = {k: v for k, v in meta.items() if k != 'cfg'}
-    meta['cfg'] = cfg.pretty_text
-    torch.save({'meta': meta, 'state_dict': state_dict}, out_checkpoint)
+    meta['cfg'] = bn_cfg.pretty_text
+    weights = io.BytesIO()
+    torch.save({'meta': meta, 'state_dict': dict(state_dict)}, weights)
+    write_atomically({out_config: bn_cfg.pretty_text.encode(),
+                      out_checkpoint: weights.getvalue()})
     return out_config, out_checkpoint

@@ -43,7 +43,24 @@ def demo_config(name: str, work_dir, max_iters: int = 2, **options):
 
 
 def run_tool(*args, cwd=None, env=None, timeout=600):
+    """Run ``python ARGS`` as a user does: the installed package, no
+    PYTHONPATH pointing at the checkout."""
     import subprocess
-    full_env = dict(os.environ, PYTHONPATH=str(REPO), **(env or {}))
+    full_env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
+    full_env.update(env or {})
     return subprocess.run([PYTHON, *map(str, args)], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def full_disk(monkeypatch):
+    """Every file flushed after the first fails as on a full disk."""
+    real_fsync, calls = os.fsync, []
+
+    def fsync(fd):
+        calls.append(fd)
+        if len(calls) > 1:
+            raise OSError(28, 'No space left on device')
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, 'fsync', fsync)

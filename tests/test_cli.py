@@ -2,8 +2,10 @@
 import os
 import shutil
 import subprocess
+import time
 
 import pytest
+import torch
 
 from conftest import CONFIGS, PYTHON, REPO, run_tool
 
@@ -14,7 +16,7 @@ def test_missing_config_fails_with_one_line(tmp_path):
     result = run_tool(REPO / 'tools/train.py', tmp_path / 'nope.py')
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        f'error: config file not found: {tmp_path / "nope.py"}'
+        f'train: error: config file not found: {tmp_path / "nope.py"}'
     ]
 
 
@@ -71,18 +73,130 @@ def test_test_tool_evaluates_a_checkpoint(workspace, tmp_path):
     assert out.stat().st_size > 0
 
 
-def test_collapse_study_filter_matching_nothing_fails_with_one_line():
-    # the rule before the study does not run under AdamW (nothing dies there)
-    result = run_tool(REPO / 'tools/collapse_study.py', '--regime', 'adamw',
-                      '--only', 'psbn')
-    assert result.returncode == 1
-    assert result.stderr.strip().splitlines() == [
-        'collapse_study: no run of the grid matches --only/--network/--regime'
-    ]
+# ------------------------------------------------------------ hostile input
+DEMO_CONFIG = CONFIGS / 'demo/faster_rcnn_r50_psbn_demo.py'
 
 
-def test_collapse_study_rejects_a_run_without_epochs():
-    result = run_tool(REPO / 'tools/collapse_study.py', '--epochs', '0')
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1] == (
-        'collapse_study: error: argument --epochs: must be at least 1, got 0')
+def _one_line_exit_2(result, *fragments):
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and 'Traceback' not in result.stderr, \
+        result.stderr[-2000:]
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.mark.parametrize('option, fragment', [
+    ('custom_hooks.0.optimizer_reset=bogus', 'optimizer_reset must be one of'),
+    ('custom_hooks.0.window=0', 'window must be an integer >= 1'),
+])
+def test_bad_hook_option_is_one_line_before_training(workspace, tmp_path,
+                                                     option, fragment):
+    result = run_tool(REPO / 'tools/train.py', DEMO_CONFIG, '--work-dir',
+                      tmp_path / 'w', '--cfg-options', option, cwd=workspace)
+    _one_line_exit_2(result, 'train: error:', fragment)
+
+
+def test_config_raising_name_error_is_one_line(tmp_path):
+    config = tmp_path / 'broken.py'
+    config.write_text('model = dict(type=undefined_name)\n')
+    result = run_tool(REPO / 'tools/train.py', config)
+    _one_line_exit_2(result, 'cannot read config', 'undefined_name')
+
+
+def test_resume_of_corrupt_or_dangling_checkpoint_is_one_line(tmp_path):
+    corrupt = tmp_path / 'corrupt.pth'
+    torch.save({'state_dict': {}}, corrupt)
+    corrupt.write_bytes(corrupt.read_bytes()[:40])
+    result = run_tool(REPO / 'tools/train.py', DEMO_CONFIG, '--work-dir',
+                      tmp_path / 'w', '--resume', corrupt)
+    _one_line_exit_2(result, 'corrupt.pth: truncated or corrupt')
+    work_dir = tmp_path / 'dangling'
+    work_dir.mkdir()
+    (work_dir / 'last_checkpoint').write_text(str(work_dir / 'iter_8.pth'))
+    result = run_tool(REPO / 'tools/train.py', DEMO_CONFIG, '--work-dir',
+                      work_dir, '--resume')
+    _one_line_exit_2(result, 'iter_8.pth, which does not exist')
+
+
+def test_test_tool_with_a_corrupt_checkpoint_is_one_line(tmp_path):
+    bad = tmp_path / 'bad.pth'
+    bad.write_text('hello\n')
+    result = run_tool(REPO / 'tools/test.py', DEMO_CONFIG, bad)
+    _one_line_exit_2(result, 'test: error:', 'not a PyTorch checkpoint')
+
+
+def test_make_demo_data_into_a_file_is_one_line(tmp_path):
+    afile = tmp_path / 'afile'
+    afile.write_text('x')
+    result = run_tool(REPO / 'tools/make_demo_data.py', '--out-dir', afile)
+    _one_line_exit_2(result, 'make_demo_data: error:', 'is a file')
+
+
+def test_dist_train_without_arguments_is_one_line():
+    result = subprocess.run(['bash', str(REPO / 'tools/dist_train.sh')],
+                            capture_output=True, text=True)
+    _one_line_exit_2(result, 'usage:')
+
+
+def test_dist_train_with_a_space_in_the_config_path(workspace, tmp_path):
+    spaced = tmp_path / 'my configs'
+    spaced.mkdir()
+    config = spaced / 'demo config.py'
+    config.write_text(f"_base_ = '{DEMO_CONFIG}'\n")
+    env = dict(os.environ, PYTHON=PYTHON, PORT='29519', OMP_NUM_THREADS='1')
+    env.pop('PYTHONPATH', None)
+    result = subprocess.run(
+        ['bash', str(REPO / 'tools/dist_train.sh'), str(config), '1',
+         '--work-dir', str(tmp_path / 'w d'), '--cfg-options',
+         'train_cfg.max_iters=1', 'train_cfg.val_interval=100',
+         'default_hooks.checkpoint.interval=1'],
+        cwd=workspace, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / 'w d' / 'iter_1.pth').is_file()
+
+
+def test_a_work_dir_held_by_a_live_run_is_refused(workspace, tmp_path):
+    work_dir = tmp_path / 'shared'
+    first = subprocess.Popen(
+        [PYTHON, str(REPO / 'tools/train.py'), str(DEMO_CONFIG),
+         '--work-dir', str(work_dir), '--cfg-options',
+         'train_cfg.max_iters=3', 'train_cfg.val_interval=100',
+         'default_hooks.checkpoint.interval=3'],
+        cwd=workspace, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True)
+    lock = work_dir / '.psbn.lock'
+    deadline = time.time() + 120
+    while not lock.exists() and first.poll() is None:
+        assert time.time() < deadline
+        time.sleep(0.2)
+    second = run_tool(REPO / 'tools/train.py', DEMO_CONFIG, '--work-dir',
+                      work_dir, cwd=workspace)
+    assert first.poll() is None, 'the first run ended before the check'
+    _one_line_exit_2(second, f'in use by a live training run (pid '
+                     f'{first.pid})')
+    assert first.wait(timeout=900) == 0, first.stderr.read()[-3000:]
+    assert not lock.exists()  # released at exit
+    assert (work_dir / 'iter_3.pth').is_file()
+
+
+def test_a_stale_lock_is_taken_over(workspace, tmp_path):
+    work_dir = tmp_path / 'stale'
+    work_dir.mkdir()
+    gone = subprocess.Popen(['true'])
+    gone.wait()
+    (work_dir / '.psbn.lock').write_text(f'{gone.pid}\n')
+    result = run_tool(REPO / 'tools/train.py', DEMO_CONFIG, '--work-dir',
+                      work_dir, '--cfg-options', 'train_cfg.max_iters=1',
+                      'train_cfg.val_interval=100',
+                      'default_hooks.checkpoint.interval=1', cwd=workspace)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (work_dir / 'iter_1.pth').is_file()
+
+
+def test_unparsable_cfg_option_is_an_argument_error(tmp_path):
+    result = run_tool(REPO / 'tools/train.py', DEMO_CONFIG, '--cfg-options',
+                      'custom_hooks=[dict(type=1,a=2)]')
+    assert result.returncode == 2 and 'Traceback' not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        'train: error: argument --cfg-options: cannot parse')

@@ -203,8 +203,11 @@ def test_frozen_stages_cost_nothing_and_are_never_shifted():
     net.init_weights()
     net.train()
     with torch.no_grad():
-        for bn in (net.bn1, net.layer1[0].bn1, net.layer2[0].bn1):
-            bn.bias.fill_(-1e3)
+        # frozen stages: half their channels dead (the other half keeps
+        # layer2's input varied: a constant input decides nothing)
+        for bn in (net.bn1, net.layer1[0].bn1):
+            bn.bias[::2] = -1e3
+        net.layer2[0].bn1.bias.fill_(-1e3)
     optimizer = torch.optim.SGD(
         [p for p in net.parameters() if p.requires_grad], lr=0.0)
     controller = PostShiftController(net, optimizer)
@@ -216,8 +219,8 @@ def test_frozen_stages_cost_nothing_and_are_never_shifted():
     assert result.shifted['stem'] == result.shifted['layer1'] == 0
     assert result.shifted['layer2'] >= net.layer2[0].bn1.num_features
     assert (net.layer2[0].bn1.bias > -10).all()
-    assert (net.bn1.bias == -1e3).all()
-    assert (net.layer1[0].bn1.bias == -1e3).all()
+    assert (net.bn1.bias[::2] == -1e3).all()
+    assert (net.layer1[0].bn1.bias[::2] == -1e3).all()
 
 
 def test_pre_add_layers_collect_nothing_while_a_controller_runs():
@@ -236,3 +239,44 @@ def test_pre_add_layers_collect_nothing_while_a_controller_runs():
     controller.close()
     net(torch.randn(2, 3, 32, 32))
     assert block.bn2.window_stats.batches == 1
+
+
+# --------------------------------------------- batches without information
+def test_a_constant_last_batch_does_not_decide_the_shift():
+    """The window's last batch is all zeros: the shift uses the last batch
+    that had spread, and the revived channel fires on ~ρ of clean data."""
+    torch.manual_seed(0)
+    layer = psBN(4, window=2)
+    with torch.no_grad():
+        layer.bias[0] = -1e3  # dead under batch statistics
+    controller = PostShiftController(torch.nn.Sequential(layer,
+                                                         torch.nn.ReLU()))
+    layer(torch.randn(16, 4, 8, 8).requires_grad_())
+    assert controller.step() is None
+    layer(torch.zeros(16, 4, 8, 8).requires_grad_())  # no information
+    result = controller.step()
+    assert result.shifted_channels['0'].tolist() == [True, False, False,
+                                                     False]
+    with torch.no_grad():
+        active = (layer(torch.randn(64, 4, 8, 8))[:, 0] > 0).float().mean()
+    assert 0.001 < float(active) < 0.05  # ρ = 1%, not ~50%
+
+
+def test_a_constant_batch_alone_makes_no_channel_dead():
+    """Window 1 and one all-zero batch on a fresh ResNet-18: every channel's
+    input is constant, so none is judged (it was: all 1,984 'dead')."""
+    from mmdet.models.backbones import ResNet
+    torch.manual_seed(0)
+    net = ResNet(depth=18, norm_cfg=dict(type='psBN', window=1),
+                 norm_eval=False, frozen_stages=-1)
+    net.init_weights()
+    net.train()
+    controller = PostShiftController(net)
+    before = {k: v.clone() for k, v in net.state_dict().items()
+              if k.endswith(('.weight', '.bias'))}
+    sum(f.sum() for f in net(torch.zeros(2, 3, 64, 64))).backward()
+    result = controller.step()
+    assert sum(result.dead.values()) == 0
+    assert sum(result.shifted.values()) == 0
+    for key, value in before.items():
+        assert torch.equal(net.state_dict()[key], value), key

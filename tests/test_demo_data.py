@@ -234,3 +234,44 @@ def test_mmdet_coco_dataset_reads_it(demo_root, cocos):
     assert masks.shape == (len(anns), HEIGHT, WIDTH)
     np.testing.assert_array_equal(
         masks, np.stack([coco.annToMask(ann) for ann in anns]))
+
+
+@pytest.mark.slow
+def test_concurrent_writers_leave_one_consistent_data_set(tmp_path):
+    """Two processes, different seeds and sizes, one directory: whichever
+    finishes last wins whole, and its stamp matches every file."""
+    import json
+    import subprocess
+    import sys
+    out = tmp_path / 'shared'
+    runs = [subprocess.Popen(
+        [sys.executable, str(REPO / 'tools/make_demo_data.py'), '--out-dir',
+         str(out), '--num-train', str(n), '--num-val', '2', '--seed',
+         str(seed)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for seed, n in ((1, 12), (2, 9))]
+    for run in runs:
+        assert run.wait(timeout=300) == 0, run.stderr.read()
+    stamp = json.loads((out / 'demo_data_stamp.json').read_text())
+    reference = tmp_path / 'reference'
+    make_demo_data(reference, num_train=stamp['num_train'], num_val=2,
+                   seed=stamp['seed'])
+    files = sorted(p.relative_to(out) for p in out.rglob('*') if p.is_file())
+    assert files == sorted(p.relative_to(reference)
+                           for p in reference.rglob('*') if p.is_file())
+    for name in files:
+        assert (out / name).read_bytes() == (reference / name).read_bytes()
+    assert [p.name for p in tmp_path.iterdir()
+            if p.name.startswith('.')] == []  # no staging left behind
+
+
+def test_out_dir_that_is_a_file_or_holds_other_files_is_refused(tmp_path):
+    afile = tmp_path / 'afile'
+    afile.write_text('x')
+    with pytest.raises(ValueError, match='is a file'):
+        make_demo_data(afile, num_train=1, num_val=1)
+    home = tmp_path / 'home'
+    home.mkdir()
+    (home / 'thesis.tex').write_text('precious')
+    with pytest.raises(ValueError, match='not the demo data set'):
+        make_demo_data(home, num_train=1, num_val=1)
+    assert (home / 'thesis.tex').read_text() == 'precious'

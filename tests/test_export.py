@@ -107,6 +107,103 @@ def test_export_rejects_missing_files(tmp_path):
     result = run_tool(REPO / 'tools/export_bn.py', CONFIG,
                       tmp_path / 'missing.pth', tmp_path / 'out')
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith(
-        'error: checkpoint not found')
+    assert result.stderr.strip().splitlines() == [
+        f'export_bn: error: {tmp_path / "missing.pth"}: no such file']
     assert not (tmp_path / 'out').exists()
+
+
+# ------------------------------------------------------------ hostile input
+def export(*args) -> int:
+    from psbn_mmdet.cli import export_main, run_tool
+    return run_tool('export_bn', export_main, [str(a) for a in args])
+
+
+def _good_checkpoint(tmp_path):
+    path = tmp_path / 'good.pth'
+    torch.save({'state_dict': _psbn_detector().state_dict()}, path)
+    return path
+
+
+def _check_refused(capsys, out_dir, *fragments):
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1, err
+    assert err.startswith('export_bn: error: ')
+    for fragment in fragments:
+        assert fragment in err, err
+    assert not out_dir.exists() or list(out_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize('make', [
+    lambda: __import__('mmdet.models.backbones', fromlist=['ResNet']).ResNet(
+        depth=18),
+    lambda: torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3),
+                                torch.nn.BatchNorm2d(8)),
+], ids=['resnet18', 'sequential'])
+def test_checkpoint_of_another_model_is_refused(tmp_path, capsys, make):
+    path = tmp_path / 'other.pth'
+    torch.save({'state_dict': make().state_dict()}, path)
+    out = tmp_path / 'out'
+    assert export(CONFIG, path, out) == 2
+    _check_refused(capsys, out, 'does not match the model of', 'missing',
+                   'unexpected', 'mismatched keys')
+
+
+@pytest.mark.parametrize('content, fragment', [
+    (b'', 'an empty file'),
+    (b'hello\n', 'a text file'),
+    (bytes(range(256)) * 8, 'binary data'),
+], ids=['empty', 'text', 'random'])
+def test_unreadable_checkpoint_is_refused(tmp_path, capsys, content,
+                                          fragment):
+    path = tmp_path / 'x.pth'
+    path.write_bytes(content)
+    out = tmp_path / 'out'
+    assert export(CONFIG, path, out) == 2
+    _check_refused(capsys, out, 'not a PyTorch checkpoint', fragment)
+
+
+def test_truncated_and_malicious_checkpoints_are_refused(tmp_path, capsys):
+    good = _good_checkpoint(tmp_path)
+    truncated = tmp_path / 'truncated.pth'
+    truncated.write_bytes(good.read_bytes()[:100_000])
+    out = tmp_path / 'out'
+    assert export(CONFIG, truncated, out) == 2
+    _check_refused(capsys, out, 'truncated or corrupt')
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            import os
+            return (os.system, ('true', ))
+
+    evil = tmp_path / 'evil.pth'
+    evil.write_bytes(pickle.dumps({'state_dict': Evil()}, protocol=2))
+    assert export(CONFIG, evil, out) == 2
+    _check_refused(capsys, out, 'refused by safe loading')
+
+
+def test_out_dir_that_is_a_file_is_refused(tmp_path, capsys):
+    afile = tmp_path / 'afile'
+    afile.write_text('x')
+    assert export(CONFIG, _good_checkpoint(tmp_path), afile) == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and 'not a directory' in err
+    assert afile.read_text() == 'x'
+
+
+def test_full_disk_writes_neither_file(tmp_path, capsys, full_disk):
+    good = _good_checkpoint(tmp_path)
+    out = tmp_path / 'out'
+    assert export(CONFIG, good, out) == 2
+    _check_refused(capsys, out, 'No space left on device')
+
+
+def test_non_finite_weights_are_warned_about(tmp_path, capsys):
+    state = _psbn_detector().state_dict()
+    state['backbone.layer1.0.bn1.weight'][0] = float('nan')
+    path = tmp_path / 'nan.pth'
+    torch.save({'state_dict': state}, path)
+    assert export(CONFIG, path, tmp_path / 'out') == 0
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1
+    assert 'warning: 1 tensor(s)' in err and 'layer1.0.bn1.weight' in err

@@ -1,4 +1,5 @@
 """PostShiftHook / CollapseMonitorHook inside mmengine's Runner."""
+import pytest
 import torch
 from mmengine.model import BaseModel
 from mmengine.registry import MODELS
@@ -46,7 +47,7 @@ class CraftedResNet18(BaseModel):
         return dict(loss=sum(f.mean() for f in feats) * 0.0)
 
 
-def _runner(tmp_path, norm_type, hook):
+def _runner(tmp_path, norm_type, hook, accumulative_counts=1):
     # seeded: the random init decides whether each revived channel also fires
     # on the next window's batches, and with it the exact counts
     return Runner(
@@ -58,7 +59,8 @@ def _runner(tmp_path, norm_type, hook):
             sampler=dict(type='DefaultSampler', shuffle=False),
             batch_size=4,
             num_workers=0),
-        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.0)),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.0),
+                           accumulative_counts=accumulative_counts),
         train_cfg=dict(by_epoch=False, max_iters=4),
         custom_hooks=[hook],
         default_hooks=dict(logger=dict(type='LoggerHook', interval=1),
@@ -157,3 +159,24 @@ def test_safe_loading_reads_mmengine_message_hub_state(tmp_path):
     scalars = loaded['message_hub']['log_scalars']
     assert scalars['train/psbn/dead_layer2'].current() == 3
     assert scalars['train/loss'].current() == 0.5
+
+
+def test_hook_windows_count_optimizer_steps_under_gradient_accumulation(
+        tmp_path):
+    runner = _runner(tmp_path, 'psBN', dict(type='PostShiftHook', interval=1),
+                     accumulative_counts=2)
+    runner.train()
+    controller = _controller(runner)
+    assert runner.iter == 4
+    assert controller.steps == 2  # 4 iterations, 2 optimizer steps
+    # window 2 steps = 4 iterations: the crafted channels shift once
+    assert controller.recovered_by_stage()['stem'] == 2
+
+
+def test_bad_hook_option_fails_when_the_runner_is_built(tmp_path):
+    with pytest.raises(ValueError, match="PostShiftHook: optimizer_reset "
+                       "must be one of"):
+        _runner(tmp_path, 'psBN', dict(type='PostShiftHook',
+                                       optimizer_reset='bogus'))
+    with pytest.raises(ValueError, match='window must be an integer >= 1'):
+        _runner(tmp_path, 'psBN', dict(type='PostShiftHook', window=0))

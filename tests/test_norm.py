@@ -158,8 +158,11 @@ def test_xhat_moments_are_computed_for_the_first_and_last_batch_only():
     first = ps.window_stats.xhat_var.clone()
     ps(10 * torch.arange(8.0).view(2, 1, 2, 2))  # batch 2 of 3: skipped
     assert torch.equal(ps.window_stats.xhat_var, first)
-    ps(torch.zeros(2, 1, 2, 2))  # batch 3: the window's last, constant
-    assert float(ps.window_stats.xhat_var) == 0.0
+    last = 1e-3 * torch.arange(8.0)
+    ps(last.view(2, 1, 2, 2))  # batch 3: the window's last
+    var = float(last.var(correction=0))
+    assert float(ps.window_stats.xhat_var) == pytest.approx(
+        var / (var + ps.eps), rel=1e-4)
     assert ps.window_stats.batches == 3
 
 
@@ -229,3 +232,63 @@ def test_post_shift_leaves_other_channels_untouched():
     assert torch.equal(ps.weight[~dead], before_w[~dead])
     assert torch.equal(ps.bias[~dead], before_b[~dead])
     assert (ps.bias[dead] > -10).all()
+
+
+# ------------------------------------------------------------- conversions
+def _net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(),
+                         nn.Sequential(nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4)))
+
+
+def test_conversion_keeps_parameters_so_an_earlier_optimizer_still_trains():
+    net = _net()
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.5)
+    gamma, beta, mean = net[1].weight, net[1].bias, net[1].running_mean
+    assert psBN.convert_bn(net, window=3) is net
+    assert type(net[1]) is psBN and type(net[3][1]) is psBN
+    assert net[1].window == 3
+    assert net[1].weight is gamma and net[1].bias is beta
+    assert net[1].running_mean is mean
+    before = gamma.detach().clone(), beta.detach().clone()
+    net(torch.randn(2, 3, 6, 6)).square().mean().backward()
+    optimizer.step()
+    assert not torch.equal(gamma.detach(), before[0])
+    assert not torch.equal(beta.detach(), before[1])
+    assert psBN.revert(net) is net and type(net[1]) is nn.BatchNorm2d
+    assert net[1].weight is gamma and net[3][1].running_mean is not None
+
+
+def test_conversion_replaces_a_child_only_when_it_changed():
+    net = _net()
+    conv, inner = net[0], net[3]
+    psBN.convert_bn(net)
+    assert net[0] is conv and net[3] is inner  # containers kept
+    layer = net[1]
+    assert psBN.convert_bn(net)[1] is layer  # already psBN: left alone
+    assert psBN.revert(nn.ReLU()).__class__ is nn.ReLU
+
+
+def test_conversion_keeps_mode_and_sync_flavour():
+    bn = nn.BatchNorm2d(4).eval()
+    ps = psBN.convert_bn(bn)
+    assert type(ps) is psBN and not ps.training
+    sync = psBN.convert_bn(nn.SyncBatchNorm(4, momentum=0.3))
+    assert type(sync) is psSyncBN and sync.momentum == 0.3
+    assert type(psBN.revert(sync)) is nn.SyncBatchNorm
+
+
+def test_conversion_of_bn_without_affine_parameters_or_bias():
+    plain = psBN.revert(psBN(4, affine=False))
+    assert type(plain) is nn.BatchNorm2d and plain.weight is None
+    ps = psBN.convert_bn(nn.BatchNorm2d(4, affine=False))
+    assert type(ps) is psBN and ps.weight is None
+    x = torch.randn(2, 4, 3, 3)
+    assert torch.equal(ps(x), nn.BatchNorm2d(4, affine=False)(x))
+    no_bias = nn.BatchNorm2d(4)
+    no_bias.bias = None
+    ps = psBN.convert_bn(no_bias)
+    assert ps.bias is None and ps.weight is no_bias.weight
+    y = ps(x.requires_grad_())  # trains, nothing to shift: no statistics
+    y.sum().backward()
+    assert ps.window_stats.batches == 0

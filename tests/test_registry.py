@@ -104,3 +104,12 @@ def test_mmdet_init_cfg_initializes_psbn_as_bn():
     for key in bn_sd:
         if '.bn' in key or key.startswith('bn'):
             assert torch.equal(bn_sd[key], ps_sd[key]), key
+
+
+def test_hooks_are_registered_as_their_classes():
+    from mmengine.hooks import Hook
+    from mmengine.registry import HOOKS
+    from psbn_mmdet.hooks import CollapseMonitorHook, PostShiftHook
+    assert HOOKS.get('PostShiftHook') is PostShiftHook
+    assert HOOKS.get('CollapseMonitorHook') is CollapseMonitorHook
+    assert issubclass(PostShiftHook, Hook)

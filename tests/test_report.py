@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from psbn_mmdet.report import _ChannelMax, run
+from psbn_mmdet.report import run
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = ROOT / 'tools' / 'collapse_report.py'
@@ -25,9 +25,10 @@ HAS_MMDET = importlib.util.find_spec('mmdet') is not None
 needs_mmdet = pytest.mark.skipif(not HAS_MMDET, reason='mmdet not installed')
 
 STAGE_KEYS = {'name', 'bn_layers', 'channels', 'collapsed_gamma',
-              'collapsed_gamma_pct', 'dead_activation', 'dead_activation_pct'}
+              'collapsed_gamma_pct', 'dead_activation', 'dead_activation_pct',
+              'nonfinite', 'nonfinite_pct'}
 LAYER_KEYS = {'name', 'stage', 'role', 'channels', 'collapsed_gamma',
-              'dead_activation'}
+              'dead_activation', 'nonfinite'}
 REPORT_KEYS = {'checkpoint', 'gamma_threshold', 'activation_threshold',
                'num_images', 'stages', 'total', 'layers'}
 
@@ -105,10 +106,9 @@ def save_checkpoint(path: Path, state: dict, fmt: str) -> Path:
 
 
 def cli(*args) -> int:
-    spec = importlib.util.spec_from_file_location('collapse_report', TOOL)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    return tool.main([str(a) for a in args])
+    """The report tool in this process: exit status, output captured."""
+    from psbn_mmdet.cli import report_main, run_tool
+    return run_tool('collapse_report', report_main, [str(a) for a in args])
 
 
 @pytest.fixture(scope='module')
@@ -143,7 +143,8 @@ def test_collapsed_gamma_counts_are_exact_in_every_format(r50_files, fmt,
     assert len(layers) == 53
     assert layers[f'{prefix}layer4.2.bn3'] == {
         'name': f'{prefix}layer4.2.bn3', 'stage': 'layer4', 'role': 'pre-add',
-        'channels': 2048, 'collapsed_gamma': 20, 'dead_activation': None}
+        'channels': 2048, 'collapsed_gamma': 20, 'dead_activation': None,
+        'nonfinite': 0}
     assert layers[f'{prefix}bn1']['role'] == 'pre-relu'
     assert layers[f'{prefix}layer1.0.bn1']['collapsed_gamma'] == 1
 
@@ -184,7 +185,8 @@ def test_csv_has_stage_and_total_rows(r50_files, tmp_path):
     assert lines[0].split(',') == ['checkpoint', 'name', 'bn_layers',
                                    'channels', 'collapsed_gamma',
                                    'collapsed_gamma_pct', 'dead_activation',
-                                   'dead_activation_pct']
+                                   'dead_activation_pct', 'nonfinite',
+                                   'nonfinite_pct']
     assert [line.split(',')[1] for line in lines[1:]] == [
         'stem', 'layer1', 'layer2', 'layer3', 'layer4', 'total']
 
@@ -221,27 +223,6 @@ def test_plots_are_written_and_not_empty(r50_files, tmp_path):
             assert png.stat().st_size > 10_000
 
 
-def test_batch_padding_does_not_count():
-    """Each image's maximum covers its own pixels, not the padding."""
-    module = torch.nn.Identity()
-    probe = _ChannelMax({'bn': module})
-    features = torch.full((2, 1, 4, 4), -1.0)
-    features[0, 0, 3, 3] = 5.0  # padding of image 0 (2x2 of 4x4 at 1/2 size)
-    features[1, 0, 3, 3] = 7.0  # inside image 1 (full size)
-    probe.extents = [(4, 4, 8, 8), (8, 8, 8, 8)]
-    module(features)
-    assert probe.maxima['bn'].tolist() == [7.0]
-    features[1, 0, 3, 3] = -1.0
-    module(features)  # maxima accumulate over batches
-    assert probe.maxima['bn'].tolist() == [7.0]
-    probe.remove()
-    probe.maxima.clear()
-    probe.extents = [(4, 4, 8, 8), (4, 4, 8, 8)]
-    features = torch.full((2, 1, 4, 4), -1.0)
-    module(features)
-    assert probe.maxima == {}
-
-
 # ------------------------------------------------------------------ bad input
 def _no_bn_checkpoint(tmp_path):
     return save_checkpoint(tmp_path / 'convs.pth',
@@ -258,7 +239,7 @@ def _text_file(tmp_path):
 @pytest.mark.parametrize('make_args, message', [
     (lambda tmp, good: [tmp / 'missing.pth'], 'no such file'),
     (lambda tmp, good: [_text_file(tmp)], 'not a PyTorch checkpoint'),
-    (lambda tmp, good: [_no_bn_checkpoint(tmp)], 'no ResNet BN layers'),
+    (lambda tmp, good: [_no_bn_checkpoint(tmp)], 'no BN layers in it'),
     (lambda tmp, good: [good, '--data-config', tmp / 'c.py', '--num-images',
                         '0'], '--num-images must be at least 1'),
     (lambda tmp, good: [good, '--num-images', '3'], 'needs --data-config'),
@@ -301,6 +282,113 @@ def test_parameter_mode_imports_neither_mmdet_nor_mmcv(r50_files):
                           text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == '[]'
+
+
+# ------------------------------------------------------- hostile input
+def test_bns_outside_a_resnet_are_counted_under_other(tmp_path, capsys):
+    """A tutorial CNN (bn1, bn2, bn3; bn2 and bn3 collapsed): every BN is
+    counted, none is taken for a ResNet stem."""
+    state = {'conv1.weight': torch.zeros(8, 3, 3, 3)}
+    for index, gamma in ((1, 1.0), (2, 0.0), (3, 0.0)):
+        state.update({f'bn{index}.weight': torch.full((8, ), gamma),
+                      f'bn{index}.bias': torch.zeros(8),
+                      f'bn{index}.running_mean': torch.zeros(8),
+                      f'bn{index}.running_var': torch.ones(8)})
+    path = tmp_path / 'cnn.pth'
+    torch.save(state, path)
+    out = tmp_path / 'r.json'
+    assert cli(path, '--json', out) == 0
+    report = json.loads(out.read_text())
+    assert [row['name'] for row in report['stages']] == ['other']
+    assert report['total']['bn_layers'] == 3
+    assert report['total']['collapsed_gamma'] == 16
+    captured = capsys.readouterr()
+    assert '(bare)' in captured.out and 'torchvision' not in captured.out
+    assert captured.err.count('\n') == 1 and "under 'other'" in captured.err
+
+
+def test_non_finite_gamma_is_counted_in_its_own_column(tmp_path, capsys):
+    state = resnet50_state()
+    state['layer2.0.bn1.weight'][:] = float('nan')  # all 128 channels
+    state['layer4.0.bn2.bias'][3] = float('inf')
+    path = save_checkpoint(tmp_path / 'nan.pth', state, 'torchvision')
+    out = tmp_path / 'r.json'
+    assert cli(path, '--json', out, '--plot-dir', tmp_path / 'plots') == 0
+    report = json.loads(out.read_text())
+    stages = {row['name']: row for row in report['stages']}
+    assert stages['layer2']['nonfinite'] == 128
+    assert stages['layer4']['nonfinite'] == 1
+    assert report['total']['nonfinite'] == 129
+    assert stages['layer2']['collapsed_gamma'] == COLLAPSED['layer2']
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and '129 channel(s) with NaN or Inf' in err
+    assert (tmp_path / 'plots' / 'layer2.png').stat().st_size > 10_000
+
+
+def test_outputs_are_all_written_or_none(r50_files, tmp_path, capsys):
+    out = tmp_path / 'ok.json'
+    code = cli(r50_files['torchvision'], '--json', out, '--csv', '/dev/full')
+    err = capsys.readouterr().err
+    assert code == 2 and err.count('\n') == 1
+    assert '/dev/full: not a regular file' in err
+    assert not out.exists()
+
+
+def test_a_full_disk_leaves_no_partial_file(r50_files, tmp_path, capsys,
+                                            full_disk):
+    out = tmp_path / 'out'
+    code = cli(r50_files['torchvision'], '--json', out / 'r.json', '--csv',
+               out / 'r.csv')
+    err = capsys.readouterr().err
+    assert code == 2 and 'No space left on device' in err
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize('content, message', [
+    (b'', 'not a PyTorch checkpoint: it is an empty file'),
+    (b'not a checkpoint\n', "it is a text file ('not a checkpoint'...)"),
+    (bytes(range(256)) * 4, 'it is binary data'),
+], ids=['empty', 'text', 'random'])
+def test_unreadable_file_says_what_it_is(tmp_path, capsys, content, message):
+    path = tmp_path / 'x.pth'
+    path.write_bytes(content)
+    assert cli(path) == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and message in err
+
+
+def test_code_running_pickle_is_refused_and_named(tmp_path, capsys):
+    import pickle
+    marker = tmp_path / 'ran'
+
+    class Evil:
+        def __reduce__(self):
+            import os
+            return (os.system, (f'touch {marker}', ))
+
+    for protocol in (2, 4):
+        path = tmp_path / f'evil{protocol}.pth'
+        path.write_bytes(pickle.dumps({'state_dict': Evil()},
+                                      protocol=protocol))
+        assert cli(path) == 2
+        err = capsys.readouterr().err
+        assert err.count('\n') == 1
+        assert 'refused by safe loading: it would import posix.system' in err
+        assert 'weights_only' not in err and 'False' not in err
+    zipped = tmp_path / 'evil.zip.pth'
+    torch.save({'state_dict': {}}, zipped)  # then a zip with a bad global
+    import zipfile
+    with zipfile.ZipFile(zipped) as archive:
+        names = archive.namelist()
+        members = {n: archive.read(n) for n in names}
+    data_pkl = next(n for n in names if n.endswith('data.pkl'))
+    members[data_pkl] = pickle.dumps({'state_dict': Evil()}, protocol=2)
+    with zipfile.ZipFile(zipped, 'w') as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    assert cli(zipped) == 2
+    assert 'it would import posix.system' in capsys.readouterr().err
+    assert not marker.exists()
 
 
 # ---------------------------------------------------------- activation mode
@@ -460,3 +548,41 @@ def test_demo_config_and_demo_data_work_out_of_the_box(in_workspace,
     assert [row['name'] for row in report['stages']] == [
         'stem', 'layer1', 'layer2', 'layer3', 'layer4']
     assert isinstance(report['total']['dead_activation'], int)
+
+
+@needs_mmdet
+def test_backbone_producing_nan_reports_non_finite_not_healthy(
+        tiny_data, tmp_path, capsys):
+    configs, checkpoint = tiny_data
+    state = torch.load(checkpoint)['state_dict']
+    state['backbone.conv1.weight'][:] = float('nan')
+    nan_checkpoint = tmp_path / 'nan.pth'
+    torch.save({'state_dict': state}, nan_checkpoint)
+    out = tmp_path / 'report.json'
+    assert cli(nan_checkpoint, '--data-config', configs[18, 'BN'],
+               '--num-images', 2, '--json', out) == 0
+    report = json.loads(out.read_text())
+    pre_relu = sum(layer['channels'] for layer in report['layers']
+                   if layer['role'] == 'pre-relu')
+    assert report['total']['nonfinite'] >= pre_relu
+    assert report['total']['dead_activation'] == 0
+    assert 'NaN or Inf' in capsys.readouterr().err
+
+
+@needs_mmdet
+def test_missing_images_are_one_line_and_exit_2(tiny_data, tmp_path, capsys):
+    configs, checkpoint = tiny_data
+    config = tmp_path / 'no_images.py'
+    root = Path(str(configs[18, 'BN'].read_text()).split(
+        "data_root='")[1].split("'")[0])
+    (tmp_path / 'coco' / 'annotations').mkdir(parents=True)
+    (tmp_path / 'coco' / 'annotations' / 'instances_val.json').write_text(
+        (root / 'annotations' / 'instances_val.json').read_text())
+    config.write_text(configs[18, 'BN'].read_text().replace(
+        str(root), str(tmp_path / 'coco')))
+    out = tmp_path / 'report.json'
+    code = cli(checkpoint, '--data-config', config, '--num-images', 2,
+               '--json', out)
+    err = capsys.readouterr().err
+    assert code == 2 and err.strip().count('\n') == 0, err
+    assert 'cannot read the images' in err and not out.exists()

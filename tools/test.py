@@ -1,11 +1,10 @@
 #!/usr/bin/env python
-"""Test a detector: ``python tools/test.py CONFIG CHECKPOINT [--out X.pkl] ...``."""
-import os.path as osp
-import sys
+"""Test a detector: `python tools/test.py CONFIG CHECKPOINT [--out X.pkl] ...`
 
-sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
-
-from psbn_mmdet.cli import test_main  # noqa: E402
+A shim with mmdet's tool name over :mod:`psbn_mmdet.cli` (installed as the
+console script ``psbn-test``).
+"""
+from psbn_mmdet.cli import test
 
 if __name__ == '__main__':
-    test_main()
+    test()

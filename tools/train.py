@@ -1,11 +1,10 @@
 #!/usr/bin/env python
-"""Train a detector: ``python tools/train.py CONFIG [--work-dir DIR] ...`` (mmdet's flags)."""
-import os.path as osp
-import sys
+"""Train a detector with mmdet's flags: `python tools/train.py CONFIG [--work-dir DIR] ...`
 
-sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
-
-from psbn_mmdet.cli import train_main  # noqa: E402
+A shim with mmdet's tool name over :mod:`psbn_mmdet.cli` (installed as the
+console script ``psbn-train``).
+"""
+from psbn_mmdet.cli import train
 
 if __name__ == '__main__':
-    train_main()
+    train()

@@ -1,13 +1,14 @@
 """The collapse study reproduces the phenomenon: BasicNet, digits, Adam + L2.
 
-A slice of ``tools/collapse_study.py --quick`` (seed 0 only): BN ends with
+A slice of ``python -m research.collapse_study --quick`` (seed 0 only): BN ends with
 dead filters, psBN ends with fewer.  The thresholds come from the full study
 (docs/collapse_study.md), with a wide margin.
 """
 import pytest
 import torch
 
-from psbn_mmdet import study
+from conftest import REPO, run_tool
+from research import collapse_study as study
 
 pytestmark = pytest.mark.slow
 
@@ -81,3 +82,22 @@ def test_head_units_without_bn_are_measured_with_the_same_criterion():
     with torch.no_grad():
         bias[:16], bias[16:] = -1e3, 1e3  # 16 of the 64 units never fire
     assert study.dead_percent(model, head, images) == 25.0
+
+
+def test_filter_matching_nothing_fails_with_one_line():
+    # the rule before the study does not run under AdamW (nothing dies there)
+    result = run_tool('-m', 'research.collapse_study', '--regime', 'adamw',
+                      '--only', 'psbn', cwd=REPO)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        'collapse_study: error: no run of the grid matches '
+        '--only/--network/--regime'
+    ]
+
+
+def test_cli_rejects_a_run_without_epochs():
+    result = run_tool('-m', 'research.collapse_study', '--epochs', '0',
+                      cwd=REPO)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        'collapse_study: error: argument --epochs: must be at least 1, got 0')

@@ -1,4 +1,4 @@
-"""Side-by-side speed benchmarks of psBN against BN (``tools/benchmark_overhead.py``).
+"""psBN against BN, side by side in one process: ``python -m research.benchmark``.
 
 Every comparison runs both variants in one process on the same weights and
 inputs, alternating A/B for ``pairs`` pairs after a warm-up, and reports the
@@ -7,7 +7,9 @@ neighbouring measurements cancel most of the machine's drift and load.
 """
 from __future__ import annotations
 
+import argparse
 import copy
+import logging
 import os
 import platform
 import statistics
@@ -19,8 +21,15 @@ from dataclasses import dataclass
 
 import torch
 
-from .controller import PostShiftController
-from .surgery import to_bn
+from psbn_mmdet.cli import run_tool
+from psbn_mmdet.collapse import ChannelMax
+from psbn_mmdet.controller import PostShiftController
+from psbn_mmdet.errors import UserError
+from psbn_mmdet.norm import psBN
+
+from .markdown import write_generated
+
+to_bn = psBN.revert
 
 
 @dataclass
@@ -200,13 +209,15 @@ def _r50_checkpoint(directory: str) -> str:
 
 
 def report_parameter_mode(repeats: int = 5) -> tuple[float, float]:
-    """Wall time of ``tools/collapse_report.py`` on an R50 checkpoint (median, max)."""
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    """Wall time of the installed report command on an R50 checkpoint
+    (median, max), start-up included."""
+    command = [sys.executable, '-c',
+               'from psbn_mmdet.cli import collapse_report; collapse_report()']
     with tempfile.TemporaryDirectory() as tmp:
         path = _r50_checkpoint(tmp)
         times = [_time(lambda: subprocess.run(
-            [sys.executable, os.path.join(repo, 'tools/collapse_report.py'),
-             path], check=True, capture_output=True)) for _ in range(repeats)]
+            command + [path], check=True, capture_output=True))
+            for _ in range(repeats)]
     return statistics.median(times), max(times)
 
 
@@ -218,12 +229,12 @@ def report_activation_mode(pairs: int, config: str, num_images: int = 8,
     the probe adds the per-channel maximum hooks.  The ratio is of times, so
     images/s of the report = plain images/s / ratio.
     """
-    from .report import ActivationProbe, _ChannelMax, bn_layers, build_backbone
-    from .report import load_checkpoint as load_report_checkpoint
-    from .roles import PRE_RELU
+    from psbn_mmdet.report import (ActivationProbe, bn_layers, build_backbone,
+                                   load_checkpoint)
+    from psbn_mmdet.roles import PRE_RELU
     with tempfile.TemporaryDirectory() as tmp:
         path = _r50_checkpoint(tmp)
-        ckpt = load_report_checkpoint(path)
+        ckpt = load_checkpoint(path)
         probe = ActivationProbe(config, config, num_images)
         backbone = build_backbone(config, ckpt)
         names = [n for n, layer in bn_layers(ckpt).items()
@@ -236,15 +247,12 @@ def report_activation_mode(pairs: int, config: str, num_images: int = 8,
                 backbone(inputs)
 
     def probed():
-        collector = _ChannelMax({n: backbone.get_submodule(n)
-                                 for n in names})
-        try:
-            with torch.inference_mode():
-                for inputs, extents in batches:
-                    collector.extents = extents
-                    backbone(inputs)
-        finally:
-            collector.remove()
+        with ChannelMax({n: backbone.get_submodule(n)
+                         for n in names}) as collector, \
+                torch.inference_mode():
+            for inputs, extents in batches:
+                collector.extents = extents
+                backbone(inputs)
 
     result = compare(f'report activation mode, {len(batches)} batches '
                      f'({num_images} demo images)', 'images/s >= 0.9x plain',
@@ -264,3 +272,62 @@ def machine() -> str:
     return (f'{cpu}, {os.cpu_count()} cores, torch {torch.__version__} '
             f'({torch.get_num_threads()} threads), Python '
             f'{platform.python_version()}')
+
+
+# -------------------------------------------------------------------- CLI
+PROG = 'benchmark'
+DEMO = 'configs/demo/faster_rcnn_r50_psbn_demo.py'
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog=PROG,
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument('--pairs', type=int, default=10)
+    parser.add_argument('--out', default='docs/benchmarks.md')
+    args = parser.parse_args(argv)
+    if args.pairs < 1:
+        raise UserError(f'--pairs must be at least 1, got {args.pairs}')
+    from mmengine.logging import MMLogger
+    # init_weights logs every parameter of every model built here
+    MMLogger.get_current_instance().setLevel(logging.WARNING)
+    start = time.time()
+    load = os.getloadavg()[0]
+    rows = [
+        backbone_train_step(args.pairs, finetune=False),
+        backbone_train_step(args.pairs, finetune=True),
+        *detector_train_iteration(args.pairs, DEMO),
+        *inference(args.pairs),
+    ]
+    activation = report_activation_mode(args.pairs, DEMO)
+    rows.append(activation)
+    median, worst = report_parameter_mode()
+    lines = [
+        f'Machine: {machine()}; load average '
+        f'{load:.2f} at the start.', '',
+        f'Command: `python -m research.benchmark --pairs {args.pairs}`'
+        f' ({(time.time() - start) / 60:.1f} min). Each row alternates the '
+        f'two variants in one process ({args.pairs} pairs after 2 warm-up '
+        'runs each; a sample times the given number of consecutive calls) '
+        'on the same weights and inputs; the ratio is psBN (or the probe) '
+        'over BN, median and min-max over the pairs. Training rows use '
+        'lr 0, so every step does the same work on the same weights.', '',
+        '| what | BN time per call (median) | pairs x calls | ratio '
+        '| spread | target |',
+        '|---|---|---|---|---|---|',
+        *[row.row() for row in rows], '',
+        f'Report tool, activation mode: '
+        f'{activation.images / (activation.base_seconds * activation.median):.1f}'
+        f' images/s against {activation.images / activation.base_seconds:.1f}'
+        ' images/s of plain backbone inference on the same batches '
+        f'({1 / activation.median:.2f}x).', '',
+        f'Report tool, parameter mode, whole command on an R50 checkpoint '
+        f'(start-up included): median {median:.2f} s, worst {worst:.2f} s '
+        'of 5 runs (target < 3 s).',
+    ]
+    write_generated(args.out, 'benchmark', '\n'.join(lines),
+                    title='Benchmarks: psBN against BN')
+    print('\n'.join(lines))
+
+
+if __name__ == '__main__':
+    sys.exit(run_tool(PROG, main))

@@ -1,5 +1,5 @@
 """Generated sections keep the hand-written prose around them."""
-from psbn_mmdet.markdown import markers, write_generated
+from research.markdown import markers, write_generated
 
 
 def test_rewrites_only_between_markers(tmp_path):

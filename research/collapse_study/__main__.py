@@ -1,24 +1,23 @@
 """Collapse study: BN vs psBN and psBN's recovery candidates on digits, on CPU.
 
-    python tools/collapse_study.py [--quick] [--seeds N] [--processes 2]
+    python -m research.collapse_study [--quick] [--seeds N] [--processes 2]
         [--only VARIANT,...] [--network NAME] [--regime NAME]
         [--out docs/collapse_study.md]
         [--json OUT.json] [--figures docs/figures]
         [--from-json RUNS.json [RUNS.json ...]]
 
-Trains the grid of :mod:`psbn_mmdet.study` (``--quick``: BasicNet, Adam + L2,
-BN vs psBN, 2 seeds unless ``--seeds``), then writes the results table, the
-set-up and the figures.  In ``--out``, only the text between
+Trains the grid of :mod:`research.collapse_study.grid` (``--quick``:
+BasicNet, Adam + L2, BN vs psBN, 2 seeds unless ``--seeds``), then writes the
+results table, the set-up and the figures.  In ``--out``, only the text between
 ``<!-- study:begin -->`` and ``<!-- study:end -->`` is replaced, so the prose
 around it stays; a file without those markers gets the section appended
-(:func:`psbn_mmdet.markdown.write_generated`).
+(:func:`research.markdown.write_generated`).
 ``--only``, ``--network`` and ``--regime`` keep part of the grid (a
 follow-up to an earlier run).  ``--from-json`` trains nothing: it renders
 table, figures and section from earlier ``--json`` outputs, merged, with each
 one's command, wall time and machine load.
 """
 import argparse
-import importlib.util
 import json
 import os
 import shlex
@@ -26,12 +25,17 @@ import sys
 import time
 from pathlib import Path
 
-if importlib.util.find_spec('psbn_mmdet') is None:  # run from a checkout
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from psbn_mmdet.cli import run_tool
+from psbn_mmdet.errors import UserError
 
-from psbn_mmdet import study  # noqa: E402
-from psbn_mmdet.benchmark import machine  # noqa: E402
-from psbn_mmdet.markdown import write_generated  # noqa: E402
+from ..benchmark import machine
+from ..markdown import write_generated
+from . import grid as study_grid
+from . import render
+from .training import LR_DROP_FRACTION, REGIMES
+from .variants import VARIANTS
+
+PROG = 'collapse_study'
 
 
 def positive_int(text: str) -> int:
@@ -42,7 +46,7 @@ def positive_int(text: str) -> int:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog='collapse_study',
+    parser = argparse.ArgumentParser(prog=PROG,
                                      description=__doc__.split('\n')[0])
     parser.add_argument('--quick', action='store_true',
                         help='BasicNet, Adam + L2, BN vs psBN only')
@@ -52,9 +56,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--processes', type=positive_int, default=2,
                         help='worker processes, one thread each')
     parser.add_argument('--only', help='comma-separated variants to keep')
-    parser.add_argument('--network', choices=study.NETWORKS,
+    parser.add_argument('--network', choices=study_grid.NETWORKS,
                         help='keep the runs of this network only')
-    parser.add_argument('--regime', choices=sorted(study.REGIMES),
+    parser.add_argument('--regime', choices=sorted(REGIMES),
                         help='keep the runs of this regime only')
     parser.add_argument('--out', help='markdown file for the results')
     parser.add_argument('--json', help='every run, curves included')
@@ -67,25 +71,25 @@ def parse_args(argv=None) -> argparse.Namespace:
 def train(args, argv: list[str]) -> dict:
     """Run the grid; return the record that ``--json`` saves."""
     seeds = args.seeds or (2 if args.quick else 3)
-    grid = study.quick_grid if args.quick else study.full_grid
+    grid = study_grid.quick_grid if args.quick else study_grid.full_grid
     jobs = grid(seeds=seeds, epochs=args.epochs)
     if args.only:
         keep = set(args.only.split(','))
-        unknown = keep - set(study.VARIANTS)
+        unknown = keep - set(VARIANTS)
         if unknown:
-            raise SystemExit(f'collapse_study: unknown variant(s) '
-                             f'{", ".join(sorted(unknown))}')
+            raise UserError(f'unknown variant(s) '
+                            f'{", ".join(sorted(unknown))}')
         jobs = [job for job in jobs if job.variant in keep]
     if args.network:
         jobs = [job for job in jobs if job.network == args.network]
     if args.regime:
         jobs = [job for job in jobs if job.regime == args.regime]
     if not jobs:
-        raise SystemExit('collapse_study: no run of the grid matches '
-                         '--only/--network/--regime')
+        raise UserError('no run of the grid matches '
+                        '--only/--network/--regime')
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
-    runs = study.run_jobs(jobs, processes=args.processes,
+    runs = study_grid.run_jobs(jobs, processes=args.processes,
                           log=lambda line: print(line, flush=True))
     return dict(machine=machine(), argv=argv,
                 wall_seconds=time.perf_counter() - started,
@@ -95,7 +99,7 @@ def train(args, argv: list[str]) -> dict:
 
 def describe(record: dict) -> str:
     """One line per invocation: command, wall time, load, CPU time."""
-    command = 'python tools/collapse_study.py ' + ' '.join(
+    command = 'python -m research.collapse_study ' + ' '.join(
         shlex.quote(a) for a in record['argv'])
     runs = record['runs']
     line = (f'- `{command}`: {len(runs)} runs, wall time '
@@ -119,13 +123,13 @@ def results_section(records: list[dict], rows: list[dict], figure_names,
     lines += [
         '',
         f'Every run: {epochs} epochs (the last '
-        f'{round(study.LR_DROP_FRACTION * epochs)} at lr / 10), batch 40; '
+        f'{round(LR_DROP_FRACTION * epochs)} at lr / 10), batch 40; '
         'mean ± std over seeds (seeds per cell: '
         f'{max(r["seeds"] for r in rows)}).',
         '',
-        study.markdown_table(rows),
+        render.markdown_table(rows),
         '',
-        study.setup_description(),
+        render.setup_description(),
         '',
     ]
     base = Path(out_path).parent
@@ -138,20 +142,25 @@ def results_section(records: list[dict], rows: list[dict], figure_names,
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.from_json:
-        records = [json.loads(Path(p).read_text()) for p in args.from_json]
+        records = []
+        for path in args.from_json:
+            try:
+                records.append(json.loads(Path(path).read_text()))
+            except (OSError, ValueError) as error:
+                raise UserError(f'cannot read {path}: {error}') from None
     else:
         records = [train(args, sys.argv[1:] if argv is None else list(argv))]
         if args.json:
             Path(args.json).write_text(json.dumps(records[0], indent=1))
     runs = [run for record in records for run in record['runs']]
-    rows = study.aggregate(runs)
-    print(study.markdown_table(rows))
+    rows = render.aggregate(runs)
+    print(render.markdown_table(rows))
     for record in records:
         print(describe(record))
     figure_names = []
     if args.figures:
         os.makedirs(args.figures, exist_ok=True)
-        for name, png in study.figures(runs).items():
+        for name, png in render.figures(runs).items():
             Path(args.figures, name).write_bytes(png)
             figure_names.append(name)
     if args.out:
@@ -162,4 +171,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_tool(PROG, main))

@@ -16,6 +16,7 @@ Results go to a markdown file with tables and plots, between its
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import os.path as osp
@@ -23,10 +24,12 @@ import subprocess
 import sys
 import time
 
-from .logs import find_scalars, markdown_table, plot_runs
-from .markdown import write_generated
+from psbn_mmdet.cli import run_tool
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+from .markdown import write_generated
+from .runlogs import find_scalars, markdown_table, plot_runs
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))  # the checkout
 PRETRAIN = 'configs/demo/faster_rcnn_r50_bn_demo_pretrain.py'
 FINETUNE = {'BN': 'configs/demo/faster_rcnn_r50_bn_demo_finetune.py',
             'psBN': 'configs/demo/faster_rcnn_r50_psbn_demo_finetune.py'}
@@ -108,7 +111,7 @@ def run(out_md: str, figure_dir: str, lrs=(0.02, 0.06), seeds=(0, ),
 def _write(out_md, figure_dir, results, lrs, seeds, timings) -> None:
     os.makedirs(figure_dir, exist_ok=True)
     lines = [
-        'Command: `python tools/finetune_study.py --lrs '
+        'Command: `python -m research.finetune_study --lrs '
         f'{" ".join(f"{lr:g}" for lr in lrs)} --seeds '
         f'{" ".join(str(seed) for seed in seeds)}` (this section is its '
         'output; wall times depend on what else ran on the 2 cores).',
@@ -155,3 +158,33 @@ def _write(out_md, figure_dir, results, lrs, seeds, timings) -> None:
               for name, seconds in timings.items()]
     write_generated(out_md, 'finetune', '\n'.join(lines),
                     title='Demo-scale detection finetune: BN vs psBN')
+
+
+# -------------------------------------------------------------------- CLI
+PROG = 'finetune_study'
+
+
+def main(argv=None) -> None:
+    """Demo-scale finetune, BN vs psBN per lr and seed.
+
+    Writes the ``finetune`` section of docs/demo_finetune.md and
+    docs/figures/demo_finetune_dead_lr*.png (run tools/make_demo_data.py
+    first).
+    """
+    parser = argparse.ArgumentParser(prog=PROG,
+                                     description=main.__doc__.splitlines()[0])
+    parser.add_argument('--out', default='docs/demo_finetune.md')
+    parser.add_argument('--figures', default='docs/figures')
+    parser.add_argument('--lrs', type=float, nargs='+', default=[0.02, 0.06])
+    parser.add_argument('--seeds', type=int, nargs='+', default=[0],
+                        help='randomness.seed of each BN/psBN pair')
+    parser.add_argument('--reuse', action='store_true',
+                        help='keep finished runs (work_dirs/demo_finetune_*), '
+                        'only redo the report')
+    args = parser.parse_args(argv)
+    run(args.out, args.figures, tuple(args.lrs), tuple(args.seeds),
+        reuse=args.reuse)
+
+
+if __name__ == '__main__':
+    sys.exit(run_tool(PROG, main))

@@ -1,0 +1,286 @@
+"""One run of the study: train a network, measure its dead channels.
+
+A run trains with a :class:`~psbn_mmdet.controller.PostShiftController` (only
+monitoring for BN) stepped after every optimizer step.  It measures, in eval
+mode over the whole training set, the percentage of *dead* pre-ReLU channels
+(maximum post-ReLU activation < 1e-12, Mehta's activation criterion) every few
+epochs, and at the end also in train mode, with |γ| < 1e-3, test accuracy and
+the controller's shift / re-collapse counters.
+
+**Regimes** (:data:`REGIMES`): Adam + L2 (Mehta: strong sparsity), AdamW
+(decoupled decay), SGD + momentum at a high and at an ordinary learning rate
+(Zhou: the collapse probability grows like lr²).
+"""
+from __future__ import annotations
+
+import contextlib
+import statistics
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from psbn_mmdet.collapse import ChannelMax, collapsed_gamma, dead_activation
+from psbn_mmdet.controller import PostShiftController, WindowResult
+from psbn_mmdet.norm import PSBN_TYPES
+
+from .data import load_digits
+from .networks import INPUT_SIZE, build_network
+from .variants import VARIANTS
+
+@dataclass(frozen=True)
+class Regime:
+    label: str
+    optimizer: str  # 'adam' (L2 in the gradient), 'adamw' or 'sgd'
+    lr: float
+    weight_decay: float
+    momentum: float = 0.0
+
+
+REGIMES = {
+    'adam_l2': Regime('Adam + L2', 'adam', 1e-2, 5e-3),
+    'adamw': Regime('AdamW', 'adamw', 1e-2, 5e-2),
+    'sgd_high': Regime('SGD+m, high lr', 'sgd', 0.5, 5e-4, 0.9),
+    'sgd': Regime('SGD+m, ordinary lr', 'sgd', 0.05, 5e-4, 0.9),
+}
+
+
+def build_optimizer(model: nn.Module, regime: Regime):
+    params = model.parameters()
+    if regime.optimizer == 'adam':
+        return torch.optim.Adam(params, lr=regime.lr,
+                                weight_decay=regime.weight_decay)
+    if regime.optimizer == 'adamw':
+        return torch.optim.AdamW(params, lr=regime.lr,
+                                 weight_decay=regime.weight_decay)
+    return torch.optim.SGD(params, lr=regime.lr, momentum=regime.momentum,
+                           weight_decay=regime.weight_decay)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One training run: a cell of the grid and a seed."""
+    network: str
+    regime: str
+    variant: str
+    seed: int
+    epochs: int = 15
+    batch_size: int = 40
+
+    @property
+    def cell(self) -> tuple[str, str, str]:
+        return (self.network, self.regime, self.variant)
+
+
+@contextlib.contextmanager
+def _evaluating(model: nn.Module, batch_statistics: bool):
+    """No-grad evaluation; ``batch_statistics``: BN normalizes with the
+    batch's statistics, as in training (else eval mode).  Mode and BN running
+    statistics are restored afterwards, so evaluating never changes a run."""
+    buffers = {k: v.clone() for k, v in model.named_buffers()}
+    was_training = model.training
+    model.train(batch_statistics)
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
+        with torch.no_grad():
+            for name, buffer in model.named_buffers():
+                buffer.copy_(buffers[name])
+
+
+def _pre_relu_max(model: nn.Module, names: list[str], images: torch.Tensor,
+                  train_mode: bool, batch_size: int) -> list[torch.Tensor]:
+    """Per-channel maximum of each named layer's output over ``images``
+    (``train_mode``: under batch statistics, see :func:`_evaluating`)."""
+    modules = dict(model.named_modules())
+    with ChannelMax({n: modules[n] for n in names}) as collector, \
+            _evaluating(model, train_mode):
+        for start in range(0, len(images), batch_size):
+            model(images[start:start + batch_size])
+    return [collector.maxima[n] for n in names]
+
+
+def _percent_dead(maxima: list[torch.Tensor]) -> float:
+    dead = sum(int(dead_activation(m).sum()) for m in maxima)
+    return 100.0 * dead / sum(m.numel() for m in maxima)
+
+
+def dead_percent(model: nn.Module, pre_relu: list[str], images: torch.Tensor,
+                 train_mode: bool = False, batch_size: int = 256) -> float:
+    """% of pre-ReLU channels whose max post-ReLU activation is < 1e-12."""
+    return _percent_dead(
+        _pre_relu_max(model, pre_relu, images, train_mode, batch_size))
+
+
+def head_pre_relu(model: nn.Module) -> list[str]:
+    """Names of the Linear layers that feed a ReLU without a BN between
+    (BasicNet's FC head): units psBN does not manage."""
+    if not isinstance(model, nn.Sequential):
+        return []
+    children = list(model.named_children())
+    return [name for (name, module), (_, after) in zip(children, children[1:])
+            if isinstance(module, nn.Linear) and isinstance(after, nn.ReLU)]
+
+
+def small_gamma_percent(model: nn.Module) -> float:
+    """% of BN channels (every BN) with |γ| < 1e-3."""
+    bns = [m for m in model.modules() if isinstance(m, _BatchNorm)]
+    small = sum(int(collapsed_gamma(bn.weight).sum()) for bn in bns)
+    return 100.0 * small / sum(bn.num_features for bn in bns)
+
+
+def accuracy(model: nn.Module, images, labels, batch_size: int = 256,
+             train_mode: bool = False) -> float:
+    """% correct; ``train_mode``: under batch statistics of ``batch_size``
+    images, which tells a network that trained badly from one whose BN
+    running statistics are off."""
+    with _evaluating(model, train_mode):
+        correct = sum(
+            int((model(images[i:i + batch_size]).argmax(1)
+                 == labels[i:i + batch_size]).sum())
+            for i in range(0, len(images), batch_size))
+    return 100.0 * correct / len(labels)
+
+
+#: fraction of the epochs trained at lr / 10 at the end (Mehta: 75 of 325)
+LR_DROP_FRACTION = 0.2
+#: epochs between two points of the eval-mode dead curve
+CURVE_EVERY = 3
+
+
+class ShiftProbe:
+    """How active just-shifted channels are on the next training batch.
+
+    Records, for every channel the controller shifted, the fraction of its
+    elements with y > 0 in the first training forward pass after the shift:
+    ≈ ``active_fraction`` when the shift works, 0 when the channel stays dead.
+    """
+
+    def __init__(self, controller: PostShiftController) -> None:
+        self.pending: dict[str, torch.Tensor] = {}
+        self.fractions: list[float] = []
+        self.handles = [
+            controller.bns[name].register_forward_hook(self._hook(name))
+            for name in controller.pre_relu
+            if isinstance(controller.bns[name], PSBN_TYPES)
+        ]
+
+    def _hook(self, name: str):
+        def hook(module, inputs, output):
+            mask = self.pending.pop(name, None)
+            if mask is not None and module.training:
+                active = (output.detach().transpose(0, 1)[mask] > 0)
+                self.fractions += active.flatten(1).float().mean(1).tolist()
+        return hook
+
+    def after_window(self, result: WindowResult | None) -> None:
+        """Watch the channels a window's end shifted."""
+        if result is not None:
+            self.pending.update(
+                {n: m for n, m in result.shifted_channels.items() if m.any()})
+
+    def close(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+def run(job: Job) -> dict:
+    """Train one network; return final metrics and curves.
+
+    Metrics: ``dead_pct`` (Mehta's criterion in eval mode over the training
+    set, at the end), ``dead_train_pct`` (same, BN in train mode, batches of
+    the training size: what the controller sees), ``small_gamma_pct``,
+    ``head_dead_pct`` (the same criterion for the FC head's ReLU units, which
+    have no BN; None without such a head),
+    ``test_acc`` (eval mode) and ``test_acc_batch_stats`` (BN in train mode,
+    batches of the training size), the controller's shift and re-collapse
+    counters, ``active_after_shift_pct`` (:class:`ShiftProbe`).  Curves:
+    ``dead_curve`` (``[epoch, dead %]``, eval mode, every ``CURVE_EVERY``
+    epochs from 0), ``window_curve`` (``[step, % pre-ReLU channels dead in
+    the window]`` at each window end) and ``loss_curve`` (``[epoch, mean
+    training loss]``).
+    """
+    started, cpu_started = time.perf_counter(), time.process_time()
+    data = load_digits(INPUT_SIZE[job.network])
+    variant, regime = VARIANTS[job.variant], REGIMES[job.regime]
+    torch.manual_seed(job.seed)
+    model = build_network(job.network, variant)
+    optimizer = build_optimizer(model, regime)
+    controller = PostShiftController(model, optimizer, shift=variant.psbn,
+                                     **variant.controller_kwargs())
+    pre_relu = controller.pre_relu
+    channels = sum(controller.bns[n].num_features for n in pre_relu)
+    order = torch.Generator().manual_seed(job.seed)
+    drop_at = job.epochs - round(LR_DROP_FRACTION * job.epochs)
+    probe = ShiftProbe(controller)
+    head = head_pre_relu(model)
+
+    def dead_now() -> tuple[float, float | None]:
+        """Eval-mode dead % of the BN channels and of the FC head's units,
+        over the training set, in one pass."""
+        maxima = _pre_relu_max(model, pre_relu + head, data.train_x,
+                               train_mode=False, batch_size=256)
+        return (_percent_dead(maxima[:len(pre_relu)]),
+                _percent_dead(maxima[len(pre_relu):]) if head else None)
+
+    dead, head_dead = dead_now()
+    dead_curve = [[0, dead]]
+    window_curve, loss_curve = [], []
+    model.train()
+    for epoch in range(job.epochs):
+        if epoch == drop_at:
+            for group in optimizer.param_groups:
+                group['lr'] = regime.lr / 10
+        permutation = torch.randperm(len(data.train_y), generator=order)
+        losses = []
+        for start in range(0, len(permutation), job.batch_size):
+            batch = permutation[start:start + job.batch_size]
+            loss = nn.functional.cross_entropy(model(data.train_x[batch]),
+                                               data.train_y[batch])
+            losses.append(loss.item())
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            result = controller.step()
+            probe.after_window(result)
+            if result is not None:
+                window_dead = sum(result.dead.values())
+                window_curve.append(
+                    [result.step, 100.0 * window_dead / channels])
+        loss_curve.append([epoch + 1, statistics.fmean(losses)])
+        if (epoch + 1) % CURVE_EVERY == 0 or epoch + 1 == job.epochs:
+            dead, head_dead = dead_now()
+            dead_curve.append([epoch + 1, dead])
+    controller.close()
+    probe.close()
+    shifts = sum(int(c.sum()) for c in controller.shift_counts.values())
+    return dict(
+        job=asdict(job),
+        dead_pct=dead_curve[-1][1],
+        head_dead_pct=head_dead,
+        dead_train_pct=dead_percent(model, pre_relu, data.train_x,
+                                    train_mode=True,
+                                    batch_size=job.batch_size),
+        small_gamma_pct=small_gamma_percent(model),
+        test_acc=accuracy(model, data.test_x, data.test_y),
+        test_acc_batch_stats=accuracy(model, data.test_x, data.test_y,
+                                      batch_size=job.batch_size,
+                                      train_mode=True),
+        shifts=shifts,
+        active_after_shift_pct=(100.0 * statistics.fmean(probe.fractions)
+                                if probe.fractions else None),
+        recollapses=controller.recollapses,
+        steps_to_recollapse=(controller.steps_to_recollapse_sum /
+                             controller.recollapses
+                             if controller.recollapses else None),
+        steps=controller.steps,
+        pre_relu_channels=channels,
+        dead_curve=dead_curve,
+        window_curve=window_curve,
+        loss_curve=loss_curve,
+        seconds=time.perf_counter() - started,
+        cpu_seconds=time.process_time() - cpu_started)

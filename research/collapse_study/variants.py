@@ -1,0 +1,119 @@
+"""Norm variants: BN, psBN as shipped, and the recovery rules it was chosen from.
+
+Earlier x̂ estimates plug into the layer through its public extension point,
+``layer.window_stats`` (a :class:`psbn_mmdet.norm.WindowStatistics`):
+
+* :class:`AssumedUnitXhatStatistics`: the rule before the study (std(x̂)
+  taken as 1 under batch statistics);
+* :class:`WindowMeanXhatStatistics`: exact moments averaged over the window.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from psbn_mmdet.norm import WindowStatistics
+
+class AssumedUnitXhatStatistics(WindowStatistics):
+    """The rule before this study: x̂ taken as mean 0, std 1 under batch
+    statistics.  BN's x̂ = (x − μ_B) / sqrt(σ²_B + eps) has second moment
+    σ²_B / (σ²_B + eps): ≈ 0 for a channel whose conv filter has decayed (as
+    under Adam + L2), where a shift computed with s = 1 leaves it dead."""
+
+    @torch.no_grad()
+    def update(self, bn: _BatchNorm, x: torch.Tensor, y: torch.Tensor) -> None:
+        super().update(bn, x, y)
+        if bn.training or bn.running_mean is None:
+            self.xhat_mean = torch.zeros_like(self.xhat_mean)
+            self.xhat_var = torch.ones_like(self.xhat_var)
+
+
+class WindowMeanXhatStatistics(WindowStatistics):
+    """Exact x̂ moments averaged over the window instead of its last batch.
+
+    The filter of a dying channel keeps decaying during the window, so the
+    window's average overstates the spread of x̂ at its end.
+    """
+
+    def reset(self) -> None:
+        super().reset()
+        self.sums = None
+
+    def wants_moments(self) -> bool:
+        return True  # every batch of the window
+
+    @torch.no_grad()
+    def update(self, bn: _BatchNorm, x: torch.Tensor, y: torch.Tensor) -> None:
+        super().update(bn, x, y)
+        moments = torch.stack(
+            [self.xhat_mean, self.xhat_var + self.xhat_mean.square()])
+        self.sums = moments if self.sums is None else self.sums + moments
+
+    def xhat_mean_std(self) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, sqmean = self.sums / self.batches
+        return mean, (sqmean - mean.square()).clamp(min=0.0).sqrt()
+
+
+#: how a psBN variant estimates x̂'s mean and std for the shift
+XHAT_STATISTICS = {
+    'shipped': None,  # psbn_mmdet.norm.WindowStatistics: exact, last batch
+    'assumed-unit': AssumedUnitXhatStatistics,
+    'exact-window': WindowMeanXhatStatistics,
+    'exact-last': None,  # what the layer now ships
+}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A norm layer and its recovery rule; empty options mean the defaults."""
+    label: str
+    psbn: bool
+    options: dict = field(default_factory=dict)  # psBN layer options
+    optimizer_reset: str | None = None  # None: the controller's default
+    xhat: str = 'shipped'  # a key of XHAT_STATISTICS
+
+    def controller_kwargs(self) -> dict:
+        if self.optimizer_reset is None:
+            return {}
+        return dict(optimizer_reset=self.optimizer_reset)
+
+
+def _fixed(label: str, optimizer_reset: str = 'healthy',
+           **kwargs) -> Variant:
+    """psBN with the last-batch x̂ fix and one more change.  The reset rule
+    stays 'healthy', the controller's default when these were measured."""
+    return Variant(label, True, xhat='exact-last',
+                   optimizer_reset=optimizer_reset, **kwargs)
+
+
+VARIANTS = {
+    'bn': Variant('BN', False),
+    # the rule before this study: measured as "psBN (defaults)" then
+    'psbn': Variant('psBN, x̂ std assumed 1, healthy reset (before the study)',
+                    True, xhat='assumed-unit', optimizer_reset='healthy'),
+    'shipped': Variant(
+        "psBN (defaults: last-batch x̂, optimizer_reset='none')", True),
+    'fix_window_mean': Variant('psBN, exact x̂ std, window mean', True,
+                               xhat='exact-window',
+                               optimizer_reset='healthy'),
+    'fix': _fixed('psBN, exact x̂ std, last batch ("fix")'),
+    'fix_reset_zero': _fixed("fix + optimizer_reset='zero'",
+                             optimizer_reset='zero'),
+    'fix_floor_abs': _fixed('fix + gamma_min=0.05', options=dict(
+        gamma_min=0.05)),
+    'fix_window_20': _fixed('fix + window=20', options=dict(window=20)),
+    'fix_window_300': _fixed('fix + window=300', options=dict(window=300)),
+    'fix_rho_05': _fixed('fix + active_fraction=0.05', options=dict(
+        active_fraction=0.05)),
+    'fix_rho_16': _fixed('fix + active_fraction=0.16', options=dict(
+        active_fraction=0.16)),
+    # the single changes that helped most, combined
+    'fix_w20_none': _fixed("fix + window=20 + optimizer_reset='none'",
+                           options=dict(window=20), optimizer_reset='none'),
+    'fix_w20_none_rho16': _fixed(
+        "fix + window=20 + optimizer_reset='none' + active_fraction=0.16",
+        options=dict(window=20, active_fraction=0.16),
+        optimizer_reset='none'),
+}
