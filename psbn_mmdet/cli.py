@@ -92,9 +92,9 @@ def _runner_config(path: str, args):
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = osp.join('./work_dirs',
                                 osp.splitext(osp.basename(path))[0])
+    setup_cpu_distributed(cfg, args.launcher)
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
-    setup_cpu_distributed(cfg, args.launcher)
     return cfg
 
 
@@ -322,3 +322,59 @@ test = _exit('test', test_main)
 collapse_report = _exit('collapse_report', report_main)
 export_bn = _exit('export_bn', export_main)
 make_demo_data = _exit('make_demo_data', demo_data_main)
+
+
+# ------------------------------------------------------------------- prune
+def prune_parser() -> argparse.ArgumentParser:
+    from .collapse import ACTIVATION_THRESHOLD, GAMMA_THRESHOLD
+    from .prune import DEFAULT_NUM_IMAGES, SUPPORTED
+    parser = argparse.ArgumentParser(
+        prog='prune_dead',
+        description='Remove the block-internal backbone channels that are '
+        'dead (or constant) on calibration images, check that the pruned '
+        'detector computes what the original computes on them, and write '
+        'a config and checkpoint for mmdet\'s tools. Backbones: '
+        f'{", ".join(SUPPORTED)}.')
+    parser.add_argument('config', help='the detector\'s mmdet config')
+    parser.add_argument('checkpoint', help='a checkpoint of that config')
+    parser.add_argument('out_dir', help='where <config name>_pruned.py and '
+                        '.pth go')
+    parser.add_argument('--data-config',
+                        help='mmdet config whose test (or val) images '
+                        'calibrate (default: the training images of CONFIG '
+                        'through its test pipeline)')
+    parser.add_argument('--num-images', type=int, default=DEFAULT_NUM_IMAGES,
+                        help='calibration images (default: %(default)s)')
+    parser.add_argument('--batch-size', type=int, default=4,
+                        help='images per pass (default: %(default)s)')
+    parser.add_argument('--gamma-thr', type=float, default=GAMMA_THRESHOLD,
+                        help='constant when |γ| < this '
+                        '(default: %(default)g)')
+    parser.add_argument('--act-thr', type=float, default=ACTIVATION_THRESHOLD,
+                        help='dead when the max post-ReLU activation < this '
+                        '(default: %(default)g)')
+    return parser
+
+
+def prune_main(argv: list[str] | None = None) -> int:
+    """Remove dead channels: ``prune_dead CONFIG CHECKPOINT OUT_DIR ...``.
+
+    Exit 1 (nothing written) when the pruned detector fails its self-check.
+    """
+    args = prune_parser().parse_args(argv)
+    import psbn_mmdet  # noqa: F401  registers psBN to read the config
+    from .prune import CHECK_TOLERANCE, prune_dead as run
+    result = run(args.config, args.checkpoint, args.out_dir,
+                 data_config=args.data_config, num_images=args.num_images,
+                 batch_size=args.batch_size, gamma_threshold=args.gamma_thr,
+                 activation_threshold=args.act_thr)
+    if not result.check.passed:
+        print('prune_dead: error: the pruned detector differs from the '
+              f'original on the calibration images by more than '
+              f'{CHECK_TOLERANCE:g} (relative); nothing written',
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+prune_dead = _exit('prune_dead', prune_main)

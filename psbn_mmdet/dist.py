@@ -28,6 +28,38 @@ class CPUAwareDistributedDataParallel(MMDistributedDataParallel):
         super().__init__(module=module, device_ids=device_ids, **kwargs)
 
 
+def _slurm_environment() -> None:
+    """RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT from Slurm's
+    variables, as mmengine's own slurm setup derives them (on CPU we need
+    them before the Runner exists).  The rank variables are always Slurm's
+    (a stray RANK in the environment must not win); the master port is
+    derived from the job id unless set, so two jobs on a node do not
+    collide; the master address is the first node of the job."""
+    import subprocess
+    from .errors import UserError
+    os.environ['RANK'] = os.environ.get('SLURM_PROCID', '0')
+    os.environ['WORLD_SIZE'] = os.environ.get('SLURM_NTASKS', '1')
+    os.environ['LOCAL_RANK'] = os.environ.get('SLURM_LOCALID', '0')
+    if 'MASTER_PORT' not in os.environ:
+        job = int(os.environ.get('SLURM_JOB_ID', '0') or 0)
+        os.environ['MASTER_PORT'] = str(29500 + job % 10000)
+    if 'MASTER_ADDR' not in os.environ:
+        nodes = os.environ.get('SLURM_NODELIST')
+        if not nodes:
+            raise UserError('--launcher slurm outside a Slurm job step '
+                            '(SLURM_NODELIST is not set)')
+        try:
+            first = subprocess.run(['scontrol', 'show', 'hostname', nodes],
+                                   capture_output=True, text=True,
+                                   check=True).stdout.split()
+        except (OSError, subprocess.CalledProcessError) as error:
+            raise UserError(f'--launcher slurm: scontrol cannot resolve '
+                            f'{nodes} ({error})') from None
+        if not first:
+            raise UserError(f'--launcher slurm: no host in {nodes}')
+        os.environ['MASTER_ADDR'] = first[0]
+
+
 def setup_cpu_distributed(cfg, launcher: str) -> bool:
     """Create a gloo process group and a CPU-capable DDP wrapper if no CUDA.
 
@@ -36,18 +68,7 @@ def setup_cpu_distributed(cfg, launcher: str) -> bool:
     if launcher == 'none' or torch.cuda.is_available() or dist.is_initialized():
         return False
     if launcher == 'slurm':
-        # mmengine's slurm path derives these from SLURM_* itself; on CPU we
-        # need them before the Runner exists.
-        os.environ.setdefault('RANK', os.environ.get('SLURM_PROCID', '0'))
-        os.environ.setdefault('WORLD_SIZE', os.environ.get('SLURM_NTASKS', '1'))
-        os.environ.setdefault('LOCAL_RANK',
-                              os.environ.get('SLURM_LOCALID', '0'))
-        os.environ.setdefault('MASTER_PORT', '29500')
-        if 'MASTER_ADDR' not in os.environ:
-            import subprocess
-            nodes = os.environ['SLURM_NODELIST']
-            os.environ['MASTER_ADDR'] = subprocess.getoutput(
-                f'scontrol show hostname {nodes} | head -n1')
+        _slurm_environment()
     timeout = cfg.get('env_cfg', {}).get('dist_cfg', {}).get('timeout')
     kwargs = {}
     if timeout is not None:
