@@ -158,6 +158,9 @@ class Report:
     activation_threshold: float
     num_images: int | None
     layers: list[BNLayer]
+    #: what tools/prune_dead.py would remove, by stage and 'total'
+    #: (:func:`psbn_mmdet.prune.removable_per_stage`); measured with data
+    removable: dict[str, dict[str, int]] | None = None
 
     def stages(self) -> list[str]:
         return sorted({layer.stage for layer in self.layers}, key=_stage_key)
@@ -177,6 +180,11 @@ class Report:
             dead = sum(int(layer.dead.sum()) for layer in pre_relu)
             row.update(dead_activation=dead, dead_activation_pct=_pct(
                 dead, sum(layer.channels for layer in pre_relu)))
+        if self.removable is not None:
+            entry = self.removable.get(name, {})
+            row.update(removable=entry.get('channels', 0),
+                       removable_flops_pct=_pct(entry.get('flops', 0),
+                                                entry.get('stage_flops', 0)))
         return row
 
     def stage_rows(self) -> list[dict]:
@@ -332,10 +340,26 @@ def collapse_report(ckpt: Checkpoint,
             layer = layers[name]
             layer.dead = dead_activation(maxima[name], activation_threshold)
             layer.nonfinite = layer.nonfinite | ~torch.isfinite(maxima[name])
+    removable = None if probe is None else _removable(
+        probe, ckpt, {n: layers[n].dead for n in pre_relu}, gamma_threshold)
     return Report(ckpt.path, ckpt.format, gamma_threshold,
                   activation_threshold,
                   None if probe is None else probe.num_images,
-                  list(layers.values()))
+                  list(layers.values()), removable)
+
+
+def _removable(probe: ActivationProbe, ckpt: Checkpoint, dead,
+               gamma_threshold: float) -> dict | None:
+    """The removable column: channels and FLOPs (at the first batch's
+    input size) per stage; None for backbones the pruning tool does not
+    support."""
+    from .prune import SUPPORTED, removable_per_stage
+    backbone = build_backbone(probe.model_config, ckpt)
+    if type(backbone).__name__ not in SUPPORTED:
+        return None
+    inputs, _ = next(iter(probe.batches()))
+    return removable_per_stage(backbone, dead, tuple(inputs.shape[1:]),
+                               gamma_threshold)
 
 
 def _cell(count, pct) -> str:
@@ -372,6 +396,11 @@ def format_table(report: Report, other: Report | None = None) -> str:
                  _cell(r['dead_activation'], r['dead_activation_pct']),
                  _cell(r['nonfinite'], r['nonfinite_pct'])]
                 for r in rows_a]
+        if report.removable is not None:
+            header.append('removable (FLOPs)')
+            for row, r in zip(rows, rows_a):
+                row.append(f'{r["removable"]} '
+                           f'({r["removable_flops_pct"]:.2f}%)')
         return f'{_describe(report)}\n{_table(header, rows)}\n'
     rows_b = {r['name']: r for r in other.stage_rows() + [other.total_row()]}
     names = [r['name'] for r in rows_a] + [n for n in rows_b if n not in
@@ -411,7 +440,9 @@ def _warn_about(report: Report) -> None:
 
 def _csv_text(reports: list[Report]) -> str:
     text = io.StringIO()
-    writer = csv.DictWriter(text, ['checkpoint', *ROW_KEYS],
+    extra = (['removable', 'removable_flops_pct'] if any(
+        report.removable is not None for report in reports) else [])
+    writer = csv.DictWriter(text, ['checkpoint', *ROW_KEYS, *extra],
                             lineterminator='\n')
     writer.writeheader()
     for report in reports:
