@@ -1,189 +1,393 @@
-"""Demo-scale detection finetune: BN vs psBN at the default and an aggressive lr.
+"""Detection finetune benchmark: BN vs psBN on the demo detector.
 
-Runs, each in its own ``tools/train.py`` process (mmdet's real path):
+    python -m research.finetune_study [--quick] [--seeds 0 1 2]
+        [--regimes sgd sgd_high adam_l2] [--iterations 100] [--processes 2]
+        [--json RUNS.json] [--out docs/demo_finetune.md]
+        [--figures docs/figures] [--from-json RUNS.json ...]
 
-1. pre-train a BN Faster R-CNN on the demo data (skipped when its checkpoint
-   exists): the checkpoint every finetune starts from;
-2. finetune it with BN (monitor hook) and with psBN (recovery hook) at each
-   learning rate, with mmdet's finetuning setup (frozen stem and layer1,
-   ``norm_eval=True``);
-3. per run: ``coco/bbox_mAP`` (CocoMetric), the collapse report of the final
-   checkpoint (parameter and activation criteria) and the hooks' logged
-   per-stage dead counts over iterations.
+The demo's narrow ResNet-18 Faster R-CNN, pretrained with BN on the demo data
+(``make demo``'s checkpoint, pretrained here when missing), is finetuned with
+mmdet's finetuning setup (stem and layer1 frozen, ``norm_eval=True``) in each
+optimizer regime (:data:`REGIMES`), with BN (collapse monitor) and with psBN
+(post-shift hook), each pair sharing its seed: the two runs are bit-identical
+until psBN's first shift.  Every run is a ``tools/train.py`` process (mmdet's
+real path), read back with :mod:`psbn_mmdet.demo`: CocoMetric's bbox mAP,
+dead pre-ReLU channels per stage on the val images at the end (the report's
+activation criterion) and over training (the hooks' scalars), shifts,
+re-shifts of already shifted channels and the shifted channels alive at the
+end.  ``--quick``: one short cell (Adam + L2, seed 0) for the test.
 
-Results go to a markdown file with tables and plots, between its
-``finetune`` markers (the prose around them is kept).
+Records (one per run) go to ``--json``; the table and the figure are rendered
+from records only (``--from-json`` re-renders without training), into the
+``finetune`` section of ``--out``.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import os.path as osp
+import shlex
+import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from psbn_mmdet.cli import run_tool
+from psbn_mmdet.errors import UserError
+from psbn_mmdet.roles import STAGES
 
+from .benchmark import machine
 from .markdown import write_generated
-from .runlogs import find_scalars, markdown_table, plot_runs
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))  # the checkout
-PRETRAIN = 'configs/demo/faster_rcnn_r50_bn_demo_pretrain.py'
-FINETUNE = {'BN': 'configs/demo/faster_rcnn_r50_bn_demo_finetune.py',
-            'psBN': 'configs/demo/faster_rcnn_r50_psbn_demo_finetune.py'}
-PRETRAINED = 'work_dirs/demo_pretrain/iter_80.pth'
+PROG = 'finetune_study'
+REPO = Path(__file__).resolve().parents[1]  # research runs from the checkout
+PRETRAIN = 'configs/demo/faster_rcnn_r18_demo_bn_pretrain.py'
+FINETUNE = {'BN': 'configs/demo/faster_rcnn_r18_demo_bn_finetune.py',
+            'psBN': 'configs/demo/faster_rcnn_r18_demo_psbn_finetune.py'}
+NUM_IMAGES = 64  # val images for the end-of-run dead-channel criterion
 
 
-def _train(config: str, work_dir: str, *options: str,
-           reuse: bool = False) -> float:
-    """Train (or, with ``reuse``, keep a finished run); returns wall seconds."""
-    seconds_file = osp.join(REPO, work_dir, 'train_seconds.txt')
-    if reuse and osp.isfile(seconds_file):
-        with open(seconds_file) as f:
-            return float(f.read())
-    start = time.perf_counter()
-    command = [sys.executable, 'tools/train.py', config, '--work-dir',
-               work_dir]
+@dataclass(frozen=True)
+class Regime:
+    label: str
+    options: tuple[str, ...]  # --cfg-options over the finetune configs
+
+
+def _sgd(lr: float) -> tuple[str, ...]:
+    return ('optim_wrapper.optimizer.type=SGD',
+            f'optim_wrapper.optimizer.lr={lr}',
+            'optim_wrapper.optimizer.momentum=0.9',
+            'optim_wrapper.optimizer.weight_decay=0.0001')
+
+
+REGIMES = {
+    'sgd': Regime('SGD+m, lr 0.02 (control)', _sgd(0.02)),
+    'sgd_high': Regime('SGD+m, lr 0.06 (high)', _sgd(0.06)),
+    # the finetune configs' own optimizer: Adam, lr 2e-3, coupled L2 5e-3
+    'adam_l2': Regime('Adam + coupled L2 (the demo)', ()),
+}
+
+
+@dataclass(frozen=True)
+class Job:
+    regime: str
+    norm: str  # 'BN' or 'psBN'
+    seed: int
+    iterations: int | None = None  # None: the config's
+
+    @property
+    def name(self) -> str:
+        return f'{self.regime}_{self.norm.lower()}_seed{self.seed}'
+
+
+def grid(regimes, seeds, iterations=None) -> list[Job]:
+    return [Job(regime, norm, seed, iterations) for regime in regimes
+            for seed in seeds for norm in FINETUNE]
+
+
+# ------------------------------------------------------------------ running
+def _train(config: str, work_dir: Path, options: list[str],
+           threads: int) -> float:
+    """One ``tools/train.py`` process; returns its wall seconds."""
+    command = [sys.executable, str(REPO / 'tools' / 'train.py'),
+               str(REPO / config), '--work-dir', str(work_dir)]
     if options:
         command += ['--cfg-options', *options]
-    with open(osp.join(work_dir + '.log'), 'w') as log:
-        subprocess.run(command, cwd=REPO, check=True, stdout=log,
-                       stderr=subprocess.STDOUT)
-    seconds = time.perf_counter() - start
-    with open(seconds_file, 'w') as f:
-        f.write(f'{seconds:.1f}\n')
-    return seconds
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    work_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    with open(work_dir.with_suffix('.log'), 'w') as log:
+        done = subprocess.run(command, env=env, stdout=log,
+                              stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        raise UserError(f'training failed: {shlex.join(command)} (log: '
+                        f'{work_dir.with_suffix(".log")})')
+    return time.perf_counter() - started
 
 
-def _last_metrics(work_dir: str) -> tuple[dict, float | None]:
-    """The last CocoMetric record and the last logged training loss (mean
-    over the log interval)."""
-    metrics, loss = {}, None
-    with open(find_scalars(osp.join(REPO, work_dir))) as f:
-        for line in f:
-            record = json.loads(line)
-            if 'coco/bbox_mAP' in record:
-                metrics = record
-            elif 'loss' in record:
-                loss = record['loss']
-    return metrics, loss
+def pretrained(work_dirs: Path, iterations: int | None = None) -> str:
+    """The pretrained checkpoint: reused when finished, else trained."""
+    from psbn_mmdet import demo
+    name = Path(PRETRAIN).stem + (f'_{iterations}' if iterations else '')
+    work_dir = work_dirs / name
+    options = ([] if iterations is None else [
+        f'train_cfg.max_iters={iterations}',
+        f'train_cfg.val_interval={iterations}',
+        f'default_hooks.checkpoint.interval={iterations}'])
+    try:
+        return str(demo.check_pretrained(REPO / PRETRAIN, work_dir)
+                   if iterations is None else demo.last_checkpoint(work_dir))
+    except (demo.DemoError, UserError):
+        print(f'pretraining {PRETRAIN} into {work_dir}', flush=True)
+        _train(PRETRAIN, work_dir, options, threads=torch_threads())
+        return str(demo.last_checkpoint(work_dir))
 
 
-def _collapse_report(config: str, work_dir: str, num_images: int) -> dict:
-    with open(osp.join(REPO, work_dir, 'last_checkpoint')) as f:
-        checkpoint = f.read().strip()
-    out = osp.join(REPO, work_dir, 'collapse_report.json')
-    subprocess.run([sys.executable, 'tools/collapse_report.py', checkpoint,
-                    '--config', config, '--data-config', config,
-                    '--num-images', str(num_images), '--json', out],
-                   cwd=REPO, check=True, capture_output=True)
-    with open(out) as f:
-        return json.load(f)
+def torch_threads() -> int:
+    return os.cpu_count() or 1
 
 
-def run(out_md: str, figure_dir: str, lrs=(0.02, 0.06), seeds=(0, ),
-        num_images: int = 16, reuse: bool = False) -> None:
-    """BN and psBN finetunes per lr and seed; a seed is shared by the pair
-    (same data order, flips and proposal sampling)."""
-    os.makedirs(osp.join(REPO, 'work_dirs'), exist_ok=True)
-    timings = {}
-    if not osp.isfile(osp.join(REPO, PRETRAINED)):
-        timings['pretrain'] = _train(PRETRAIN, 'work_dirs/demo_pretrain')
-    results = []
-    for lr in lrs:
-        for seed in seeds:
-            for norm, config in FINETUNE.items():
-                work_dir = (f'work_dirs/demo_finetune_{norm.lower()}'
-                            f'_lr{lr:g}_seed{seed}')
-                timings[work_dir] = _train(
-                    config, work_dir, f'optim_wrapper.optimizer.lr={lr}',
-                    f'randomness.seed={seed}', reuse=reuse)
-                metrics, loss = _last_metrics(work_dir)
-                results.append(dict(
-                    norm=norm, lr=lr, seed=seed, work_dir=work_dir,
-                    metrics=metrics, loss=loss,
-                    report=_collapse_report(config, work_dir, num_images)))
-    _write(out_md, figure_dir, results, lrs, seeds, timings)
+def train(job: Job, checkpoint: str, work_dirs: Path, threads: int) -> float:
+    """Finetune one job; returns the wall seconds."""
+    options = [f'load_from={checkpoint}', f'randomness.seed={job.seed}',
+               *REGIMES[job.regime].options]
+    if job.iterations is not None:
+        options += [f'train_cfg.max_iters={job.iterations}',
+                    f'train_cfg.val_interval={job.iterations}',
+                    f'default_hooks.checkpoint.interval={job.iterations}']
+    return _train(FINETUNE[job.norm], work_dirs / job.name, options, threads)
 
 
-def _write(out_md, figure_dir, results, lrs, seeds, timings) -> None:
-    os.makedirs(figure_dir, exist_ok=True)
+def measure(job: Job, work_dirs: Path, seconds: float) -> dict:
+    """The record of a finished job (read back from its work dir)."""
+    from psbn_mmdet import demo
+    loaded = demo.load_run(job.name, work_dirs / job.name)
+    numbers = demo.summary(demo.measure([loaded], NUM_IMAGES))[job.name]
+    state = demo._load(loaded.checkpoint).get('psbn') or {}
+    return dict(
+        job=asdict(job), seconds=seconds, checkpoint=loaded.checkpoint,
+        bbox_mAP=numbers['bbox_mAP'], bbox_mAP_50=numbers['bbox_mAP_50'],
+        stages=numbers['stages'],
+        dead_series=loaded.series['dead'],
+        recollapses=state.get('recollapses', 0),
+        steps_to_recollapse_sum=state.get('steps_to_recollapse_sum', 0))
+
+
+def run_all(jobs: list[Job], checkpoint: str, work_dirs: Path,
+            processes: int) -> list[dict]:
+    """Train the jobs ``processes`` at a time (torch threads split between
+    them), then measure each in this process; records in job order."""
+    threads = max(1, torch_threads() // processes)
+    done = 0
+
+    def one(job):
+        nonlocal done
+        seconds = train(job, checkpoint, work_dirs, threads)
+        done += 1
+        print(f'[{done}/{len(jobs)}] trained {job.name} in '
+              f'{seconds / 60:.1f} min', flush=True)
+        return seconds
+
+    with ThreadPoolExecutor(processes) as pool:
+        seconds = list(pool.map(one, jobs))
+    return [measure(job, work_dirs, s) for job, s in zip(jobs, seconds)]
+
+
+# ---------------------------------------------------------------- rendering
+def _mean_std(values, digits: int = 1) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return '–'
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f'{mean:.{digits}f} ± {std:.{digits}f}'
+
+
+def _pct(record: dict, stages) -> float:
+    dead = sum(record['stages'][s]['dead'] for s in stages)
+    total = sum(record['stages'][s]['pre_relu_channels'] for s in stages)
+    return 100.0 * dead / total if total else 0.0
+
+
+def cells(records: list[dict]) -> dict[tuple[str, str], list[dict]]:
+    grouped: dict[tuple[str, str], list[dict]] = {}
+    for record in records:
+        job = record['job']
+        grouped.setdefault((job['regime'], job['norm']), []).append(record)
+    order = list(REGIMES)
+    return dict(sorted(grouped.items(), key=lambda item: (
+        order.index(item[0][0]) if item[0][0] in order else len(order),
+        list(FINETUNE).index(item[0][1]))))
+
+
+def table(records: list[dict]) -> str:
+    trained = [s for s in STAGES if not any(
+        r['stages'][s]['frozen'] for r in records)]
+    header = ['regime', 'norm', 'seeds', 'bbox mAP', 'mAP@50',
+              *[f'dead % {s}' for s in trained], 'dead % (trained stages)',
+              'shifts', 're-shifts', 'shifted alive at end', 'min / run']
+    lines = ['| ' + ' | '.join(header) + ' |',
+             '|' + '---|' * len(header)]
+    for (regime, norm), runs in cells(records).items():
+        psbn = norm == 'psBN'
+        shifted = sum(sum(r['stages'][s]['shifted_channels'] for s in STAGES)
+                      for r in runs)
+        alive = sum(sum(r['stages'][s]['shifted_alive'] for s in STAGES)
+                    for r in runs)
+        cells_ = [
+            REGIMES[regime].label if regime in REGIMES else regime, norm,
+            str(len(runs)),
+            _mean_std([r['bbox_mAP'] for r in runs], 3),
+            _mean_std([r['bbox_mAP_50'] for r in runs], 3),
+            *[_mean_std([_pct(r, [s]) for r in runs]) for s in trained],
+            _mean_std([_pct(r, trained) for r in runs]),
+            _mean_std([sum(r['stages'][s]['shifts'] for s in STAGES)
+                       for r in runs], 0) if psbn else '–',
+            _mean_std([r['recollapses'] for r in runs], 0) if psbn else '–',
+            (f'{alive}/{shifted} ({100 * alive / shifted:.0f}%)'
+             if psbn and shifted else '–'),
+            f'{statistics.fmean(r["seconds"] for r in runs) / 60:.1f}']
+        lines.append('| ' + ' | '.join(cells_) + ' |')
+    return '\n'.join(lines)
+
+
+def figure(records: list[dict]) -> bytes:
+    """Dead pre-ReLU channels of the trained stages over iterations (the
+    hooks' last-window counts), mean over seeds: a panel per regime."""
+    import io
+
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    grouped = cells(records)
+    regimes = list(dict.fromkeys(regime for regime, _ in grouped))
+    fig = Figure(figsize=(4.2 * len(regimes), 3.4))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(regimes), squeeze=False)[0]
+    for ax, regime in zip(axes, regimes):
+        for norm in FINETUNE:
+            runs = grouped.get((regime, norm), [])
+            series = []
+            for r in runs:
+                points = {}
+                for stage, values in r['dead_series'].items():
+                    if r['stages'][stage]['frozen']:
+                        continue
+                    for step, value in values:
+                        points[step] = points.get(step, 0) + value
+                series.append(sorted(points.items()))
+            if not series or not series[0]:
+                continue
+            steps = [s for s, _ in series[0]]
+            values = np.array([[v for _, v in s] for s in series
+                               if len(s) == len(steps)])
+            ax.plot(steps, values.mean(0), marker='.', label=norm)
+        ax.set(title=REGIMES[regime].label if regime in REGIMES else regime,
+               xlabel='iteration', ylabel='dead pre-ReLU channels')
+        ax.set_ylim(bottom=0)
+        if not ax.lines:
+            ax.text(0.5, 0.5, 'no logged dead counts', ha='center',
+                    transform=ax.transAxes, color='grey')
+        elif not any(line.get_ydata().any() for line in ax.lines):
+            ax.text(0.5, 0.5, 'no dead channel in any run', ha='center',
+                    transform=ax.transAxes, color='grey')
+        ax.legend(fontsize='small')
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format='png', dpi=90)
+    return buffer.getvalue()
+
+
+def section(record: dict, figure_path: str | None) -> str:
+    runs = record['runs']
     lines = [
-        'Command: `python -m research.finetune_study --lrs '
-        f'{" ".join(f"{lr:g}" for lr in lrs)} --seeds '
-        f'{" ".join(str(seed) for seed in seeds)}` (this section is its '
-        'output; wall times depend on what else ran on the 2 cores).',
-        'Faster R-CNN R50-FPN pre-trained for 80 iterations on the demo data '
-        f'(`{PRETRAIN}`), then finetuned 40 iterations with mmdet\'s '
-        'finetuning setup (frozen stem + layer1, `norm_eval=True`), batch 2, '
-        'SGD momentum 0.9, weight decay 1e-4; psBN window 10 iterations.', '',
-        '| norm | lr | seed | bbox mAP | mAP@50 | final train loss '
-        '| \\|γ\\| < 1e-3 (all BN ch.) '
-        '| dead by activation (pre-ReLU ch., 16 val images) |',
-        '|---|---|---|---|---|---|---|---|'
-    ]
-    for r in results:
-        total, m = r['report']['total'], r['metrics']
-        # CocoMetric logs nothing when a run has no detection at all
-        mAP, mAP50 = (('no detections', '-') if not m else
-                      (f"{m['coco/bbox_mAP']:.3f}",
-                       f"{m['coco/bbox_mAP_50']:.3f}"))
-        loss = '-' if r['loss'] is None else f"{r['loss']:.4g}"
-        lines.append(
-            f"| {r['norm']} | {r['lr']:g} | {r['seed']} | {mAP} | {mAP50} "
-            f"| {loss} "
-            f"| {total['collapsed_gamma']} ({total['collapsed_gamma_pct']:.2f}%) "
-            f"| {total['dead_activation']} ({total['dead_activation_pct']:.2f}%) |")
-    lines += ['', '## Per-stage collapse report (final checkpoints)', '']
-    for r in results:
-        stages = ', '.join(
-            f"{s['name']} {s['collapsed_gamma']}/{s['dead_activation']}"
-            for s in r['report']['stages'])
-        lines.append(f"- {r['norm']} lr {r['lr']:g} seed {r['seed']} "
-                     f"(|γ|<1e-3 / dead by activation): {stages}")
-    for lr in lrs:  # the curves of the first seed
-        runs = {r['norm']: find_scalars(osp.join(REPO, r['work_dir']))
-                for r in results if r['lr'] == lr and r['seed'] == seeds[0]}
-        png = osp.join(figure_dir, f'demo_finetune_dead_lr{lr:g}.png')
-        plot_runs(runs, png, 'dead')
-        rel = osp.relpath(png, osp.dirname(osp.abspath(out_md)))
-        lines += ['', f'## Dead pre-ReLU channels per stage over training, '
-                  f'lr {lr:g}, seed {seeds[0]} (the hooks\' own scalars)', '',
-                  markdown_table(runs, 'dead', every=10), '',
-                  f'![dead channels, lr {lr:g}]({rel})']
-    lines += ['', '## Wall time (2 CPU cores)', '']
-    lines += [f'- {name}: {seconds / 60:.1f} min'
-              for name, seconds in timings.items()]
-    write_generated(out_md, 'finetune', '\n'.join(lines),
-                    title='Demo-scale detection finetune: BN vs psBN')
+        f'Machine: {record["machine"]}.', '',
+        f'Command: `python -m research.finetune_study '
+        f'{shlex.join(record["argv"])}` ({len(runs)} runs, '
+        f'{record["wall_seconds"] / 60:.1f} min wall time with '
+        f'{record["processes"]} runs at a time; 1-min load average '
+        f'{record["load"][0]:.1f} at the start, {record["load"][1]:.1f} at '
+        'the end). Pretrained checkpoint: '
+        f'`{PRETRAIN}` ({record.get("pretrain_seconds", 0) / 60:.1f} min '
+        'if trained in this invocation). Every finetune: the configs\' '
+        f'{runs[0]["job"]["iterations"] or "own"} iterations, stem and '
+        'layer1 frozen, `norm_eval=True`; a BN/psBN pair shares its seed. '
+        f'Dead %: pre-ReLU channels never active on {NUM_IMAGES} val images '
+        'at the end (the report\'s activation criterion), mean ± std over '
+        'seeds; re-shifts: shifts of channels shifted before.', '',
+        table(runs)]
+    if figure_path:
+        lines += ['', f'![dead channels over training]({figure_path})']
+    return '\n'.join(lines)
 
 
-# -------------------------------------------------------------------- CLI
-PROG = 'finetune_study'
-
-
-def main(argv=None) -> None:
-    """Demo-scale finetune, BN vs psBN per lr and seed.
-
-    Writes the ``finetune`` section of docs/demo_finetune.md and
-    docs/figures/demo_finetune_dead_lr*.png (run tools/make_demo_data.py
-    first).
-    """
+# ---------------------------------------------------------------------- CLI
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=PROG,
-                                     description=main.__doc__.splitlines()[0])
-    parser.add_argument('--out', default='docs/demo_finetune.md')
-    parser.add_argument('--figures', default='docs/figures')
-    parser.add_argument('--lrs', type=float, nargs='+', default=[0.02, 0.06])
-    parser.add_argument('--seeds', type=int, nargs='+', default=[0],
-                        help='randomness.seed of each BN/psBN pair')
-    parser.add_argument('--reuse', action='store_true',
-                        help='keep finished runs (work_dirs/demo_finetune_*), '
-                        'only redo the report')
+                                     description=__doc__.split('\n')[0])
+    parser.add_argument('--quick', action='store_true',
+                        help='one short cell: Adam + L2, seed 0, 60 '
+                        'iterations, from a 100-iteration pretrain')
+    parser.add_argument('--regimes', nargs='+', choices=list(REGIMES),
+                        default=list(REGIMES))
+    parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
+    parser.add_argument('--iterations', type=int, default=100,
+                        help='finetune iterations (default: %(default)s; '
+                        'the demo\'s configs train 200)')
+    parser.add_argument('--processes', type=int, default=2,
+                        help='runs at a time (threads are split)')
+    parser.add_argument('--workspace', default=str(REPO),
+                        help='where data/demo is (made when missing) and '
+                        'the runs go (default: the checkout)')
+    parser.add_argument('--work-dirs', default='work_dirs/finetune_study',
+                        help='relative to --workspace')
+    parser.add_argument('--pretrained', metavar='CHECKPOINT',
+                        help='start every finetune from this checkpoint '
+                        'instead of the pretrain config\'s finished run')
+    parser.add_argument('--json', help='write every run\'s record here')
+    parser.add_argument('--out', help='markdown page for the results')
+    parser.add_argument('--figures', help='directory for the PNG')
+    parser.add_argument('--from-json', dest='from_json',
+                        help='render an earlier --json, train nothing')
     args = parser.parse_args(argv)
-    run(args.out, args.figures, tuple(args.lrs), tuple(args.seeds),
-        reuse=args.reuse)
+    for name in ('json', 'out', 'figures', 'from_json',
+                 'pretrained'):  # before any chdir
+        if getattr(args, name):
+            setattr(args, name, str(Path(getattr(args, name)).absolute()))
+    if args.processes < 1:
+        raise UserError(f'--processes must be at least 1, got '
+                        f'{args.processes}')
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.from_json:
+        try:
+            record = json.loads(Path(args.from_json).read_text())
+        except (OSError, ValueError) as error:
+            raise UserError(f'cannot read {args.from_json}: {error}') from None
+    else:
+        from psbn_mmdet.demo_data import make_demo_data
+        json_path = args.json and Path(args.json)
+        os.chdir(args.workspace)  # the configs read data/demo/ from here
+        make_demo_data('data/demo', num_train=400, num_val=64)
+        work_dirs = Path(args.work_dirs)
+        load = os.getloadavg()[0]
+        started = time.perf_counter()
+        if args.quick:
+            checkpoint = pretrained(work_dirs, iterations=100)
+            jobs = grid(['adam_l2'], [0], iterations=60)
+        else:
+            checkpoint = args.pretrained or pretrained(work_dirs)
+            jobs = grid(args.regimes, args.seeds, args.iterations)
+        pretrain_seconds = time.perf_counter() - started
+        runs = run_all(jobs, checkpoint, work_dirs, args.processes)
+        record = dict(machine=machine(),
+                      argv=sys.argv[1:] if argv is None else list(argv),
+                      processes=args.processes,
+                      wall_seconds=time.perf_counter() - started,
+                      pretrain_seconds=pretrain_seconds,
+                      pretrained=checkpoint,
+                      load=[load, os.getloadavg()[0]], runs=runs)
+        if json_path:
+            json_path.parent.mkdir(parents=True, exist_ok=True)
+            json_path.write_text(json.dumps(record, indent=1) + '\n')
+    print(table(record['runs']))
+    figure_path = None
+    if args.figures:
+        Path(args.figures).mkdir(parents=True, exist_ok=True)
+        png = Path(args.figures) / 'demo_finetune_dead.png'
+        png.write_bytes(figure(record['runs']))
+        if args.out:
+            figure_path = os.path.relpath(png, Path(args.out).parent)
+    if args.out:
+        write_generated(args.out, 'finetune', section(record, figure_path),
+                        title='Detection finetune benchmark: BN vs psBN')
+    return 0
 
 
 if __name__ == '__main__':

@@ -25,7 +25,6 @@ TASKS_PER_NODE=${TASKS_PER_NODE:-$GPUS_PER_NODE}
 CPUS_PER_TASK=${CPUS_PER_TASK:-5}
 SRUN_ARGS=${SRUN_ARGS:-""}
 PYTHON=${PYTHON:-python}
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
 
 read -r -a srun_args <<<"$SRUN_ARGS"
 resources=(--ntasks="$GPUS" --cpus-per-task="$CPUS_PER_TASK")
@@ -40,7 +39,6 @@ if [ -n "$TASKS_PER_NODE" ] && [ "$TASKS_PER_NODE" != 0 ]; then
 fi
 
 set -x
-PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" \
 srun -p "$PARTITION" \
     --job-name="$JOB_NAME" \
     "${resources[@]}" \
