@@ -87,12 +87,12 @@ def internal_bns(backbone: nn.Module) -> list[InternalBN]:
         for index, block in enumerate(layer):
             prefix = f'{stage}.{index}'
             if isinstance(block, Bottleneck):
-                links = [(1, 'conv1', block.norm1_name, 'conv2',
+                links = [('conv1', block.norm1_name, 'conv2',
                           block.norm2_name),
-                         (2, 'conv2', block.norm2_name, 'conv3',
+                         ('conv2', block.norm2_name, 'conv3',
                           block.norm3_name)]
             elif isinstance(block, BasicBlock):
-                links = [(1, 'conv1', block.norm1_name, 'conv2',
+                links = [('conv1', block.norm1_name, 'conv2',
                           block.norm2_name)]
             else:
                 raise UserError(f'{prefix} is a {type(block).__name__}, not '
@@ -100,7 +100,7 @@ def internal_bns(backbone: nn.Module) -> list[InternalBN]:
             if any(m.groups != 1 for m in block.modules()
                    if isinstance(m, nn.Conv2d)):
                 raise UserError(f'{prefix} has grouped convolutions')
-            for _, conv, norm, next_conv, next_norm in links:
+            for conv, norm, next_conv, next_norm in links:
                 # without padding every output sees only image pixels
                 exact = all(p == 0 for p in getattr(block,
                                                     next_conv).padding)
@@ -118,7 +118,8 @@ class ChannelPlan:
     """Which channels of one internal BN go, and why."""
     bn: InternalBN
     dead: torch.Tensor  # bool: dead on the calibration images, removed
-    #: bool: |γ| < threshold, not dead, constant folded into next_bn, removed
+    #: bool: |γ| < threshold, not dead, removed (a non-zero constant is
+    #: folded into next_bn's running_mean)
     folded: torch.Tensor
     #: bool: |γ| < threshold, not dead, left in (a non-zero constant before
     #: a padded conv: folding would change the border)

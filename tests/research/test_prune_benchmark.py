@@ -1,0 +1,46 @@
+"""The pruning benchmark: bad input, and (slow) one small detector measured
+end to end into a docs page."""
+import pytest
+
+from research import prune_benchmark as bench
+from research.markdown import markers
+
+
+def _run(*args):
+    from psbn_mmdet.cli import run_tool
+    return run_tool(bench.PROG, bench.main, [str(a) for a in args])
+
+
+def test_missing_demo_finetune_is_one_line(tmp_path, capsys):
+    assert _run('--work-dirs', tmp_path, '--out', tmp_path / 'b.md') == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and 'no last_checkpoint' in err
+    assert not (tmp_path / 'b.md').exists()
+
+
+def test_pairs_must_be_positive(tmp_path, capsys):
+    assert _run('--pairs', 0, '--out', tmp_path / 'b.md') == 2
+    assert '--pairs must be at least 1' in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_small_detector_is_pruned_timed_and_written(workspace, tmp_path):
+    from test_prune import detector_checkpoint, write_config
+    config = write_config(tmp_path, workspace)
+    checkpoint = detector_checkpoint(config, tmp_path / 'r18.pth')
+    page = tmp_path / 'benchmarks.md'
+    page.write_text('# Benchmarks\n\nprose\n')
+    assert _run('--detector', 'crafted', config, checkpoint, '--pairs', 1,
+                '--num-images', 2, '--batch', 1, '--out', page) == 0
+    text = page.read_text()
+    begin, end = markers('prune')
+    assert text.startswith('# Benchmarks\n\nprose\n') and begin in text
+    section = text.split(begin)[1].split(end)[0]
+    assert 'removed 23 of 240 block-internal channels' in section
+    assert 'self-check on 2 calibration images' in section
+    assert 'border effect:' in section
+    rows = [line for line in section.splitlines() if line.startswith('| ')]
+    assert [row.split(' | ')[0] for row in rows[1:]] == [
+        '| backbone, 1 images 96x128', '| backbone, 1 images 96x128: A/A',
+        '| detector (predict), 1 images 96x128',
+        '| detector (predict), 1 images 96x128: A/A']
