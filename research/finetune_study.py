@@ -291,9 +291,12 @@ def section(record: dict, figure_path: str | None) -> str:
         f'{record["processes"]} runs at a time; 1-min load average '
         f'{record["load"][0]:.1f} at the start, {record["load"][1]:.1f} at '
         'the end). Pretrained checkpoint: '
-        f'`{PRETRAIN}` ({record.get("pretrain_seconds", 0) / 60:.1f} min '
-        'if trained in this invocation). Every finetune: the configs\' '
-        f'{runs[0]["job"]["iterations"] or "own"} iterations, stem and '
+        + (f'`{record["pretrained"]}` (given)' if record.get('pretrained')
+           and not record.get('pretrain_seconds', 0) > 60 else
+           f'`{PRETRAIN}`, trained in '
+           f'{record.get("pretrain_seconds", 0) / 60:.1f} min') + '. '
+        f'Every finetune: {runs[0]["job"]["iterations"] or "the configs"}'
+        ' iterations, stem and '
         'layer1 frozen, `norm_eval=True`; a BN/psBN pair shares its seed. '
         f'Dead %: pre-ReLU channels never active on {NUM_IMAGES} val images '
         'at the end (the report\'s activation criterion), mean ± std over '
