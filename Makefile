@@ -1,7 +1,5 @@
 # The two commands of the README.  Both set up .venv/ first (idempotent).
 PY := .venv/bin/python
-DEMO_CONFIG ?= configs/demo/faster_rcnn_r50_psbn_demo.py
-DEMO_WORK_DIR ?= work_dirs/demo_faster_rcnn_r50_psbn
 
 .PHONY: setup demo test data slurm
 setup:
@@ -10,9 +8,10 @@ setup:
 data: setup
 	@$(PY) tools/make_demo_data.py
 
-# Finetune a psBN Faster R-CNN on the demo data, evaluate (CocoMetric), report collapse.
-demo: data
-	@bash tools/run_demo.sh $(DEMO_CONFIG) $(DEMO_WORK_DIR)
+# Pretrain a small Faster R-CNN on the demo data (once), finetune it with BN and
+# with psBN, evaluate both (CocoMetric) and compare their collapse.
+demo: setup
+	@bash tools/run_demo.sh
 
 # Debian's Slurm and munge for tests/test_slurm.py (tools/slurm_local.sh): one
 # apt-get of about 12 s on a fresh machine, nothing once installed.  Without

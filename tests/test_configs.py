@@ -40,9 +40,47 @@ def test_user_configs_keep_torchvision_init_and_mmdet_finetuning(name):
         assert cfg.load_from.startswith('https://download.openmmlab.com/')
 
 
-def test_psbn_and_bn_configs_differ_only_in_norm_and_hook():
-    a = Config.fromfile(str(CONFIGS / 'faster_rcnn_r50_psbn.py'))
-    b = Config.fromfile(str(CONFIGS / 'faster_rcnn_r50_bn.py'))
+@pytest.mark.parametrize('psbn, bn', [
+    ('faster_rcnn_r50_psbn.py', 'faster_rcnn_r50_bn.py'),
+    ('demo/faster_rcnn_r18_demo_psbn_finetune.py',
+     'demo/faster_rcnn_r18_demo_bn_finetune.py'),
+    ('demo/mask_rcnn_r18_demo_psbn.py', 'demo/mask_rcnn_r18_demo_bn.py'),
+])
+def test_psbn_and_bn_configs_differ_only_in_norm_and_hook(psbn, bn):
+    a = Config.fromfile(str(CONFIGS / psbn))
+    b = Config.fromfile(str(CONFIGS / bn))
     a.model.backbone.norm_cfg.type = 'BN'
     a.custom_hooks = b.custom_hooks
     assert a.to_dict() == b.to_dict()
+
+
+@pytest.mark.parametrize('name', ['faster_rcnn_r18_demo_psbn_finetune.py',
+                                  'mask_rcnn_r18_demo_psbn.py'])
+def test_demo_pairs_hooks_differ_only_in_type(name):
+    """Same logging interval and detection window: the same windows are
+    judged, one hook shifts and the other only counts."""
+    [psbn] = Config.fromfile(str(CONFIGS / 'demo' / name)).custom_hooks
+    [bn] = Config.fromfile(str(CONFIGS / 'demo' / name.replace(
+        '_psbn', '_bn'))).custom_hooks
+    assert psbn.pop('type') == 'PostShiftHook'
+    assert bn.pop('type') == 'CollapseMonitorHook'
+    assert psbn == bn and psbn.window >= 1
+
+
+def test_demo_finetunes_start_from_the_pretrained_checkpoint():
+    """``load_from`` is where tools/train.py leaves the pretrain's last
+    checkpoint; the finetunes use mmdet's finetuning setup and the seed."""
+    pretrain = Config.fromfile(
+        str(CONFIGS / 'demo/faster_rcnn_r18_demo_bn_pretrain.py'))
+    checkpoint = ('work_dirs/faster_rcnn_r18_demo_bn_pretrain/'
+                  f'iter_{pretrain.train_cfg.max_iters}.pth')
+    assert pretrain.default_hooks.checkpoint.interval == \
+        pretrain.train_cfg.max_iters
+    for norm in ('bn', 'psbn'):
+        cfg = Config.fromfile(
+            str(CONFIGS / f'demo/faster_rcnn_r18_demo_{norm}_finetune.py'))
+        assert cfg.load_from == checkpoint
+        assert cfg.randomness == pretrain.randomness
+        assert cfg.randomness.seed is not None
+        backbone = cfg.model.backbone
+        assert backbone.frozen_stages == 1 and backbone.norm_eval is True

@@ -36,7 +36,7 @@ SLURM_SRUN = REPO / 'tools' / 'slurm_srun.sh'
 #: the demo detector the Slurm jobs train, from random init, with psBN (not
 #: psSyncBN: torch's SyncBatchNorm refuses CPU tensors when it must
 #: synchronize processes)
-DEMO_CONFIG = REPO / 'configs' / 'demo' / 'faster_rcnn_r50_psbn_demo.py'
+DEMO_CONFIG = REPO / 'configs' / 'demo' / 'faster_rcnn_r18_demo_bn_pretrain.py'
 PARTITION = 'psbn-test'
 TASKS = 2
 SLURM_COMMANDS = ('munged', 'mungekey', 'slurmctld', 'slurmd', 'srun',
