@@ -32,7 +32,7 @@ from .norm import PSBN_TYPES, WindowStatistics, is_trainable, is_training_pass
 from .roles import PRE_RELU, STAGES, roles_from_model
 
 #: detection window (steps) for plain BN layers being monitored
-DEFAULT_WINDOW = 100
+DEFAULT_WINDOW = 10
 #: optimizer-state keys holding first moments (zeroed on a shift)
 FIRST_MOMENTS = ('exp_avg', 'momentum_buffer')
 #: optimizer-state keys holding second moments
@@ -143,6 +143,8 @@ class PostShiftController:
         self.shift_counts: dict[str, torch.Tensor] = {}
         self.last_shift_step: dict[str, torch.Tensor] = {}
         self.recollapses = 0
+        #: re-shifts exactly one window after the channel's previous shift
+        self.recollapses_next_window = 0
         self.steps_to_recollapse_sum = 0
 
     def _collect_hook(self, name: str):
@@ -276,6 +278,8 @@ class PostShiftController:
         shifted = shifted.cpu()
         again = shifted & (last >= 0)
         self.recollapses += int(again.sum())
+        self.recollapses_next_window += int(
+            (again & (self.steps - last == self.window_of(name))).sum())
         self.steps_to_recollapse_sum += int((self.steps - last[again]).sum())
         counts += shifted.long()
         last[shifted] = self.steps
@@ -311,6 +315,7 @@ class PostShiftController:
                 for k, v in self.last_shift_step.items()
             },
             recollapses=self.recollapses,
+            recollapses_next_window=self.recollapses_next_window,
             steps_to_recollapse_sum=self.steps_to_recollapse_sum)
 
     def load_state_dict(self, state: dict) -> None:
@@ -324,4 +329,7 @@ class PostShiftController:
             for k, v in state['last_shift_step'].items()
         }
         self.recollapses = int(state['recollapses'])
+        # checkpoints from before the counter existed
+        self.recollapses_next_window = int(
+            state.get('recollapses_next_window', 0))
         self.steps_to_recollapse_sum = int(state['steps_to_recollapse_sum'])

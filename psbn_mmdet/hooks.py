@@ -4,7 +4,7 @@
 
     custom_hooks = [dict(type='PostShiftHook', interval=50)]        # psBN
     custom_hooks = [dict(type='CollapseMonitorHook', interval=50,   # BN baseline
-                         window=100)]
+                         window=10)]
 
 Both log, per stage (stem, layer1..layer4), through the runner's MessageHub so
 the text log, the JSON log and every visualizer backend (TensorBoard...) see:
@@ -123,5 +123,5 @@ class PostShiftHook(Hook):
 class CollapseMonitorHook(PostShiftHook):
     """The same scalars as :class:`PostShiftHook`, never shifting (BN runs)."""
 
-    def __init__(self, interval: int = 50, window: int | None = 100) -> None:
+    def __init__(self, interval: int = 50, window: int | None = 10) -> None:
         super().__init__(interval=interval, window=window, shift=False)

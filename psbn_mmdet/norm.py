@@ -44,8 +44,8 @@ def _validate_options(cls_name: str, window, active_fraction, gamma_min,
             f'{cls_name}: window must be an integer >= 1, got {window!r}')
     if (isinstance(active_fraction, bool)
             or not isinstance(active_fraction, (int, float))
-            or not 0.0 < active_fraction < 0.5):
-        raise ValueError(f'{cls_name}: active_fraction must be in (0, 0.5), '
+            or not 0.0 < active_fraction <= 0.5):
+        raise ValueError(f'{cls_name}: active_fraction must be in (0, 0.5], '
                          f'got {active_fraction!r}')
     if gamma_min is not None and (
             isinstance(gamma_min, bool)
@@ -343,9 +343,11 @@ class psBN(PostShiftMixin, nn.BatchNorm2d, _BatchNorm):
             ``torch.nn.BatchNorm2d``.
         window: training forward passes per detection window (>= 1).  The
             controller counts optimizer steps; without gradient
-            accumulation the two are equal.  Default: 100.
-        active_fraction: ρ in (0, 0.5), the fraction of a revived channel's
-            elements made active by the shift.  Default: 0.01.
+            accumulation the two are equal.  Default: 10.
+        active_fraction: ρ in (0, 0.5], the fraction of a revived channel's
+            elements made active by the shift.  Default: 0.5 (the threshold
+            at x̂'s mean: half the elements, as a newly initialized BN
+            channel).
         gamma_min: |γ| floor f of a revived channel; ``None`` (default) uses
             ``GAMMA_FLOOR_RATIO`` (0.1) × the median |γ| of the layer's
             healthy channels.
@@ -368,7 +370,7 @@ class psBN(PostShiftMixin, nn.BatchNorm2d, _BatchNorm):
     def __init__(self, num_features: int, eps: float = 1e-5,
                  momentum: float | None = 0.1, affine: bool = True,
                  track_running_stats: bool = True, device=None, dtype=None,
-                 window: int = 100, active_fraction: float = 0.01,
+                 window: int = 10, active_fraction: float = 0.5,
                  gamma_min: float | None = None, **unknown) -> None:
         _validate_options(type(self).__name__, window, active_fraction,
                           gamma_min, unknown)
@@ -388,8 +390,8 @@ class psSyncBN(PostShiftMixin, nn.SyncBatchNorm, _BatchNorm):
     def __init__(self, num_features: int, eps: float = 1e-5,
                  momentum: float | None = 0.1, affine: bool = True,
                  track_running_stats: bool = True, process_group=None,
-                 device=None, dtype=None, window: int = 100,
-                 active_fraction: float = 0.01,
+                 device=None, dtype=None, window: int = 10,
+                 active_fraction: float = 0.5,
                  gamma_min: float | None = None, **unknown) -> None:
         _validate_options(type(self).__name__, window, active_fraction,
                           gamma_min, unknown)

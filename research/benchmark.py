@@ -104,7 +104,7 @@ def backbone_train_step(pairs: int, finetune: bool,
     kwargs = (dict(frozen_stages=1, norm_eval=True) if finetune else
               dict(frozen_stages=-1, norm_eval=False))
     torch.manual_seed(0)
-    psbn = ResNet(depth=50, norm_cfg=dict(type='psBN', window=100), **kwargs)
+    psbn = ResNet(depth=50, norm_cfg=dict(type='psBN'), **kwargs)  # defaults
     psbn.init_weights()
     bn = to_bn(copy.deepcopy(psbn))
     bn.train()

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import statistics
 import subprocess
@@ -45,8 +46,31 @@ from .markdown import write_generated
 PROG = 'finetune_study'
 REPO = Path(__file__).resolve().parents[1]  # research runs from the checkout
 PRETRAIN = 'configs/demo/faster_rcnn_r18_demo_bn_pretrain.py'
-FINETUNE = {'BN': 'configs/demo/faster_rcnn_r18_demo_bn_finetune.py',
-            'psBN': 'configs/demo/faster_rcnn_r18_demo_psbn_finetune.py'}
+PSBN_FINETUNE = 'configs/demo/faster_rcnn_r18_demo_psbn_finetune.py'
+#: norm label -> (config, --cfg-options over it): BN, psBN with its defaults,
+#: the rules compared for issue 13 and the peer, ReDo on BN (research/redo.py)
+FINETUNE = {
+    'BN': ('configs/demo/faster_rcnn_r18_demo_bn_finetune.py', ()),
+    # the defaults: window 10 (the demo hooks'), active_fraction 0.5
+    'psBN': (PSBN_FINETUNE, ()),
+    'psBN window=20': (PSBN_FINETUNE, ('custom_hooks.0.window=20', )),
+    # the collapse study's first best combination
+    'psBN window=20 ρ=0.16': (PSBN_FINETUNE, (
+        'custom_hooks.0.window=20',
+        'model.backbone.norm_cfg.active_fraction=0.16')),
+    # the layer's ρ before issue 13
+    'psBN window=20 ρ=0.01': (PSBN_FINETUNE, (
+        'custom_hooks.0.window=20',
+        'model.backbone.norm_cfg.active_fraction=0.01')),
+    'ReDo': ('research/configs/faster_rcnn_r18_demo_redo_finetune.py', ()),
+}
+#: the Mask R-CNN cell (--mask): the demo's Mask R-CNN, pretrained from
+#: random init, finetuned the same way
+MASK_PRETRAIN = 'configs/demo/mask_rcnn_r18_demo_bn.py'
+MASK_FINETUNE = {'BN': 'configs/demo/mask_rcnn_r18_demo_bn_finetune.py',
+                 'psBN': 'configs/demo/mask_rcnn_r18_demo_psbn_finetune.py'}
+#: the norms a grid runs unless --norms says otherwise
+DEFAULT_NORMS = ('BN', 'psBN')
 NUM_IMAGES = 64  # val images for the end-of-run dead-channel criterion
 
 
@@ -77,15 +101,19 @@ class Job:
     norm: str  # 'BN' or 'psBN'
     seed: int
     iterations: int | None = None  # None: the config's
+    detector: str = 'faster'  # or 'mask' (MASK_FINETUNE)
 
     @property
     def name(self) -> str:
-        return f'{self.regime}_{self.norm.lower()}_seed{self.seed}'
+        norm = re.sub(r'[^a-z0-9]+', '_', self.norm.lower()).strip('_')
+        prefix = '' if self.detector == 'faster' else f'{self.detector}_'
+        return f'{prefix}{self.regime}_{norm}_seed{self.seed}'
 
 
-def grid(regimes, seeds, iterations=None) -> list[Job]:
-    return [Job(regime, norm, seed, iterations) for regime in regimes
-            for seed in seeds for norm in FINETUNE]
+def grid(regimes, seeds, iterations=None, norms=DEFAULT_NORMS,
+         detector: str = 'faster') -> list[Job]:
+    return [Job(regime, norm, seed, iterations, detector)
+            for regime in regimes for seed in seeds for norm in norms]
 
 
 # ------------------------------------------------------------------ running
@@ -96,7 +124,10 @@ def _train(config: str, work_dir: Path, options: list[str],
                str(REPO / config), '--work-dir', str(work_dir)]
     if options:
         command += ['--cfg-options', *options]
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    # research configs import research.* (custom_imports)
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads),
+               PYTHONPATH=os.pathsep.join(
+                   [str(REPO), *filter(None, [os.environ.get('PYTHONPATH')])]))
     work_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     with open(work_dir.with_suffix('.log'), 'w') as log:
@@ -108,21 +139,22 @@ def _train(config: str, work_dir: Path, options: list[str],
     return time.perf_counter() - started
 
 
-def pretrained(work_dirs: Path, iterations: int | None = None) -> str:
+def pretrained(work_dirs: Path, iterations: int | None = None,
+               config: str = PRETRAIN) -> str:
     """The pretrained checkpoint: reused when finished, else trained."""
     from psbn_mmdet import demo
-    name = Path(PRETRAIN).stem + (f'_{iterations}' if iterations else '')
+    name = Path(config).stem + (f'_{iterations}' if iterations else '')
     work_dir = work_dirs / name
     options = ([] if iterations is None else [
         f'train_cfg.max_iters={iterations}',
         f'train_cfg.val_interval={iterations}',
         f'default_hooks.checkpoint.interval={iterations}'])
     try:
-        return str(demo.check_pretrained(REPO / PRETRAIN, work_dir)
+        return str(demo.check_pretrained(REPO / config, work_dir)
                    if iterations is None else demo.last_checkpoint(work_dir))
     except (demo.DemoError, UserError):
-        print(f'pretraining {PRETRAIN} into {work_dir}', flush=True)
-        _train(PRETRAIN, work_dir, options, threads=torch_threads())
+        print(f'pretraining {config} into {work_dir}', flush=True)
+        _train(config, work_dir, options, threads=torch_threads())
         return str(demo.last_checkpoint(work_dir))
 
 
@@ -132,13 +164,16 @@ def torch_threads() -> int:
 
 def train(job: Job, checkpoint: str, work_dirs: Path, threads: int) -> float:
     """Finetune one job; returns the wall seconds."""
+    config, norm_options = FINETUNE[job.norm]
+    if job.detector == 'mask':
+        config = MASK_FINETUNE[job.norm]
     options = [f'load_from={checkpoint}', f'randomness.seed={job.seed}',
-               *REGIMES[job.regime].options]
+               *norm_options, *REGIMES[job.regime].options]
     if job.iterations is not None:
         options += [f'train_cfg.max_iters={job.iterations}',
                     f'train_cfg.val_interval={job.iterations}',
                     f'default_hooks.checkpoint.interval={job.iterations}']
-    return _train(FINETUNE[job.norm], work_dirs / job.name, options, threads)
+    return _train(config, work_dirs / job.name, options, threads)
 
 
 def measure(job: Job, work_dirs: Path, seconds: float) -> dict:
@@ -146,14 +181,20 @@ def measure(job: Job, work_dirs: Path, seconds: float) -> dict:
     from psbn_mmdet import demo
     loaded = demo.load_run(job.name, work_dirs / job.name)
     numbers = demo.summary(demo.measure([loaded], NUM_IMAGES))[job.name]
-    state = demo._load(loaded.checkpoint).get('psbn') or {}
+    from psbn_mmdet.checkpoint import safe_load
+    state = loaded.controller_state
+    redo = safe_load(loaded.checkpoint).get('redo') or {}
     return dict(
         job=asdict(job), seconds=seconds, checkpoint=loaded.checkpoint,
         bbox_mAP=numbers['bbox_mAP'], bbox_mAP_50=numbers['bbox_mAP_50'],
+        segm_mAP=loaded.metrics.get('coco/segm_mAP'),
         stages=numbers['stages'],
         dead_series=loaded.series['dead'],
         recollapses=state.get('recollapses', 0),
-        steps_to_recollapse_sum=state.get('steps_to_recollapse_sum', 0))
+        recollapses_next_window=state.get(
+            'recollapses_next_window', redo.get('again_next_period')),
+        steps_to_recollapse_sum=state.get('steps_to_recollapse_sum', 0),
+        recycled=redo.get('recycled'))
 
 
 def run_all(jobs: list[Job], checkpoint: str, work_dirs: Path,
@@ -196,37 +237,58 @@ def cells(records: list[dict]) -> dict[tuple[str, str], list[dict]]:
     grouped: dict[tuple[str, str], list[dict]] = {}
     for record in records:
         job = record['job']
-        grouped.setdefault((job['regime'], job['norm']), []).append(record)
+        key = (job.get('detector', 'faster'), job['regime'], job['norm'])
+        grouped.setdefault(key, []).append(record)
     order = list(REGIMES)
     return dict(sorted(grouped.items(), key=lambda item: (
-        order.index(item[0][0]) if item[0][0] in order else len(order),
-        list(FINETUNE).index(item[0][1]))))
+        item[0][0] != 'faster',
+        order.index(item[0][1]) if item[0][1] in order else len(order),
+        list(FINETUNE).index(item[0][2]) if item[0][2] in FINETUNE
+        else len(FINETUNE))))
+
+
+DETECTOR_LABELS = {'faster': '', 'mask': 'Mask R-CNN: '}
+
+
+def _label(detector: str, regime: str) -> str:
+    return DETECTOR_LABELS.get(detector, f'{detector}: ') + (
+        REGIMES[regime].label if regime in REGIMES else regime)
 
 
 def table(records: list[dict]) -> str:
     trained = [s for s in STAGES if not any(
         r['stages'][s]['frozen'] for r in records)]
+    segm = any(r.get('segm_mAP') is not None for r in records)
     header = ['regime', 'norm', 'seeds', 'bbox mAP', 'mAP@50',
+              *(['segm mAP'] if segm else []),
               *[f'dead % {s}' for s in trained], 'dead % (trained stages)',
-              'shifts', 're-shifts', 'shifted alive at end', 'min / run']
+              'shifts', 're-shifts (one window later)',
+              'shifted alive at end', 'min / run']
     lines = ['| ' + ' | '.join(header) + ' |',
              '|' + '---|' * len(header)]
-    for (regime, norm), runs in cells(records).items():
-        psbn = norm == 'psBN'
+    for (detector, regime, norm), runs in cells(records).items():
+        psbn = norm.startswith('psBN')
         shifted = sum(sum(r['stages'][s]['shifted_channels'] for s in STAGES)
                       for r in runs)
         alive = sum(sum(r['stages'][s]['shifted_alive'] for s in STAGES)
                     for r in runs)
+        next_window = [r.get('recollapses_next_window') for r in runs]
+        reshifts = _mean_std([r['recollapses'] for r in runs], 0) + (
+            f' ({_mean_std(next_window, 0)})'
+            if None not in next_window else '')
         cells_ = [
-            REGIMES[regime].label if regime in REGIMES else regime, norm,
-            str(len(runs)),
+            _label(detector, regime), norm, str(len(runs)),
             _mean_std([r['bbox_mAP'] for r in runs], 3),
             _mean_std([r['bbox_mAP_50'] for r in runs], 3),
+            *([_mean_std([r.get('segm_mAP') for r in runs], 3)]
+              if segm else []),
             *[_mean_std([_pct(r, [s]) for r in runs]) for s in trained],
             _mean_std([_pct(r, trained) for r in runs]),
             _mean_std([sum(r['stages'][s]['shifts'] for s in STAGES)
-                       for r in runs], 0) if psbn else '–',
-            _mean_std([r['recollapses'] for r in runs], 0) if psbn else '–',
+                       for r in runs], 0) if psbn else (
+                _mean_std([r['recycled'] for r in runs], 0) + ' recycled'
+                if runs[0].get('recycled') is not None else '–'),
+            reshifts if psbn else '–',
             (f'{alive}/{shifted} ({100 * alive / shifted:.0f}%)'
              if psbn and shifted else '–'),
             f'{statistics.fmean(r["seconds"] for r in runs) / 60:.1f}']
@@ -243,13 +305,13 @@ def figure(records: list[dict]) -> bytes:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     grouped = cells(records)
-    regimes = list(dict.fromkeys(regime for regime, _ in grouped))
+    regimes = list(dict.fromkeys(key[:2] for key in grouped))
     fig = Figure(figsize=(4.2 * len(regimes), 3.4))
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(regimes), squeeze=False)[0]
     for ax, regime in zip(axes, regimes):
         for norm in FINETUNE:
-            runs = grouped.get((regime, norm), [])
+            runs = grouped.get((*regime, norm), [])
             series = []
             for r in runs:
                 points = {}
@@ -265,7 +327,7 @@ def figure(records: list[dict]) -> bytes:
             values = np.array([[v for _, v in s] for s in series
                                if len(s) == len(steps)])
             ax.plot(steps, values.mean(0), marker='.', label=norm)
-        ax.set(title=REGIMES[regime].label if regime in REGIMES else regime,
+        ax.set(title=_label(*regime),
                xlabel='iteration', ylabel='dead pre-ReLU channels')
         ax.set_ylim(bottom=0)
         if not ax.lines:
@@ -281,11 +343,12 @@ def figure(records: list[dict]) -> bytes:
     return buffer.getvalue()
 
 
-def section(record: dict, figure_path: str | None) -> str:
+def _provenance(record: dict) -> str:
     runs = record['runs']
-    lines = [
-        f'Machine: {record["machine"]}.', '',
-        f'Command: `python -m research.finetune_study '
+    detector = runs[0]['job'].get('detector', 'faster')
+    pretrain = PRETRAIN if detector == 'faster' else MASK_PRETRAIN
+    return (
+        f'`python -m research.finetune_study '
         f'{shlex.join(record["argv"])}` ({len(runs)} runs, '
         f'{record["wall_seconds"] / 60:.1f} min wall time with '
         f'{record["processes"]} runs at a time; 1-min load average '
@@ -293,14 +356,28 @@ def section(record: dict, figure_path: str | None) -> str:
         'the end). Pretrained checkpoint: '
         + (f'`{record["pretrained"]}` (given)' if record.get('pretrained')
            and not record.get('pretrain_seconds', 0) > 60 else
-           f'`{PRETRAIN}`, trained in '
-           f'{record.get("pretrain_seconds", 0) / 60:.1f} min') + '. '
-        f'Every finetune: {runs[0]["job"]["iterations"] or "the configs"}'
+           f'`{pretrain}`, trained in '
+           f'{record.get("pretrain_seconds", 0) / 60:.1f} min') + '.'
+        + ''.join(f' Renamed: {note}.' for note in record.get('renamed', [])))
+
+
+def section(records: list[dict], figure_path: str | None) -> str:
+    """The page's generated part: provenance of every record, the table."""
+    runs = [run for record in records for run in record['runs']]
+    machines = sorted({record['machine'] for record in records})
+    lines = [f'Machine: {"; ".join(machines)}.', '']
+    lines += [f'{"Command" if len(records) == 1 else f"Command {i + 1}"}: '
+              f'{_provenance(record)}' for i, record in enumerate(records)]
+    lines += [
+        '', f'Every finetune: {runs[0]["job"]["iterations"] or "the configs"}'
         ' iterations, stem and '
-        'layer1 frozen, `norm_eval=True`; a BN/psBN pair shares its seed. '
+        'layer1 frozen, `norm_eval=True`; the runs of a cell and a seed share '
+        'the seed (bit-identical until the first shift or recycling). '
         f'Dead %: pre-ReLU channels never active on {NUM_IMAGES} val images '
         'at the end (the report\'s activation criterion), mean ± std over '
-        'seeds; re-shifts: shifts of channels shifted before.', '',
+        'seeds; re-shifts: shifts of channels shifted before (in brackets: '
+        'exactly one window after their previous shift); ReDo: units '
+        'recycled.', '',
         table(runs)]
     if figure_path:
         lines += ['', f'![dead channels over training]({figure_path})']
@@ -317,6 +394,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--regimes', nargs='+', choices=list(REGIMES),
                         default=list(REGIMES))
     parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
+    parser.add_argument('--norms', nargs='+', choices=list(FINETUNE),
+                        default=list(DEFAULT_NORMS),
+                        help='norms / recovery rules of every cell (default: '
+                        '%(default)s)')
     parser.add_argument('--iterations', type=int, default=100,
                         help='finetune iterations (default: %(default)s; '
                         'the demo\'s configs train 200)')
@@ -333,13 +414,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--json', help='write every run\'s record here')
     parser.add_argument('--out', help='markdown page for the results')
     parser.add_argument('--figures', help='directory for the PNG')
-    parser.add_argument('--from-json', dest='from_json',
-                        help='render an earlier --json, train nothing')
+    parser.add_argument('--detector', choices=('faster', 'mask'),
+                        default='faster',
+                        help='the demo\'s Faster R-CNN, or its Mask R-CNN '
+                        '(pretrained from random init when missing)')
+    parser.add_argument('--from-json', dest='from_json', nargs='+',
+                        help='render earlier --json records (merged), '
+                        'train nothing')
     args = parser.parse_args(argv)
-    for name in ('json', 'out', 'figures', 'from_json',
-                 'pretrained'):  # before any chdir
+    for name in ('json', 'out', 'figures', 'pretrained'):  # before any chdir
         if getattr(args, name):
             setattr(args, name, str(Path(getattr(args, name)).absolute()))
+    if args.from_json:
+        args.from_json = [str(Path(p).absolute()) for p in args.from_json]
     if args.processes < 1:
         raise UserError(f'--processes must be at least 1, got '
                         f'{args.processes}')
@@ -349,10 +436,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.from_json:
-        try:
-            record = json.loads(Path(args.from_json).read_text())
-        except (OSError, ValueError) as error:
-            raise UserError(f'cannot read {args.from_json}: {error}') from None
+        records = []
+        for path in args.from_json:
+            try:
+                records.append(json.loads(Path(path).read_text()))
+            except (OSError, ValueError) as error:
+                raise UserError(f'cannot read {path}: {error}') from None
     else:
         from psbn_mmdet.demo_data import make_demo_data
         json_path = args.json and Path(args.json)
@@ -365,8 +454,11 @@ def main(argv=None) -> int:
             checkpoint = pretrained(work_dirs, iterations=100)
             jobs = grid(['adam_l2'], [0], iterations=60)
         else:
-            checkpoint = args.pretrained or pretrained(work_dirs)
-            jobs = grid(args.regimes, args.seeds, args.iterations)
+            checkpoint = args.pretrained or pretrained(
+                work_dirs, config=PRETRAIN if args.detector == 'faster'
+                else MASK_PRETRAIN)
+            jobs = grid(args.regimes, args.seeds, args.iterations, args.norms,
+                        args.detector)
         pretrain_seconds = time.perf_counter() - started
         runs = run_all(jobs, checkpoint, work_dirs, args.processes)
         record = dict(machine=machine(),
@@ -379,16 +471,18 @@ def main(argv=None) -> int:
         if json_path:
             json_path.parent.mkdir(parents=True, exist_ok=True)
             json_path.write_text(json.dumps(record, indent=1) + '\n')
-    print(table(record['runs']))
+        records = [record]
+    runs = [run for record in records for run in record['runs']]
+    print(table(runs))
     figure_path = None
     if args.figures:
         Path(args.figures).mkdir(parents=True, exist_ok=True)
         png = Path(args.figures) / 'demo_finetune_dead.png'
-        png.write_bytes(figure(record['runs']))
+        png.write_bytes(figure(runs))
         if args.out:
             figure_path = os.path.relpath(png, Path(args.out).parent)
     if args.out:
-        write_generated(args.out, 'finetune', section(record, figure_path),
+        write_generated(args.out, 'finetune', section(records, figure_path),
                         title='Detection finetune benchmark: BN vs psBN')
     return 0
 

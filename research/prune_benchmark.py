@@ -128,10 +128,13 @@ def _compare(name: str, target: str, baseline, candidate, pairs: int,
     return result
 
 
-def time_inference(original, pruned, inputs, samples, pairs: int
-                   ) -> list[Comparison]:
-    """Backbone and detector, pruned against original, and their A/A."""
+def time_inference(original, pruned, inputs, samples, pairs: int,
+                   threads: int) -> list[Comparison]:
+    """Backbone and detector, pruned against original, and their A/A, with
+    ``threads`` torch threads."""
     twin = copy.deepcopy(original)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
 
     def backbone(model):
         def run():
@@ -145,19 +148,22 @@ def time_inference(original, pruned, inputs, samples, pairs: int
                 model.predict(inputs, copy.deepcopy(samples))
         return run
 
-    images = inputs.shape[0]
-    size = 'x'.join(map(str, inputs.shape[-2:]))
-    return [
-        _compare(f'backbone, {images} images {size}', 'pruned',
-                 backbone(original), backbone(pruned), pairs, repeat=10),
-        _compare(f'backbone, {images} images {size}: A/A', 'noise floor',
-                 backbone(original), backbone(twin), pairs, repeat=10),
-        _compare(f'detector (predict), {images} images {size}', 'pruned',
-                 detector(original), detector(pruned), pairs, repeat=3),
-        _compare(f'detector (predict), {images} images {size}: A/A',
-                 'noise floor', detector(original), detector(twin), pairs,
-                 repeat=3),
-    ]
+    what = (f'{inputs.shape[0]} images '
+            f'{"x".join(map(str, inputs.shape[-2:]))}, {threads} '
+            f'thread{"s" if threads > 1 else ""}')
+    try:
+        return [
+            _compare(f'backbone, {what}', 'pruned', backbone(original),
+                     backbone(pruned), pairs, repeat=10),
+            _compare(f'backbone, {what}: A/A', 'noise floor',
+                     backbone(original), backbone(twin), pairs, repeat=10),
+            _compare(f'detector (predict), {what}', 'pruned',
+                     detector(original), detector(pruned), pairs, repeat=3),
+            _compare(f'detector (predict), {what}: A/A', 'noise floor',
+                     detector(original), detector(twin), pairs, repeat=3),
+        ]
+    finally:
+        torch.set_num_threads(before)
 
 
 def border_effect(config: str, checkpoint: str, directory: str, plans,
@@ -190,7 +196,7 @@ def border_effect(config: str, checkpoint: str, directory: str, plans,
 
 
 def measure(label: str, config: str, checkpoint: str, pairs: int,
-            num_images: int, batch: int) -> Measured:
+            num_images: int, batch: int, threads=(1, 2)) -> Measured:
     from psbn_mmdet.prune import prune_dead
     measured = Measured(label, config, checkpoint)
     load_start = os.getloadavg()[0]
@@ -211,7 +217,8 @@ def measure(label: str, config: str, checkpoint: str, pairs: int,
         cfg, original = _load(config, checkpoint)
         _, pruned = _load(measured.result.config, measured.result.checkpoint)
     inputs, samples = _val_batch(cfg, original, batch)
-    measured.rows = time_inference(original, pruned, inputs, samples, pairs)
+    measured.rows = [row for n in threads for row in time_inference(
+        original, pruned, inputs, samples, pairs, n)]
     measured.load = (load_start, os.getloadavg()[0])
     return measured
 
@@ -229,7 +236,8 @@ def render(results: list[Measured], pairs: int, num_images: int,
         f'Command: `{command}` ({minutes:.1f} min). Calibration: the first '
         f'{num_images} training images; self-check and wake-ups as '
         '`tools/prune_dead.py` prints them; mAP on the 64 val images. '
-        f'Timing: a batch of {batch} val images, preprocessed once; each row '
+        f'Timing: a batch of {batch} val images, preprocessed once, with '
+        'the torch thread count each row names; each row '
         f'alternates the two models in one process ({pairs} pairs after 2 '
         'warm-up runs each; a sample times the given number of consecutive '
         'calls); the ratio is pruned (or the copy) over the original, '
@@ -291,8 +299,9 @@ def render(results: list[Measured], pairs: int, num_images: int,
         lines += ['', '| what | original per call (median) | pairs x calls '
                   '| ratio | spread | fastest calls | CPU time | time saved '
                   '| goal |', '|---|---|---|---|---|---|---|---|---|']
-        backbone_ms = m.rows[0].base_seconds * 1e3
         for row in m.rows:
+            if row.name.startswith('backbone') and row.target == 'pruned':
+                backbone_ms = row.base_seconds * 1e3
             saved = 1 - row.median
             if row.target == 'pruned' and row.name.startswith('backbone'):
                 goal = (f'>= {_pct(GOAL * m.flops_removed)} '
@@ -328,6 +337,9 @@ def main(argv=None) -> None:
     parser.add_argument('--batch', type=int, default=2,
                         help='val images per timed call (default: '
                         '%(default)s)')
+    parser.add_argument('--threads', type=int, nargs='+', default=[1, 2],
+                        help='torch threads of the timed rows (default: '
+                        '1 2)')
     parser.add_argument('--work-dirs', default=WORK_DIRS,
                         help='where the demo finetunes are (default: '
                         '%(default)s)')
@@ -337,8 +349,9 @@ def main(argv=None) -> None:
                         'finetunes (repeatable)')
     parser.add_argument('--out', default='docs/benchmarks.md')
     args = parser.parse_args(argv)
-    for name in ('pairs', 'num_images', 'batch'):
-        if getattr(args, name) < 1:
+    for name in ('pairs', 'num_images', 'batch', 'threads'):
+        if min(getattr(args, name), default=1) < 1 if name == 'threads' \
+                else getattr(args, name) < 1:
             raise UserError(f'--{name.replace("_", "-")} must be at least 1')
     detectors = args.detector or [
         (label, config, latest_checkpoint(os.path.join(args.work_dirs, run)))
@@ -353,7 +366,7 @@ def main(argv=None) -> None:
     for label, config, checkpoint in detectors:
         print(f'{label}: pruning and timing {checkpoint}', file=sys.stderr)
         results.append(measure(label, config, checkpoint, args.pairs,
-                               args.num_images, args.batch))
+                               args.num_images, args.batch, args.threads))
     command = 'python -m research.prune_benchmark' + ''.join(
         f' {a}' for a in (argv if argv is not None else sys.argv[1:]))
     text = render(results, args.pairs, args.num_images, args.batch, command,

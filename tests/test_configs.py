@@ -45,6 +45,8 @@ def test_user_configs_keep_torchvision_init_and_mmdet_finetuning(name):
     ('demo/faster_rcnn_r18_demo_psbn_finetune.py',
      'demo/faster_rcnn_r18_demo_bn_finetune.py'),
     ('demo/mask_rcnn_r18_demo_psbn.py', 'demo/mask_rcnn_r18_demo_bn.py'),
+    ('demo/mask_rcnn_r18_demo_psbn_finetune.py',
+     'demo/mask_rcnn_r18_demo_bn_finetune.py'),
 ])
 def test_psbn_and_bn_configs_differ_only_in_norm_and_hook(psbn, bn):
     a = Config.fromfile(str(CONFIGS / psbn))
@@ -55,7 +57,8 @@ def test_psbn_and_bn_configs_differ_only_in_norm_and_hook(psbn, bn):
 
 
 @pytest.mark.parametrize('name', ['faster_rcnn_r18_demo_psbn_finetune.py',
-                                  'mask_rcnn_r18_demo_psbn.py'])
+                                  'mask_rcnn_r18_demo_psbn.py',
+                                  'mask_rcnn_r18_demo_psbn_finetune.py'])
 def test_demo_pairs_hooks_differ_only_in_type(name):
     """Same logging interval and detection window: the same windows are
     judged, one hook shifts and the other only counts."""
@@ -65,6 +68,22 @@ def test_demo_pairs_hooks_differ_only_in_type(name):
     assert psbn.pop('type') == 'PostShiftHook'
     assert bn.pop('type') == 'CollapseMonitorHook'
     assert psbn == bn and psbn.window >= 1
+
+
+def test_mask_finetune_is_the_faster_finetune_on_mask_rcnn():
+    """The Mask R-CNN finetune uses the Faster R-CNN finetune's regime
+    (optimizer, schedule, frozen stages) from its own pretrain."""
+    faster = Config.fromfile(
+        str(CONFIGS / 'demo/faster_rcnn_r18_demo_bn_finetune.py'))
+    mask = Config.fromfile(
+        str(CONFIGS / 'demo/mask_rcnn_r18_demo_bn_finetune.py'))
+    for key in ('optim_wrapper', 'train_cfg', 'param_scheduler'):
+        assert mask[key] == faster[key], key
+    for key in ('frozen_stages', 'norm_eval'):
+        assert mask.model.backbone[key] == faster.model.backbone[key]
+    assert mask.model.type == 'MaskRCNN'
+    assert mask.load_from == ('work_dirs/mask_rcnn_r18_demo_bn/iter_'
+                              f'{Config.fromfile(str(CONFIGS / "demo/mask_rcnn_r18_demo_bn.py")).train_cfg.max_iters}.pth')
 
 
 def test_demo_finetunes_start_from_the_pretrained_checkpoint():

@@ -21,8 +21,10 @@ def _worker(rank, port, out_dir, norm):
     os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
     dist.init_process_group('gloo', rank=rank, world_size=2)
     torch.manual_seed(0)  # identical initial parameters on both ranks
-    model = nn.Sequential(nn.Conv2d(3, 4, 1, bias=False), norm(4, window=2),
-                          nn.ReLU())
+    # ρ = 0.01 (not the default 0.5, where z = 0) so that β tests the
+    # pooled std as well as the pooled mean
+    model = nn.Sequential(nn.Conv2d(3, 4, 1, bias=False),
+                          norm(4, window=2, active_fraction=0.01), nn.ReLU())
     bn = model[1]
     bn.eval()  # frozen statistics: each rank's data decides its own activity
     with torch.no_grad():
@@ -63,7 +65,7 @@ def test_two_ranks_shift_identically(tmp_path, norm, port):
     # β = −γ·m − |γ|·z·s with γ = 1 and x̂ = x / sqrt(1 + eps) (running stats)
     pooled = torch.cat([r0['last_bn_input'], r1['last_bn_input']])
     xhat = pooled[:, DEAD_ON_BOTH].double() / math.sqrt(1.0 + 1e-5)
-    z = NormalDist().inv_cdf(1.0 - 0.01)
+    z = NormalDist().inv_cdf(1.0 - 0.01)  # the layers' ρ: z·s is tested too
     expected = -xhat.mean() - z * xhat.std(correction=0)
     assert float(r0['bias'][DEAD_ON_BOTH]) == pytest.approx(float(expected),
                                                             abs=1e-5)

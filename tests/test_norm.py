@@ -68,8 +68,8 @@ def test_sync_variant_matches_batchnorm_outside_distributed():
 @pytest.mark.parametrize('option, value, message', [
     ('window', 0, 'window must be an integer >= 1'),
     ('window', 2.5, 'window must be an integer >= 1'),
-    ('active_fraction', 0.0, 'active_fraction must be in (0, 0.5)'),
-    ('active_fraction', 0.7, 'active_fraction must be in (0, 0.5)'),
+    ('active_fraction', 0.0, 'active_fraction must be in (0, 0.5]'),
+    ('active_fraction', 0.7, 'active_fraction must be in (0, 0.5]'),
     ('gamma_min', -1.0, 'gamma_min must be None'),
     ('windw', 10, "unknown option 'windw'"),
 ])

@@ -298,7 +298,12 @@ train_dataloader = dict(
     batch_size=2, num_workers=0, persistent_workers=False,
     dataset=dict(data_root=data_root, metainfo=metainfo,
                  ann_file='annotations/instances_train.json',
-                 data_prefix=dict(img='train/')))
+                 data_prefix=dict(img='train/'),
+                 pipeline=[dict(type='LoadImageFromFile'),
+                           dict(type='LoadAnnotations', with_bbox=True),
+                           dict(type='Resize', scale=(128, 96),
+                                keep_ratio=True),
+                           dict(type='PackDetInputs')]))
 test_dataloader = dict(
     batch_size=2, num_workers=0, persistent_workers=False,
     dataset=dict(data_root=data_root, metainfo=metainfo,
@@ -393,6 +398,32 @@ def test_tool_writes_a_config_and_checkpoint_mmdet_loads_strictly(
             assert relative_difference(a, b) < CHECK_TOLERANCE
     saved = torch.load(pruned_checkpoint, weights_only=True)
     assert set(saved) == {'meta', 'state_dict'} and saved['meta']['iter'] == 7
+
+
+@pytest.mark.slow
+def test_mmdet_tools_test_and_train_use_the_pruned_files(tool_files,
+                                                         workspace, tmp_path):
+    from conftest import run_tool
+    config, checkpoint, _ = tool_files
+    result = prune_dead(str(config), str(checkpoint), str(tmp_path / 'out'),
+                        num_images=2, evaluate_map=False)
+    assert result.written
+    tested = run_tool(REPO / 'tools' / 'test.py', result.config,
+                      result.checkpoint, '--work-dir', tmp_path / 'test',
+                      cwd=workspace)
+    assert tested.returncode == 0, tested.stderr[-2000:]
+    assert 'coco/bbox_mAP' in tested.stdout + tested.stderr
+    trained = run_tool(
+        REPO / 'tools' / 'train.py', result.config, '--work-dir',
+        tmp_path / 'train', '--cfg-options', 'train_cfg.max_epochs=1',
+        'train_cfg.val_interval=10', cwd=workspace)  # 8 images: 4 iterations
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    log = trained.stdout + trained.stderr
+    assert f'Load checkpoint from {result.checkpoint}' in log
+    assert 'Epoch(train) [1][4/4]' in log
+    weights = torch.load(tmp_path / 'train' / 'epoch_1.pth',
+                         weights_only=False)['state_dict']
+    assert weights['backbone.layer4.0.conv1.weight'].shape[0] == 64 - 20
 
 
 def test_channels_dead_on_calibration_images_may_wake_on_others(

@@ -9,7 +9,7 @@ data_root = 'data/demo/'
 metainfo = dict(classes=('circle', 'square', 'triangle', 'ellipse', 'star'))
 image_scale = (256, 192)
 max_iters = 500
-window = 20  # detection window of the collapse monitor, in iterations
+window = 10  # detection window of the hooks (psBN's default), in iterations
 
 model = dict(
     backbone=dict(

@@ -61,6 +61,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--regime', choices=sorted(REGIMES),
                         help='keep the runs of this regime only')
     parser.add_argument('--out', help='markdown file for the results')
+    parser.add_argument('--section', default='study',
+                        help='the generated section of --out to write '
+                        '(default: %(default)s; the first study\'s records '
+                        'go to first_study)')
     parser.add_argument('--json', help='every run, curves included')
     parser.add_argument('--figures', help='directory for the PNG plots')
     parser.add_argument('--from-json', dest='from_json', nargs='+',
@@ -111,13 +115,16 @@ def describe(record: dict) -> str:
     cpu = [r['cpu_seconds'] for r in runs if 'cpu_seconds' in r]
     if len(cpu) == len(runs):
         line += f'; CPU time of the runs {sum(cpu) / 60:.1f} min'
+    for note in record.get('renamed', []):  # labels changed after the run
+        line += f'. Renamed: {note}'
     return line
 
 
 def results_section(records: list[dict], rows: list[dict], figure_names,
                     figures_dir, out_path) -> str:
     epochs = records[0]['runs'][0]['job']['epochs']
-    lines = [f'Machine: {records[0]["machine"]}.', '',
+    machines = sorted({record['machine'] for record in records})
+    lines = [f'Machine: {"; ".join(machines)}.', '',
              'Commands (run in this order; the table merges them):', '']
     lines += [describe(record) for record in records]
     lines += [
@@ -129,7 +136,7 @@ def results_section(records: list[dict], rows: list[dict], figure_names,
         '',
         render.markdown_table(rows),
         '',
-        render.setup_description(),
+        render.setup_description({row['variant'] for row in rows}),
         '',
     ]
     base = Path(out_path).parent
@@ -164,7 +171,7 @@ def main(argv=None) -> int:
             Path(args.figures, name).write_bytes(png)
             figure_names.append(name)
     if args.out:
-        write_generated(args.out, 'study', results_section(
+        write_generated(args.out, args.section, results_section(
             records, rows, figure_names, args.figures, args.out),
             title='Collapse study')
     return 0

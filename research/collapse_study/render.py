@@ -8,13 +8,23 @@ import statistics
 
 import numpy as np
 
-from .grid import CANDIDATES, COMBINATIONS, NETWORKS
+from .grid import COLLAPSE_VARIANTS, NETWORKS
 from .training import REGIMES
 from .variants import VARIANTS
 
 METRICS = ('dead_pct', 'dead_train_pct', 'last_window_dead_pct',
            'small_gamma_pct', 'test_acc', 'final_loss', 'head_dead_pct',
-           'shifts', 'active_after_shift_pct', 'recollapses')
+           'shifts', 'active_after_shift_pct', 'recollapses',
+           'alive_next_window_pct', 'intervention_loss_pct')
+
+
+def alive_next_window(result: dict) -> float | None:
+    """% of shifts (ReDo: recyclings) whose channel was not dead again at
+    the next window's end (None for records without the counter)."""
+    again = result.get('recollapses_next_window')
+    if again is None or not result.get('shifts'):
+        return None
+    return 100.0 * (1 - again / result['shifts'])
 
 
 def last_window_dead(result: dict) -> float | None:
@@ -51,6 +61,7 @@ def aggregate(results: list[dict]) -> list[dict]:
             run.setdefault('last_window_dead_pct', last_window_dead(run))
             run.setdefault('final_loss', run['loss_curve'][-1][1]
                            if run.get('loss_curve') else None)
+            run.setdefault('alive_next_window_pct', alive_next_window(run))
         for metric in METRICS:  # records of older code lack some metrics
             row[metric] = _mean_std([r[metric] for r in runs
                                      if r.get(metric) is not None])
@@ -78,8 +89,10 @@ TABLE_HEADER = ('| network | regime | norm | dead % (end) '
                 '| dead % (last window, step) | \\|γ\\| < 1e-3 % '
                 '| test acc. % | train loss (last epoch) | FC head dead % '
                 '| shifts | active after shift % '
-                '| re-collapses | steps to re-collapse |\n'
-                '|---|---|---|---|---|---|---|---|---|---|---|---|---|')
+                '| re-collapses | steps to re-collapse '
+                '| alive one window after a shift % '
+                '| loss change at a shift % |\n'
+                '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|')
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -97,12 +110,15 @@ def markdown_table(rows: list[dict]) -> str:
             f"| {_fmt(row['shifts'], 0)} "
             f"| {_fmt(row['active_after_shift_pct'], 2)} "
             f"| {_fmt(row['recollapses'], 0)} "
-            f"| {'–' if steps is None else f'{steps:.0f}'} |")
+            f"| {'–' if steps is None else f'{steps:.0f}'} "
+            f"| {_fmt(row['alive_next_window_pct'])} "
+            f"| {_fmt(row['intervention_loss_pct'], 2)} |")
     return '\n'.join(lines)
 
 
-def setup_description() -> str:
-    """The fixed set-up of every run, from the constants above."""
+def setup_description(present=None) -> str:
+    """The fixed set-up of every run, from the constants above; the psBN
+    rows for the variants in ``present`` (all when None)."""
     lines = ['| regime | optimizer | lr | weight decay | momentum |',
              '|---|---|---|---|---|']
     for regime in REGIMES.values():
@@ -113,8 +129,9 @@ def setup_description() -> str:
                      f'| {regime.momentum:g} |')
     lines += ['', '| norm | psBN options | optimizer_reset | x̂ statistics |',
               '|---|---|---|---|']
-    for variant in VARIANTS.values():
-        if not variant.psbn:
+    for name, variant in VARIANTS.items():
+        if not variant.psbn or (present is not None
+                                and name not in present):
             continue
         options = ', '.join(f'{k}={v}' for k, v in variant.options.items())
         lines.append(
@@ -183,6 +200,15 @@ def plot_curves(results: list[dict], network: str, regimes, variants,
     return buffer.getvalue()
 
 
+#: the first study's recovery candidates (BasicNet), each one change from
+#: 'fix'; their records are docs/collapse_study_runs/full_grid.json
+FIRST_STUDY_CANDIDATES = {
+    'adam_l2': ('fix_window_mean', 'fix_reset_zero', 'fix_floor_abs',
+                'fix_window_20', 'fix_window_300', 'fix_rho_05', 'fix_rho_16'),
+    'sgd_high': ('fix_floor_abs', 'fix_window_20'),
+}
+
+
 def figures(results: list[dict]) -> dict[str, bytes]:
     """``{file name: PNG}`` for the runs present in ``results``."""
     present = {(r['job']['network'], r['job']['regime']) for r in results}
@@ -191,13 +217,12 @@ def figures(results: list[dict]) -> dict[str, bytes]:
         regimes = [r for r in REGIMES if (network, r) in present]
         if regimes:
             pngs[f'dead_{network}.png'] = plot_curves(
-                results, network, regimes, ('bn', 'shipped', 'psbn',
-                                            'fix_w20_none_rho16'),
+                results, network, regimes, COLLAPSE_VARIANTS,
                 f'{network}: dead pre-ReLU channels over training, BN vs '
                 'psBN (mean ± std over seeds)')
-    for regime, candidates in CANDIDATES.items():
+    for regime, candidates in FIRST_STUDY_CANDIDATES.items():
         variants = (('bn', 'shipped', 'psbn', 'fix') + candidates
-                    + COMBINATIONS['basicnet'])
+                    + ('fix_w20_none', 'fix_w20_none_rho16'))
         if any(r['job']['network'] == 'basicnet'
                and r['job']['regime'] == regime
                and r['job']['variant'] in candidates for r in results):

@@ -14,6 +14,7 @@ the controller's shift / re-collapse counters.
 from __future__ import annotations
 
 import contextlib
+import functools
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -188,7 +189,19 @@ class ShiftProbe:
             handle.remove()
 
 
-def run(job: Job) -> dict:
+def _batch_loss(model: nn.Module, x, y) -> float:
+    """The training loss of one batch under batch statistics, changing
+    nothing (no gradient, BN buffers restored)."""
+    with _evaluating(model, batch_statistics=True):
+        return nn.functional.cross_entropy(model(x), y).item()
+
+
+def _redo(model, optimizer, controller, **options):
+    from research.redo import ReDo, units_of
+    return ReDo(units_of(model), optimizer, **options)
+
+
+def run(job: Job, probes=()) -> dict:
     """Train one network; return final metrics and curves.
 
     Metrics: ``dead_pct`` (Mehta's criterion in eval mode over the training
@@ -203,6 +216,12 @@ def run(job: Job) -> dict:
     epochs from 0), ``window_curve`` (``[step, % pre-ReLU channels dead in
     the window]`` at each window end) and ``loss_curve`` (``[epoch, mean
     training loss]``).
+
+    ``probes``: factories ``probe(model, optimizer, controller)`` of objects
+    with ``after_step(result)`` (called after every optimizer and controller
+    step) and ``close() -> dict``; their dicts are returned under ``probes``
+    (research instruments such as :mod:`.recollapse`, and recovery rules that
+    act on the model, such as :mod:`.redo`).
     """
     started, cpu_started = time.perf_counter(), time.process_time()
     data = load_digits(INPUT_SIZE[job.network])
@@ -217,6 +236,11 @@ def run(job: Job) -> dict:
     order = torch.Generator().manual_seed(job.seed)
     drop_at = job.epochs - round(LR_DROP_FRACTION * job.epochs)
     probe = ShiftProbe(controller)
+    if variant.redo is not None:
+        probes = [*probes, functools.partial(_redo, seed=job.seed,
+                                             **variant.redo)]
+    extra = [factory(model, optimizer, controller) for factory in probes]
+    intervention_loss = []  # [before, after] at steps that changed the model
     head = head_pre_relu(model)
 
     def dead_now() -> tuple[float, float | None]:
@@ -245,8 +269,18 @@ def run(job: Job) -> dict:
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            window_end = (controller.steps + 1) % variant.period == 0
+            if window_end:
+                before = _batch_loss(model, data.train_x[batch],
+                                     data.train_y[batch])
             result = controller.step()
             probe.after_window(result)
+            changed = bool(result and sum(result.shifted.values()))
+            for instrument in extra:
+                changed |= bool(instrument.after_step(result))
+            if window_end and changed:
+                intervention_loss.append([before, _batch_loss(
+                    model, data.train_x[batch], data.train_y[batch])])
             if result is not None:
                 window_dead = sum(result.dead.values())
                 window_curve.append(
@@ -257,7 +291,10 @@ def run(job: Job) -> dict:
             dead_curve.append([epoch + 1, dead])
     controller.close()
     probe.close()
+    extra = [instrument.close() for instrument in extra]
     shifts = sum(int(c.sum()) for c in controller.shift_counts.values())
+    if variant.redo is not None:  # the units ReDo recycled count as shifts
+        shifts = extra[-1]['recycled']
     return dict(
         job=asdict(job),
         dead_pct=dead_curve[-1][1],
@@ -274,6 +311,13 @@ def run(job: Job) -> dict:
         active_after_shift_pct=(100.0 * statistics.fmean(probe.fractions)
                                 if probe.fractions else None),
         recollapses=controller.recollapses,
+        recollapses_next_window=(extra[-1]['again_next_period']
+                                 if variant.redo is not None else
+                                 controller.recollapses_next_window),
+        intervention_loss_pct=(statistics.fmean(
+            100.0 * (after - before) / before
+            for before, after in intervention_loss)
+            if intervention_loss else None),
         steps_to_recollapse=(controller.steps_to_recollapse_sum /
                              controller.recollapses
                              if controller.recollapses else None),
@@ -282,5 +326,7 @@ def run(job: Job) -> dict:
         dead_curve=dead_curve,
         window_curve=window_curve,
         loss_curve=loss_curve,
+        intervention_loss=intervention_loss,
+        **({'probes': extra} if extra else {}),
         seconds=time.perf_counter() - started,
         cpu_seconds=time.process_time() - cpu_started)

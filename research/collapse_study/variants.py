@@ -9,12 +9,16 @@ Earlier x̂ estimates plug into the layer through its public extension point,
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 
 import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from psbn_mmdet.norm import WindowStatistics
+from psbn_mmdet.norm import WindowStatistics, psBN
+
+#: the psBN layer's default detection window
+LAYER_WINDOW = inspect.signature(psBN).parameters['window'].default
 
 class AssumedUnitXhatStatistics(WindowStatistics):
     """The rule before this study: x̂ taken as mean 0, std 1 under batch
@@ -73,31 +77,69 @@ class Variant:
     options: dict = field(default_factory=dict)  # psBN layer options
     optimizer_reset: str | None = None  # None: the controller's default
     xhat: str = 'shipped'  # a key of XHAT_STATISTICS
+    redo: dict | None = None  # ReDo's options (research.redo) on BN: a peer
+    controller: dict = field(default_factory=dict)  # more controller options
+
+    @property
+    def period(self) -> int:
+        """Steps between two interventions (psBN's window, ReDo's period)."""
+        if self.redo is not None:
+            return self.redo.get('period', 100)
+        return self.options.get('window', LAYER_WINDOW)
 
     def controller_kwargs(self) -> dict:
         if self.optimizer_reset is None:
-            return {}
-        return dict(optimizer_reset=self.optimizer_reset)
+            return dict(self.controller)
+        return dict(self.controller, optimizer_reset=self.optimizer_reset)
+
+
+#: the layer's defaults when the first study's candidates were measured
+FIRST_STUDY_DEFAULTS = dict(window=100, active_fraction=0.01)
 
 
 def _fixed(label: str, optimizer_reset: str = 'healthy',
-           **kwargs) -> Variant:
+           options: dict | None = None) -> Variant:
     """psBN with the last-batch x̂ fix and one more change.  The reset rule
-    stays 'healthy', the controller's default when these were measured."""
+    stays 'healthy', the controller's default when these were measured, and
+    the layer options those of then (:data:`FIRST_STUDY_DEFAULTS`)."""
     return Variant(label, True, xhat='exact-last',
-                   optimizer_reset=optimizer_reset, **kwargs)
+                   optimizer_reset=optimizer_reset,
+                   options={**FIRST_STUDY_DEFAULTS, **(options or {})})
 
 
 VARIANTS = {
     'bn': Variant('BN', False),
     # the rule before this study: measured as "psBN (defaults)" then
     'psbn': Variant('psBN, x̂ std assumed 1, healthy reset (before the study)',
-                    True, xhat='assumed-unit', optimizer_reset='healthy'),
+                    True, xhat='assumed-unit', optimizer_reset='healthy',
+                    options=FIRST_STUDY_DEFAULTS),
+    # the product's defaults, whatever they are (the quick grid, the tests)
+    'defaults': Variant('psBN (the defaults)', True),
+    # issue 13's rule, options explicit so that records keep their meaning:
+    # the defaults since issue 13, and the same rule at window 20
+    'rho50_w10': Variant('psBN, window=10, active_fraction=0.5 (the defaults '
+                         'since issue 13)', True,
+                         options=dict(window=10, active_fraction=0.5)),
+    'rho50_w20': Variant('psBN, window=20, active_fraction=0.5', True,
+                         options=dict(window=20, active_fraction=0.5)),
+    # the defaults chosen by the first study, until issue 13 (its records
+    # call it 'shipped'); options explicit, so the name keeps its rule
     'shipped': Variant(
-        "psBN (defaults: last-batch x̂, optimizer_reset='none')", True),
+        "psBN, window=100, active_fraction=0.01 (the defaults before "
+        "issue 13)", True, options=FIRST_STUDY_DEFAULTS),
+    # the first study's best combination (= 'fix_w20_none_rho16')
+    'rho16_w20': Variant('psBN, window=20, active_fraction=0.16', True,
+                         options=dict(window=20, active_fraction=0.16)),
+    # the peer: ReDo on BN, every 20 steps (psBN's window) and every 100, the
+    # reference's threshold tau = 0 (units dead on the scored batch)
+    'redo_20': Variant('ReDo (tau 0, period 20) on BN', False,
+                       redo=dict(tau=0.0, period=20)),
+    'redo': Variant('ReDo (tau 0, period 100) on BN', False,
+                    redo=dict(tau=0.0, period=100)),
     'fix_window_mean': Variant('psBN, exact x̂ std, window mean', True,
                                xhat='exact-window',
-                               optimizer_reset='healthy'),
+                               optimizer_reset='healthy',
+                               options=FIRST_STUDY_DEFAULTS),
     'fix': _fixed('psBN, exact x̂ std, last batch ("fix")'),
     'fix_reset_zero': _fixed("fix + optimizer_reset='zero'",
                              optimizer_reset='zero'),

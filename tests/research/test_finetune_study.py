@@ -64,6 +64,44 @@ def test_figure_and_page_are_rendered_from_records_alone(tmp_path):
     assert png.stat().st_size > 10_000
 
 
+def test_mask_cell_peer_and_next_window_reshifts_are_rendered(tmp_path):
+    mask = [dict(_record('adam_l2', norm, 0, 64, 0.6), segm_mAP=0.5)
+            for norm in ('BN', 'psBN')]
+    for record in mask:
+        record['job']['detector'] = 'mask'
+    redo = dict(_record('adam_l2', 'ReDo', 0, 8, 0.69), recycled=300)
+    psbn = dict(_record('adam_l2', 'psBN window=20', 0, 4, 0.7, shifts=50,
+                        alive=45), recollapses_next_window=3)
+    lines = study.table(RECORDS + mask + [redo, psbn]).splitlines()
+    assert 'segm mAP' in lines[0]
+    [mask_bn] = [l for l in lines if 'Mask R-CNN' in l and '| BN |' in l]
+    assert '| 0.500 ± 0.000 |' in mask_bn
+    [peer] = [l for l in lines if '| ReDo |' in l]
+    assert '300 ± 0 recycled' in peer
+    [restore] = [l for l in lines if 'psBN window=20' in l]
+    assert '| 25 ± 0 (3 ± 0) |' in restore
+    # Faster R-CNN cells first, BN before its recovery rules
+    order = [l.split('|')[2].strip() for l in lines[2:]
+             if 'Adam' in l and 'Mask' not in l]
+    assert order == ['BN', 'psBN', 'psBN window=20', 'ReDo']
+    assert 'Mask R-CNN' in lines[-1]
+    runs = [dict(machine='m', argv=['--detector', 'mask'], processes=2,
+                 wall_seconds=60.0, load=[0, 0], runs=mask),
+            dict(machine='m', argv=[], processes=2, wall_seconds=60.0,
+                 load=[0, 0], runs=RECORDS)]
+    files = []
+    for i, record in enumerate(runs):
+        files.append(tmp_path / f'{i}.json')
+        files[-1].write_text(json.dumps(record))
+    out = tmp_path / 'page.md'
+    assert study.main(['--from-json', *map(str, files), '--out',
+                       str(out)]) == 0
+    page = out.read_text()
+    assert 'Command 1: `python -m research.finetune_study --detector mask`' \
+        in page and 'Command 2:' in page
+    assert 'configs/demo/mask_rcnn_r18_demo_bn.py' in page
+
+
 def test_unreadable_records_are_one_line(tmp_path):
     bad = tmp_path / 'bad.json'
     bad.write_text('{')

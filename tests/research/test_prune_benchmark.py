@@ -18,9 +18,10 @@ def test_missing_demo_finetune_is_one_line(tmp_path, capsys):
     assert not (tmp_path / 'b.md').exists()
 
 
-def test_pairs_must_be_positive(tmp_path, capsys):
-    assert _run('--pairs', 0, '--out', tmp_path / 'b.md') == 2
-    assert '--pairs must be at least 1' in capsys.readouterr().err
+@pytest.mark.parametrize('option', ['--pairs', '--threads'])
+def test_counts_must_be_positive(tmp_path, capsys, option):
+    assert _run(option, 0, '--out', tmp_path / 'b.md') == 2
+    assert f'{option} must be at least 1' in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -31,7 +32,8 @@ def test_small_detector_is_pruned_timed_and_written(workspace, tmp_path):
     page = tmp_path / 'benchmarks.md'
     page.write_text('# Benchmarks\n\nprose\n')
     assert _run('--detector', 'crafted', config, checkpoint, '--pairs', 1,
-                '--num-images', 2, '--batch', 1, '--out', page) == 0
+                '--num-images', 2, '--batch', 1, '--threads', 1,
+                '--out', page) == 0
     text = page.read_text()
     begin, end = markers('prune')
     assert text.startswith('# Benchmarks\n\nprose\n') and begin in text
@@ -40,7 +42,7 @@ def test_small_detector_is_pruned_timed_and_written(workspace, tmp_path):
     assert 'self-check on 2 calibration images' in section
     assert 'border effect:' in section
     rows = [line for line in section.splitlines() if line.startswith('| ')]
+    what = '1 images 96x128, 1 thread'
     assert [row.split(' | ')[0] for row in rows[1:]] == [
-        '| backbone, 1 images 96x128', '| backbone, 1 images 96x128: A/A',
-        '| detector (predict), 1 images 96x128',
-        '| detector (predict), 1 images 96x128: A/A']
+        f'| backbone, {what}', f'| backbone, {what}: A/A',
+        f'| detector (predict), {what}', f'| detector (predict), {what}: A/A']
