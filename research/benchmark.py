@@ -92,8 +92,9 @@ def _train_step(model, optimizer, inputs, controller=None):
     return step
 
 
-def backbone_train_step(pairs: int, finetune: bool,
-                        repeat: int = 3) -> Comparison:
+def backbone_train_step(pairs: int, finetune: bool, repeat: int = 3,
+                        window: int | None = None,
+                        noise_floor: bool = False) -> Comparison:
     """ResNet-50 forward + backward + SGD step, statistics and controller on.
 
     The learning rate is 0: every step does the same work on the same
@@ -104,7 +105,9 @@ def backbone_train_step(pairs: int, finetune: bool,
     kwargs = (dict(frozen_stages=1, norm_eval=True) if finetune else
               dict(frozen_stages=-1, norm_eval=False))
     torch.manual_seed(0)
-    psbn = ResNet(depth=50, norm_cfg=dict(type='psBN'), **kwargs)  # defaults
+    norm_cfg = dict(type='psBN') if window is None else dict(type='psBN',
+                                                               window=window)
+    psbn = ResNet(depth=50, norm_cfg=norm_cfg, **kwargs)
     psbn.init_weights()
     bn = to_bn(copy.deepcopy(psbn))
     bn.train()
@@ -114,10 +117,20 @@ def backbone_train_step(pairs: int, finetune: bool,
                              lr=0.0, momentum=0.9)
     opt_ps = torch.optim.SGD([p for p in psbn.parameters()
                               if p.requires_grad], lr=0.0, momentum=0.9)
-    controller = PostShiftController(psbn, opt_ps)
     setup = ('finetune: frozen_stages=1, norm_eval=True' if finetune else
              'train mode: batch statistics')
-    return compare(f'ResNet-50 train step, 2x3x224x224 ({setup})', '<= 1.02x',
+    name = f'ResNet-50 train step, 2x3x224x224 ({setup}'
+    if noise_floor:  # BN against a copy of itself
+        twin = copy.deepcopy(bn)
+        opt_twin = torch.optim.SGD([p for p in twin.parameters()
+                                    if p.requires_grad], lr=0.0, momentum=0.9)
+        return compare(f'{name}): BN against a copy of itself (noise floor)',
+                       '1.00x', _train_step(bn, opt_bn, inputs),
+                       _train_step(twin, opt_twin, inputs), pairs,
+                       repeat=repeat)
+    controller = PostShiftController(psbn, opt_ps)
+    window = window or psbn.layer1[0].bn1.window
+    return compare(f'{name}, psBN window {window})', '<= 1.02x',
                    _train_step(bn, opt_bn, inputs),
                    _train_step(psbn, opt_ps, inputs, controller), pairs,
                    repeat=repeat)
@@ -284,17 +297,39 @@ def main(argv=None) -> None:
                                      description=__doc__.splitlines()[0])
     parser.add_argument('--pairs', type=int, default=10)
     parser.add_argument('--out', default='docs/benchmarks.md')
+    parser.add_argument('--train-step-only', action='store_true',
+                        help='only the ResNet-50 train-step rows and their '
+                        'noise floor, into the benchmark_train_step section')
+    parser.add_argument('--windows', type=int, nargs='+', default=[None],
+                        help='psBN windows of the train-step rows (default: '
+                        'the layer\'s)')
     args = parser.parse_args(argv)
     if args.pairs < 1:
         raise UserError(f'--pairs must be at least 1, got {args.pairs}')
+    if any(w is not None and w < 1 for w in args.windows):
+        raise UserError('--windows must be at least 1')
     from mmengine.logging import MMLogger
     # init_weights logs every parameter of every model built here
     MMLogger.get_current_instance().setLevel(logging.WARNING)
     start = time.time()
     load = os.getloadavg()[0]
-    rows = [
-        backbone_train_step(args.pairs, finetune=False),
-        backbone_train_step(args.pairs, finetune=True),
+    rows = [backbone_train_step(args.pairs, finetune, window=window)
+            for finetune in (False, True) for window in args.windows]
+    rows.append(backbone_train_step(args.pairs, True, noise_floor=True))
+    command = 'python -m research.benchmark ' + ' '.join(
+        sys.argv[1:] if argv is None else argv)
+    if args.train_step_only:
+        lines = [f'Machine: {machine()}; load average {load:.2f} at the '
+                 f'start.', '', f'Command: `{command}` '
+                 f'({(time.time() - start) / 60:.1f} min), as below.', '',
+                 '| what | BN time per call (median) | pairs x calls | ratio '
+                 '| spread | target |', '|---|---|---|---|---|---|',
+                 *[row.row() for row in rows]]
+        write_generated(args.out, 'benchmark_train_step', '\n'.join(lines),
+                        title='Benchmarks: psBN against BN')
+        print('\n'.join(lines))
+        return
+    rows += [
         *detector_train_iteration(args.pairs, DEMO),
         *inference(args.pairs),
     ]
@@ -304,7 +339,7 @@ def main(argv=None) -> None:
     lines = [
         f'Machine: {machine()}; load average '
         f'{load:.2f} at the start.', '',
-        f'Command: `python -m research.benchmark --pairs {args.pairs}`'
+        f'Command: `{command}`'
         f' ({(time.time() - start) / 60:.1f} min). Each row alternates the '
         f'two variants in one process ({args.pairs} pairs after 2 warm-up '
         'runs each; a sample times the given number of consecutive calls) '
