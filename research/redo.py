@@ -4,8 +4,10 @@ Reference code: google/dopamine ``dopamine/labs/redo/weight_recyclers.py``
 (``NeuronRecycler``).  Every ``period`` steps, a unit's score is its mean
 |activation| over a batch divided by the mean score of its layer
 (``estimate_neuron_score``); units with score ``<= tau`` are recycled: their
-incoming weights re-initialized (``xavier_uniform``, bias zeroed), their
-outgoing weights zeroed, and the optimizer moments of both reset to zero.
+incoming weights re-initialized (``xavier_uniform``; here with ReLU gain,
+BasicNet's own initialization, where the reference uses gain 1; bias
+zeroed), their outgoing weights zeroed, and the optimizer moments of both
+reset to zero.
 The reference's default threshold is ``tau = 0`` (``dead_neurons_threshold``):
 exactly the units that are dead on the batch.
 
