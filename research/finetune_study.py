@@ -42,6 +42,7 @@ from psbn_mmdet.roles import STAGES
 
 from .benchmark import machine
 from .markdown import write_generated
+from .records import read_records
 
 PROG = 'finetune_study'
 REPO = Path(__file__).resolve().parents[1]  # research runs from the checkout
@@ -64,7 +65,7 @@ FINETUNE = {
         'model.backbone.norm_cfg.active_fraction=0.01')),
     'ReDo': ('research/configs/faster_rcnn_r18_demo_redo_finetune.py', ()),
 }
-#: the Mask R-CNN cell (--mask): the demo's Mask R-CNN, pretrained from
+#: the Mask R-CNN cell (--detector mask): the demo's Mask R-CNN, pretrained from
 #: random init, finetuned the same way
 MASK_PRETRAIN = 'configs/demo/mask_rcnn_r18_demo_bn.py'
 MASK_FINETUNE = {'BN': 'configs/demo/mask_rcnn_r18_demo_bn_finetune.py',
@@ -436,12 +437,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.from_json:
-        records = []
-        for path in args.from_json:
-            try:
-                records.append(json.loads(Path(path).read_text()))
-            except (OSError, ValueError) as error:
-                raise UserError(f'cannot read {path}: {error}') from None
+        records = read_records(args.from_json)
     else:
         from psbn_mmdet.demo_data import make_demo_data
         json_path = args.json and Path(args.json)

@@ -30,6 +30,7 @@ from psbn_mmdet.errors import UserError
 
 from ..benchmark import machine
 from ..markdown import write_generated
+from ..records import read_records
 from . import grid as study_grid
 from . import render
 from .training import LR_DROP_FRACTION, REGIMES
@@ -149,12 +150,7 @@ def results_section(records: list[dict], rows: list[dict], figure_names,
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.from_json:
-        records = []
-        for path in args.from_json:
-            try:
-                records.append(json.loads(Path(path).read_text()))
-            except (OSError, ValueError) as error:
-                raise UserError(f'cannot read {path}: {error}') from None
+        records = read_records(args.from_json)
     else:
         records = [train(args, sys.argv[1:] if argv is None else list(argv))]
         if args.json:

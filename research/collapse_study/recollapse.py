@@ -44,8 +44,8 @@ import torch
 from torch import nn
 
 from psbn_mmdet.cli import run_tool
-from psbn_mmdet.errors import UserError
 
+from ..records import read_records
 from .variants import VARIANTS
 
 PROG = 'recollapse'
@@ -292,10 +292,7 @@ def main(argv=None) -> int:
     parser.add_argument('--out', help='markdown page: the recollapse section')
     args = parser.parse_args(argv)
     if args.from_json:
-        try:
-            record = json.loads(Path(args.from_json).read_text())
-        except (OSError, ValueError) as error:
-            raise UserError(f'cannot read {args.from_json}: {error}') from None
+        [record] = read_records([args.from_json])
     else:
         torch.set_num_threads(1)
         results, started = [], time.perf_counter()

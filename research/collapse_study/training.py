@@ -269,7 +269,9 @@ def run(job: Job, probes=()) -> dict:
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            window_end = (controller.steps + 1) % variant.period == 0
+            # only runs that can change the model (psBN, ReDo) pay for it
+            window_end = ((variant.psbn or variant.redo is not None)
+                          and (controller.steps + 1) % variant.period == 0)
             if window_end:
                 before = _batch_loss(model, data.train_x[batch],
                                      data.train_y[batch])
