@@ -121,7 +121,7 @@ def backbone_train_step(pairs: int, finetune: bool, repeat: int = 3,
              'train mode: batch statistics')
     name = f'ResNet-50 train step, 2x3x224x224 ({setup}'
     if noise_floor:  # BN against a copy of itself
-        twin = copy.deepcopy(bn)
+        twin = to_bn(psbn)  # the same weights as ``bn``, BN layers
         opt_twin = torch.optim.SGD([p for p in twin.parameters()
                                     if p.requires_grad], lr=0.0, momentum=0.9)
         return compare(f'{name}): BN against a copy of itself (noise floor)',
@@ -289,6 +289,8 @@ def machine() -> str:
 
 # -------------------------------------------------------------------- CLI
 PROG = 'benchmark'
+TABLE_HEADER = ('| what | BN time per call (median) | pairs x calls | ratio '
+                '| spread | target |', '|---|---|---|---|---|---|')
 DEMO = 'configs/demo/faster_rcnn_r50_psbn_demo.py'
 
 
@@ -322,8 +324,7 @@ def main(argv=None) -> None:
         lines = [f'Machine: {machine()}; load average {load:.2f} at the '
                  f'start.', '', f'Command: `{command}` '
                  f'({(time.time() - start) / 60:.1f} min), as below.', '',
-                 '| what | BN time per call (median) | pairs x calls | ratio '
-                 '| spread | target |', '|---|---|---|---|---|---|',
+                 *TABLE_HEADER,
                  *[row.row() for row in rows]]
         write_generated(args.out, 'benchmark_train_step', '\n'.join(lines),
                         title='Benchmarks: psBN against BN')
@@ -346,9 +347,7 @@ def main(argv=None) -> None:
         'on the same weights and inputs; the ratio is psBN (or the probe) '
         'over BN, median and min-max over the pairs. Training rows use '
         'lr 0, so every step does the same work on the same weights.', '',
-        '| what | BN time per call (median) | pairs x calls | ratio '
-        '| spread | target |',
-        '|---|---|---|---|---|---|',
+        *TABLE_HEADER,
         *[row.row() for row in rows], '',
         f'Report tool, activation mode: '
         f'{activation.images / (activation.base_seconds * activation.median):.1f}'
