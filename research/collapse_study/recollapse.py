@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shlex
 import statistics
 import sys
@@ -73,14 +74,17 @@ class Episode:
     step: int  # the step whose window end shifted it
     gamma: float
     beta: float
-    s: float  # x̂ std the shift used
-    margin: float  # |γ|·z·s: how far below the top ρ the threshold sits
     filter_ratio: float  # ‖w_c‖ / median ‖w‖ of the layer's live channels
     batches: list = field(default_factory=list)  # (max y, active, γ, β, max x̂, std x̂)
     grads: list = field(default_factory=list)  # (γ, β, filter) grad / L2 pull
     beta_steps: list = field(default_factory=list)  # |β change| per step
     ended: str = 'end'  # 'end' (training ended) or 'reshift'
     z: float = 2.326  # Φ⁻¹(1 − ρ) of the layer
+    # x̂ std and |γ|·z·s just after the shift: the controller has reset the
+    # window's statistics by then, so :func:`summarize` takes them from the
+    # episode's first batch
+    s: float = float('nan')
+    margin: float = float('nan')
 
 
 class RecollapseProbe:
@@ -143,12 +147,9 @@ class RecollapseProbe:
             self._last_beta[(name, c)] = beta
         if result is None:
             return
-        z = NormalDist().inv_cdf(1.0 - 0.01)
         for name, mask in result.shifted_channels.items():
             bn = self.controller.bns[name]
             z = NormalDist().inv_cdf(1.0 - bn.active_fraction)
-            _, std = bn.window_stats.xhat_mean_std() if (
-                bn.window_stats.xhat_mean is not None) else (None, None)
             conv = self.convs.get(name)
             norms = (conv.weight.detach().flatten(1).norm(dim=1)
                      if conv is not None else None)
@@ -161,11 +162,9 @@ class RecollapseProbe:
                 if previous is not None:
                     previous.ended = 'reshift'
                     self.closed.append(previous)
-                gamma = bn.weight.detach()[c].item()
-                s = std[c].item() if std is not None else float('nan')
                 self.open[(name, c)] = Episode(
-                    name, c, result.step, gamma, bn.bias.detach()[c].item(),
-                    s, abs(gamma) * z * s,
+                    name, c, result.step, bn.weight.detach()[c].item(),
+                    bn.bias.detach()[c].item(),
                     norms[c].item() / healthy if norms is not None
                     else float('nan'), z=z)
                 self._last_beta.pop((name, c), None)
@@ -206,7 +205,7 @@ def summarize(episodes: list[Episode]) -> dict:
             shares['xhat'].append(abs(gd) * (x0 - xd) / fall)
 
     for e in episodes:  # s and margin from the first batch after the shift
-        if e.batches and e.s != e.s:
+        if e.batches and math.isnan(e.s):
             e.s = e.batches[0][5]
             e.margin = abs(e.gamma) * e.z * e.s
 
