@@ -207,8 +207,9 @@ def prune_state_dict(state: Mapping[str, torch.Tensor],
 
 
 def block_widths(backbone: nn.Module,
-                 plans: Sequence[ChannelPlan]) -> list[list]:
-    """``PrunedResNet``'s ``block_widths`` after the plans."""
+                 plans: Sequence[ChannelPlan] = ()) -> list[list]:
+    """``PrunedResNet``'s ``block_widths`` after the plans (a block without
+    a plan keeps its width: without plans, the backbone's own widths)."""
     width = {plan.bn.name: plan.channels - int(plan.removed.sum())
              for plan in plans}
     widths = []
@@ -218,21 +219,26 @@ def block_widths(backbone: nn.Module,
             names = [block.norm1_name]
             if hasattr(block, 'conv3'):
                 names.append(block.norm2_name)
-            entry = [width[f'{stage}.{index}.{n}'] for n in names]
+            entry = [width.get(f'{stage}.{index}.{n}',
+                               getattr(block, n).num_features) for n in names]
             stage_widths.append(entry[0] if len(entry) == 1 else entry)
         widths.append(stage_widths)
     return widths
 
 
-def pruned_config(cfg, widths: list[list], load_from: str | None = None):
+def pruned_config(cfg, widths: list[list], load_from: str | None = None,
+                  channels_last: bool = False):
     """A new mmengine ``Config``: the backbone a ``PrunedResNet`` of these
-    widths (no init_cfg: the weights come from the checkpoint), the module
-    that registers it in ``custom_imports``."""
+    widths (no init_cfg: the weights come from the checkpoint; NHWC inside
+    with ``channels_last``), the module that registers it in
+    ``custom_imports``."""
     from mmengine.config import Config
     data = cfg.to_dict()
     backbone = data['model']['backbone']
     backbone['type'] = 'PrunedResNet'
     backbone['block_widths'] = widths
+    if channels_last:  # otherwise as the config says (PrunedResNet: False)
+        backbone['channels_last'] = True
     backbone['init_cfg'] = None
     backbone.pop('pretrained', None)
     imports = data.get('custom_imports') or dict(imports=[])
@@ -582,14 +588,17 @@ def prune_dead(config: str, checkpoint: str, out_dir: str, *,
                batch_size: int = 4,
                gamma_threshold: float = GAMMA_THRESHOLD,
                activation_threshold: float = ACTIVATION_THRESHOLD,
-               fold_padded: bool = False, evaluate_map: bool = True,
-               write: bool = True, out=None) -> PruneResult:
+               fold_padded: bool = False, channels_last: bool = False,
+               evaluate_map: bool = True, write: bool = True,
+               out=None) -> PruneResult:
     """Prune, check, evaluate, print, then write ``OUT_DIR/<name>_pruned.py``
     and ``.pth`` (both or neither; nothing when the self-check fails).
 
     Calibration images: ``data_config``'s test (or val) set, like the
     report's; without it, the first ``num_images`` training images of
-    ``config`` through its test pipeline.
+    ``config`` through its test pipeline.  With ``channels_last`` the pruned
+    backbone computes in NHWC (:class:`~psbn_mmdet.pruned_resnet.PrunedResNet`);
+    the self-check then covers that path.
 
     Raises:
         UserError: bad input (a config or checkpoint that cannot be read or
@@ -648,7 +657,8 @@ def prune_dead(config: str, checkpoint: str, out_dir: str, *,
                'convs kept)' if kept else '') + '; nothing written')
 
     widths = block_widths(original.backbone, plans)
-    new_cfg = pruned_config(cfg, widths, osp.abspath(out_checkpoint))
+    new_cfg = pruned_config(cfg, widths, osp.abspath(out_checkpoint),
+                            channels_last)
     new_state = prune_state_dict(state, plans)
     pruned = _load_detector(new_cfg, new_state, 'the pruned checkpoint')
     before = stage_costs(original.backbone, input_shape)

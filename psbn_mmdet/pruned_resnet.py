@@ -17,6 +17,7 @@ class in mmdet's ``MODELS``; ``import psbn_mmdet`` alone does not.
 """
 from __future__ import annotations
 
+import torch
 from mmcv.cnn import build_conv_layer, build_norm_layer
 from mmdet.models.backbones.resnet import BasicBlock, Bottleneck, ResNet
 from mmdet.registry import MODELS
@@ -45,6 +46,15 @@ class PrunedResNet(ResNet):
             int; for Bottleneck (depth 50, 101, 152) the widths of
             ``conv1``/``bn1`` and ``conv2``/``bn2``, a pair.  Each width is
             between 1 and the block's ``planes`` (ResNet's width).
+        channels_last (bool): keep the weights and compute in the
+            channels-last memory format (NHWC) and return ordinary
+            contiguous (NCHW) features.  On CPU this is oneDNN's fast path,
+            where most of the removed channels' FLOPs turn into time (in
+            NCHW PyTorch reorders each conv's weights and activations on
+            every call; docs/prune.md measures both).  The features stay NCHW
+            because mmcv's ``RoIAlign`` ignores strides and reads
+            channels-last features wrongly.  The numbers are the same up to
+            the order of summation.  Default: False.
 
     The widths of the stem, of each block's last conv and of the downsample
     paths are ResNet's.  Dilation, strides, ``style``, ``deep_stem``,
@@ -63,7 +73,7 @@ class PrunedResNet(ResNet):
         [(1, 64, 16, 16), (1, 128, 8, 8), (1, 256, 4, 4), (1, 512, 2, 2)]
     """
 
-    def __init__(self, block_widths, depth, **kwargs):
+    def __init__(self, block_widths, depth, channels_last=False, **kwargs):
         if kwargs.get('dcn') is not None or kwargs.get('plugins') is not None:
             raise ValueError('PrunedResNet supports neither dcn nor plugins')
         if depth not in self.arch_settings:
@@ -76,6 +86,19 @@ class PrunedResNet(ResNet):
             [base * 2**i for i in range(num_stages)])
         super().__init__(depth=depth, **kwargs)
         self.block_widths = self._block_widths
+        self.channels_last = bool(channels_last)
+        if self.channels_last:
+            # loading a checkpoint copies into these tensors: the format stays
+            self.to(memory_format=torch.channels_last)
+
+    def forward(self, x):
+        """ResNet's forward; with ``channels_last`` the input goes in as
+        NHWC and the features come out contiguous (NCHW)."""
+        if not self.channels_last:
+            return super().forward(x)
+        features = super().forward(
+            x.contiguous(memory_format=torch.channels_last))
+        return tuple(f.contiguous() for f in features)
 
     @staticmethod
     def _check_widths(widths, block, stage_blocks, planes) -> list[list]:

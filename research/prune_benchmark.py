@@ -22,8 +22,10 @@ import argparse
 import contextlib
 import copy
 import io
+import json
 import logging
 import os
+import shlex
 import statistics
 import sys
 import tempfile
@@ -51,6 +53,8 @@ DETECTORS = {
 }
 #: wall time saved / backbone FLOPs removed, at least
 GOAL = 0.8
+#: the backbones' memory formats timed: name -> PrunedResNet(channels_last)
+LAYOUTS = {'NCHW': False, 'NHWC': True}
 
 
 @dataclass
@@ -80,12 +84,19 @@ def latest_checkpoint(work_dir: str) -> str:
     return record.read_text().strip()
 
 
-def _load(config: str, checkpoint: str):
+def _load(config, checkpoint: str, channels_last: bool = False):
+    """The detector of ``config`` (a path or Config) with the checkpoint's
+    weights, in eval mode; with ``channels_last`` its backbone a
+    ``PrunedResNet`` of the same widths computing in NHWC."""
     from mmengine.config import Config
     from mmengine.runner import load_checkpoint
     from mmdet.registry import MODELS
-    cfg = Config.fromfile(config)
+    from psbn_mmdet.prune import block_widths, pruned_config
+    cfg = Config.fromfile(config) if isinstance(config, str) else config
     model = MODELS.build(cfg.model)
+    if channels_last:
+        model = MODELS.build(pruned_config(
+            cfg, block_widths(model.backbone), channels_last=True).model)
     load_checkpoint(model, checkpoint, map_location='cpu', strict=True,
                     logger='silent')
     model.eval()
@@ -129,9 +140,10 @@ def _compare(name: str, target: str, baseline, candidate, pairs: int,
 
 
 def time_inference(original, pruned, inputs, samples, pairs: int,
-                   threads: int) -> list[Comparison]:
+                   threads: int, layout: str = 'NCHW') -> list[Comparison]:
     """Backbone and detector, pruned against original, and their A/A, with
-    ``threads`` torch threads."""
+    ``threads`` torch threads (``layout`` names the backbones' memory
+    format in the rows)."""
     twin = copy.deepcopy(original)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -149,7 +161,7 @@ def time_inference(original, pruned, inputs, samples, pairs: int,
         return run
 
     what = (f'{inputs.shape[0]} images '
-            f'{"x".join(map(str, inputs.shape[-2:]))}, {threads} '
+            f'{"x".join(map(str, inputs.shape[-2:]))}, {layout}, {threads} '
             f'thread{"s" if threads > 1 else ""}')
     try:
         return [
@@ -196,7 +208,8 @@ def border_effect(config: str, checkpoint: str, directory: str, plans,
 
 
 def measure(label: str, config: str, checkpoint: str, pairs: int,
-            num_images: int, batch: int, threads=(1, 2)) -> Measured:
+            num_images: int, batch: int, threads=(1, 2),
+            layouts=LAYOUTS) -> Measured:
     from psbn_mmdet.prune import prune_dead
     measured = Measured(label, config, checkpoint)
     load_start = os.getloadavg()[0]
@@ -214,11 +227,16 @@ def measure(label: str, config: str, checkpoint: str, pairs: int,
         if not measured.result.written:
             measured.error = 'self-check failed: nothing written'
             return measured
-        cfg, original = _load(config, checkpoint)
-        _, pruned = _load(measured.result.config, measured.result.checkpoint)
+        models = {}
+        for layout in layouts:
+            cfg, original = _load(config, checkpoint, LAYOUTS[layout])
+            models[layout] = (original, _load(
+                measured.result.config, measured.result.checkpoint,
+                LAYOUTS[layout])[1])
     inputs, samples = _val_batch(cfg, original, batch)
-    measured.rows = [row for n in threads for row in time_inference(
-        original, pruned, inputs, samples, pairs, n)]
+    measured.rows = [row for layout, (original, pruned) in models.items()
+                     for n in threads for row in time_inference(
+                         original, pruned, inputs, samples, pairs, n, layout)]
     measured.load = (load_start, os.getloadavg()[0])
     return measured
 
@@ -231,13 +249,16 @@ def _pct(value: float) -> str:
 def render(results: list[Measured], pairs: int, num_images: int,
            batch: int, command: str, minutes: float) -> str:
     lines = [
-        f'Machine: {machine()}. Other agents share it: 1-min load average '
-        'at the start and end of each detector below.', '',
+        f'Machine: {machine()}. The 1-min load average at the start and '
+        'end of each detector is given below.', '',
         f'Command: `{command}` ({minutes:.1f} min). Calibration: the first '
         f'{num_images} training images; self-check and wake-ups as '
         '`tools/prune_dead.py` prints them; mAP on the 64 val images. '
         f'Timing: a batch of {batch} val images, preprocessed once, with '
-        'the torch thread count each row names; each row '
+        'the backbones\' memory format and the torch thread count each row '
+        'names (NCHW: the backbones as configured; NHWC: the same weights '
+        'in `PrunedResNet(channels_last=True)`, original and pruned alike, '
+        'features returned as NCHW to the neck); each row '
         f'alternates the two models in one process ({pairs} pairs after 2 '
         'warm-up runs each; a sample times the given number of consecutive '
         'calls); the ratio is pruned (or the copy) over the original, '
@@ -324,7 +345,57 @@ def render(results: list[Measured], pairs: int, num_images: int,
                 f'| {row.best:.3f}x | {row.cpu:.3f}x '
                 f'| {_pct(saved)} | {goal} |')
         lines.append('')
+    lines += summary(results)
     return '\n'.join(lines)
+
+
+def summary(results: list[Measured]) -> list[str]:
+    """One line per pruned detector: the backbone's time saved in each
+    timed setting, against the goal."""
+    measured = [m for m in results if m.rows]
+    if not measured:
+        return []
+    settings = [row.name.split(', ', 2)[2] for row in measured[0].rows
+                if row.name.startswith('backbone') and row.target == 'pruned']
+    lines = ['Summary: backbone wall time saved (1 - median ratio) and the '
+             f'goal (>= {GOAL} x the conv FLOPs removed) per setting.', '',
+             '| detector | FLOPs removed | goal | ' + ' | '.join(settings)
+             + ' |', '|---|---|---|' + '---|' * len(settings)]
+    for m in measured:
+        need = GOAL * m.flops_removed
+        cells = [f'{_pct(1 - row.median)} '
+                 + ('met' if 1 - row.median >= need else 'not met')
+                 for row in m.rows
+                 if row.name.startswith('backbone') and row.target == 'pruned']
+        lines.append(f'| {m.label} | {_pct(m.flops_removed)} | '
+                     f'>= {_pct(need)} | ' + ' | '.join(cells) + ' |')
+    return lines + ['']
+
+
+def records(results: list[Measured], command: str) -> dict:
+    """The raw measurements, for ``--json``."""
+    runs = []
+    for m in results:
+        run = dict(label=m.label, config=m.config, checkpoint=m.checkpoint,
+                   error=m.error, load=list(m.load))
+        if m.result is not None:
+            r = m.result
+            run.update(
+                flops_before=r.before['total'].flops,
+                flops_after=r.after['total'].flops,
+                removed=sum(int(p.removed.sum()) for p in r.plans),
+                channels=sum(p.channels for p in r.plans),
+                self_check=dict(features=r.check.features,
+                                detections=r.check.detections))
+            if r.evaluation is not None:
+                run['map'] = [r.evaluation.map_before,
+                              r.evaluation.map_after]
+        run['rows'] = [dict(name=row.name, target=row.target,
+                            base_seconds=row.base_seconds, repeat=row.repeat,
+                            ratios=row.ratios, best=row.best, cpu=row.cpu)
+                       for row in m.rows]
+        runs.append(run)
+    return dict(command=command, machine=machine(), runs=runs)
 
 
 # -------------------------------------------------------------------- CLI
@@ -340,6 +411,12 @@ def main(argv=None) -> None:
     parser.add_argument('--threads', type=int, nargs='+', default=[1, 2],
                         help='torch threads of the timed rows (default: '
                         '1 2)')
+    parser.add_argument('--layouts', nargs='+', choices=list(LAYOUTS),
+                        default=list(LAYOUTS),
+                        help='memory formats of the timed backbones, both '
+                        'models alike (NHWC: PrunedResNet with '
+                        'channels_last=True, features returned as NCHW; '
+                        'default: %(default)s)')
     parser.add_argument('--work-dirs', default=WORK_DIRS,
                         help='where the demo finetunes are (default: '
                         '%(default)s)')
@@ -348,11 +425,16 @@ def main(argv=None) -> None:
                         help='a detector to measure instead of the demo '
                         'finetunes (repeatable)')
     parser.add_argument('--out', default='docs/benchmarks.md')
+    parser.add_argument('--json', help='also write the raw measurements '
+                        '(every pair\'s ratio) to this file')
     args = parser.parse_args(argv)
     for name in ('pairs', 'num_images', 'batch', 'threads'):
         if min(getattr(args, name), default=1) < 1 if name == 'threads' \
                 else getattr(args, name) < 1:
             raise UserError(f'--{name.replace("_", "-")} must be at least 1')
+    if args.json:  # fail before the work, not after
+        from psbn_mmdet.files import check_writable
+        check_writable(args.json)
     detectors = args.detector or [
         (label, config, latest_checkpoint(os.path.join(args.work_dirs, run)))
         for label, (config, run) in DETECTORS.items()]
@@ -366,13 +448,18 @@ def main(argv=None) -> None:
     for label, config, checkpoint in detectors:
         print(f'{label}: pruning and timing {checkpoint}', file=sys.stderr)
         results.append(measure(label, config, checkpoint, args.pairs,
-                               args.num_images, args.batch, args.threads))
-    command = 'python -m research.prune_benchmark' + ''.join(
-        f' {a}' for a in (argv if argv is not None else sys.argv[1:]))
+                               args.num_images, args.batch, args.threads,
+                               args.layouts))
+    command = shlex.join(['python', '-m', 'research.prune_benchmark'] + list(
+        argv if argv is not None else sys.argv[1:]))
     text = render(results, args.pairs, args.num_images, args.batch, command,
                   (time.time() - start) / 60)
     write_generated(args.out, 'prune', text,
                     title='Benchmarks: psBN against BN')
+    if args.json:
+        from psbn_mmdet.files import write_atomically
+        write_atomically({args.json: json.dumps(
+            records(results, command), indent=1).encode()})
     print(text)
 
 

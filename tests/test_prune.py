@@ -262,6 +262,45 @@ def test_pruned_resnet_is_built_from_a_config_and_checks_its_widths():
         PrunedResNet(depth=18, block_widths=[[64, 64]])
 
 
+def test_channels_last_computes_the_same_features_in_nchw(crafted):
+    depth, net, inputs, plans = crafted
+    pruned = pruned_copy(net, plans, depth)
+    nhwc = _resnet(depth, PrunedResNet, channels_last=True,
+                   block_widths=block_widths(net, plans))
+    nhwc.load_state_dict(pruned.state_dict(), strict=True)
+    nhwc.eval()
+    assert nhwc.layer4[0].conv2.weight.is_contiguous(
+        memory_format=torch.channels_last)  # loading kept the format
+    assert not pruned.layer4[0].conv2.weight.is_contiguous(
+        memory_format=torch.channels_last)
+    with torch.no_grad():
+        for a, b in zip(pruned(inputs), nhwc(inputs)):
+            assert b.is_contiguous()  # what the neck and RoIAlign expect
+            assert relative_difference(a, b) < CHECK_TOLERANCE
+
+
+def test_roi_align_misreads_channels_last_features():
+    """Why PrunedResNet(channels_last=True) returns contiguous features."""
+    from mmcv.ops import RoIAlign
+    features = torch.randn(1, 8, 16, 16,
+                           generator=torch.Generator().manual_seed(0))
+    rois = torch.tensor([[0.0, 1.0, 1.0, 9.0, 12.0]])
+    align = RoIAlign((7, 7), 1.0, sampling_ratio=0)
+    nhwc = features.contiguous(memory_format=torch.channels_last)
+    assert (align(nhwc, rois) - align(features, rois)).abs().max() > 0.1
+    assert torch.equal(align(nhwc.contiguous(), rois), align(features, rois))
+
+
+def test_without_plans_the_widths_rebuild_the_backbone_itself(crafted):
+    depth, net, inputs, _ = crafted
+    same = _resnet(depth, PrunedResNet, block_widths=block_widths(net))
+    same.load_state_dict(net.state_dict(), strict=True)
+    same.eval()
+    with torch.no_grad():
+        for a, b in zip(net(inputs), same(inputs)):
+            assert torch.equal(a, b)
+
+
 def test_frozen_stages_and_norm_eval_behave_as_in_resnet():
     net = PrunedResNet(depth=18, base_channels=8, frozen_stages=1,
                        norm_eval=True,
@@ -398,6 +437,35 @@ def test_tool_writes_a_config_and_checkpoint_mmdet_loads_strictly(
             assert relative_difference(a, b) < CHECK_TOLERANCE
     saved = torch.load(pruned_checkpoint, weights_only=True)
     assert set(saved) == {'meta', 'state_dict'} and saved['meta']['iter'] == 7
+
+
+def test_channels_last_is_written_and_self_checked_on_detections(
+        tool_files, tmp_path, capsys):
+    from mmengine.config import Config
+    config, checkpoint, _ = tool_files
+    out_dir = tmp_path / 'out'
+    assert cli(config, checkpoint, out_dir, '--num-images', 4,
+               '--channels-last') == 0
+    assert ': ok' in capsys.readouterr().out
+    cfg = Config.fromfile(str(out_dir / 'r18_pruned.py'))
+    assert cfg.model.backbone.channels_last is True
+    # the self-check compares detections: NHWC features reaching RoIAlign
+    # (not made contiguous) would fail it and write nothing
+    from psbn_mmdet import pruned_resnet
+    forward = pruned_resnet.PrunedResNet.forward
+
+    def leaky(self, x):
+        return pruned_resnet.ResNet.forward(
+            self, x.contiguous(memory_format=torch.channels_last))
+    pruned_resnet.PrunedResNet.forward = leaky
+    try:
+        result = prune_dead(str(config), str(checkpoint),
+                            str(tmp_path / 'leaky'), num_images=4,
+                            channels_last=True, evaluate_map=False)
+    finally:
+        pruned_resnet.PrunedResNet.forward = forward
+    assert result.check.features < CHECK_TOLERANCE
+    assert not result.check.passed and not result.written
 
 
 @pytest.mark.slow

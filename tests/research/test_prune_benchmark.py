@@ -1,5 +1,7 @@
 """The pruning benchmark: bad input, and (slow) one small detector measured
 end to end into a docs page."""
+import json
+
 import pytest
 
 from research import prune_benchmark as bench
@@ -31,18 +33,25 @@ def test_small_detector_is_pruned_timed_and_written(workspace, tmp_path):
     checkpoint = detector_checkpoint(config, tmp_path / 'r18.pth')
     page = tmp_path / 'benchmarks.md'
     page.write_text('# Benchmarks\n\nprose\n')
+    record = tmp_path / 'runs.json'
     assert _run('--detector', 'crafted', config, checkpoint, '--pairs', 1,
                 '--num-images', 2, '--batch', 1, '--threads', 1,
-                '--out', page) == 0
+                '--out', page, '--json', record) == 0
     text = page.read_text()
+    runs = json.loads(record.read_text())['runs']
+    assert [run['removed'] for run in runs] == [23]
+    assert len(runs[0]['rows']) == 8 and all(
+        len(row['ratios']) == 1 for row in runs[0]['rows'])
     begin, end = markers('prune')
     assert text.startswith('# Benchmarks\n\nprose\n') and begin in text
     section = text.split(begin)[1].split(end)[0]
     assert 'removed 23 of 240 block-internal channels' in section
     assert 'self-check on 2 calibration images' in section
     assert 'border effect:' in section
-    rows = [line for line in section.splitlines() if line.startswith('| ')]
-    what = '1 images 96x128, 1 thread'
+    table, summary = section.split('Summary:')
+    rows = [line for line in table.splitlines() if line.startswith('| ')]
     assert [row.split(' | ')[0] for row in rows[1:]] == [
-        f'| backbone, {what}', f'| backbone, {what}: A/A',
-        f'| detector (predict), {what}', f'| detector (predict), {what}: A/A']
+        f'| {part}, 1 images 96x128, {layout}, 1 thread{aa}'
+        for layout in ('NCHW', 'NHWC')
+        for part in ('backbone', 'detector (predict)') for aa in ('', ': A/A')]
+    assert '| crafted |' in summary and 'NHWC, 1 thread' in summary
