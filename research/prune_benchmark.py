@@ -53,8 +53,10 @@ DETECTORS = {
 }
 #: wall time saved / backbone FLOPs removed, at least
 GOAL = 0.8
-#: the backbones' memory formats timed: name -> PrunedResNet(channels_last)
-LAYOUTS = {'NCHW': False, 'NHWC': True}
+#: how the backbones are timed: name -> (PrunedResNet(channels_last), each
+#: conv's BN folded into it for inference by mmcv.cnn.fuse_conv_bn)
+LAYOUTS = {'NCHW': (False, False), 'NHWC': (True, False),
+           'NHWC+fused': (True, True)}
 
 
 @dataclass
@@ -67,6 +69,7 @@ class Measured:
     rows: list[Comparison] = field(default_factory=list)
     load: tuple[float, float] = (0.0, 0.0)  # 1-min load average: start, end
     border: object = None  # PruneResult with constants folded through padding
+    layout_check: dict = field(default_factory=dict)  # layout -> difference
 
     @property
     def flops_removed(self) -> float:
@@ -84,10 +87,13 @@ def latest_checkpoint(work_dir: str) -> str:
     return record.read_text().strip()
 
 
-def _load(config, checkpoint: str, channels_last: bool = False):
+def _load(config, checkpoint: str, channels_last: bool = False,
+          fused: bool = False):
     """The detector of ``config`` (a path or Config) with the checkpoint's
     weights, in eval mode; with ``channels_last`` its backbone a
-    ``PrunedResNet`` of the same widths computing in NHWC."""
+    ``PrunedResNet`` of the same widths computing in NHWC; ``fused``: the
+    backbone's BNs folded into their convs (mmcv's ``fuse_conv_bn``, what
+    deployment does; inference only)."""
     from mmengine.config import Config
     from mmengine.runner import load_checkpoint
     from mmdet.registry import MODELS
@@ -100,6 +106,9 @@ def _load(config, checkpoint: str, channels_last: bool = False):
     load_checkpoint(model, checkpoint, map_location='cpu', strict=True,
                     logger='silent')
     model.eval()
+    if fused:
+        from mmcv.cnn import fuse_conv_bn
+        fuse_conv_bn(model.backbone)
     return cfg, model
 
 
@@ -207,6 +216,18 @@ def border_effect(config: str, checkpoint: str, directory: str, plans,
     return result
 
 
+def layout_check(models, inputs) -> dict[str, float]:
+    """Each timed layout's backbone features (original and pruned) against
+    the first layout's original: the largest relative difference."""
+    from psbn_mmdet.prune import relative_difference
+    with torch.inference_mode():
+        reference = next(iter(models.values()))[0].backbone(inputs)
+        return {layout: max(relative_difference(a, b)
+                            for model in pair
+                            for a, b in zip(reference, model.backbone(inputs)))
+                for layout, pair in models.items()}
+
+
 def measure(label: str, config: str, checkpoint: str, pairs: int,
             num_images: int, batch: int, threads=(1, 2),
             layouts=LAYOUTS) -> Measured:
@@ -229,11 +250,12 @@ def measure(label: str, config: str, checkpoint: str, pairs: int,
             return measured
         models = {}
         for layout in layouts:
-            cfg, original = _load(config, checkpoint, LAYOUTS[layout])
+            cfg, original = _load(config, checkpoint, *LAYOUTS[layout])
             models[layout] = (original, _load(
                 measured.result.config, measured.result.checkpoint,
-                LAYOUTS[layout])[1])
+                *LAYOUTS[layout])[1])
     inputs, samples = _val_batch(cfg, original, batch)
+    measured.layout_check = layout_check(models, inputs)
     measured.rows = [row for layout, (original, pruned) in models.items()
                      for n in threads for row in time_inference(
                          original, pruned, inputs, samples, pairs, n, layout)]
@@ -258,7 +280,9 @@ def render(results: list[Measured], pairs: int, num_images: int,
         'the backbones\' memory format and the torch thread count each row '
         'names (NCHW: the backbones as configured; NHWC: the same weights '
         'in `PrunedResNet(channels_last=True)`, original and pruned alike, '
-        'features returned as NCHW to the neck); each row '
+        'features returned as NCHW to the neck; NHWC+fused: besides, each '
+        'BN folded into its conv by `mmcv.cnn.fuse_conv_bn`, as deployment '
+        'does); each row '
         f'alternates the two models in one process ({pairs} pairs after 2 '
         'warm-up runs each; a sample times the given number of consecutive '
         'calls); the ratio is pruned (or the copy) over the original, '
@@ -314,6 +338,13 @@ def render(results: list[Measured], pairs: int, num_images: int,
                 f'conv after them: features differ by {b.check.features:.1e} '
                 f'(relative), {detections}; mAP {b.evaluation.map_before:.3f} '
                 f'-> {b.evaluation.map_after:.3f}')
+        if m.layout_check:
+            lines.append('- backbone features of every timed layout '
+                         '(original and pruned) against the first '
+                         'original: ' + ', '.join(
+                             f'{layout} {diff:.1e}'
+                             for layout, diff in m.layout_check.items())
+                         + ' (relative)')
         if m.error:
             lines += [f'- {m.error}', '']
             continue
@@ -390,6 +421,7 @@ def records(results: list[Measured], command: str) -> dict:
             if r.evaluation is not None:
                 run['map'] = [r.evaluation.map_before,
                               r.evaluation.map_after]
+        run['layout_check'] = m.layout_check
         run['rows'] = [dict(name=row.name, target=row.target,
                             base_seconds=row.base_seconds, repeat=row.repeat,
                             ratios=row.ratios, best=row.best, cpu=row.cpu)
@@ -413,10 +445,11 @@ def main(argv=None) -> None:
                         '1 2)')
     parser.add_argument('--layouts', nargs='+', choices=list(LAYOUTS),
                         default=list(LAYOUTS),
-                        help='memory formats of the timed backbones, both '
-                        'models alike (NHWC: PrunedResNet with '
-                        'channels_last=True, features returned as NCHW; '
-                        'default: %(default)s)')
+                        help='how the backbones are timed, both models '
+                        'alike (NHWC: PrunedResNet with channels_last=True, '
+                        'features returned as NCHW; +fused: each BN folded '
+                        'into its conv by mmcv.cnn.fuse_conv_bn; default: '
+                        '%(default)s)')
     parser.add_argument('--work-dirs', default=WORK_DIRS,
                         help='where the demo finetunes are (default: '
                         '%(default)s)')

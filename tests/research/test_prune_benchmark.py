@@ -40,7 +40,7 @@ def test_small_detector_is_pruned_timed_and_written(workspace, tmp_path):
     text = page.read_text()
     runs = json.loads(record.read_text())['runs']
     assert [run['removed'] for run in runs] == [23]
-    assert len(runs[0]['rows']) == 8 and all(
+    assert len(runs[0]['rows']) == 12 and all(
         len(row['ratios']) == 1 for row in runs[0]['rows'])
     begin, end = markers('prune')
     assert text.startswith('# Benchmarks\n\nprose\n') and begin in text
@@ -52,6 +52,10 @@ def test_small_detector_is_pruned_timed_and_written(workspace, tmp_path):
     rows = [line for line in table.splitlines() if line.startswith('| ')]
     assert [row.split(' | ')[0] for row in rows[1:]] == [
         f'| {part}, 1 images 96x128, {layout}, 1 thread{aa}'
-        for layout in ('NCHW', 'NHWC')
+        for layout in ('NCHW', 'NHWC', 'NHWC+fused')
         for part in ('backbone', 'detector (predict)') for aa in ('', ': A/A')]
-    assert '| crafted |' in summary and 'NHWC, 1 thread' in summary
+    assert '| crafted |' in summary and 'NHWC+fused, 1 thread' in summary
+    check = section.split('against the first original: ')[1].split(' (')[0]
+    assert [part.split()[0] for part in check.split(', ')] == [
+        'NCHW', 'NHWC', 'NHWC+fused']
+    assert all(float(part.split()[1]) < 1e-5 for part in check.split(', '))
