@@ -72,6 +72,13 @@ class Measured:
     layout_check: dict = field(default_factory=dict)  # layout -> difference
 
     @property
+    def channels_removed(self) -> tuple[int, int]:
+        """Block-internal channels removed, and how many there are."""
+        plans = self.result.plans
+        return (sum(int(p.removed.sum()) for p in plans),
+                sum(p.channels for p in plans))
+
+    @property
     def flops_removed(self) -> float:
         """Fraction of the backbone's conv FLOPs removed."""
         before = self.result.before['total'].flops
@@ -87,9 +94,9 @@ def latest_checkpoint(work_dir: str) -> str:
     return record.read_text().strip()
 
 
-def _load(config, checkpoint: str, channels_last: bool = False,
+def _load(config: str, checkpoint: str, channels_last: bool = False,
           fused: bool = False):
-    """The detector of ``config`` (a path or Config) with the checkpoint's
+    """The detector of ``config`` with the checkpoint's
     weights, in eval mode; with ``channels_last`` its backbone a
     ``PrunedResNet`` of the same widths computing in NHWC; ``fused``: the
     backbone's BNs folded into their convs (mmcv's ``fuse_conv_bn``, what
@@ -98,11 +105,12 @@ def _load(config, checkpoint: str, channels_last: bool = False,
     from mmengine.runner import load_checkpoint
     from mmdet.registry import MODELS
     from psbn_mmdet.prune import block_widths, pruned_config
-    cfg = Config.fromfile(config) if isinstance(config, str) else config
-    model = MODELS.build(cfg.model)
-    if channels_last:
-        model = MODELS.build(pruned_config(
-            cfg, block_widths(model.backbone), channels_last=True).model)
+    cfg = Config.fromfile(config)
+    model_cfg = cfg.model
+    if channels_last:  # the widths are read off the configured backbone
+        widths = block_widths(MODELS.build(cfg.model.backbone))
+        model_cfg = pruned_config(cfg, widths, channels_last=True).model
+    model = MODELS.build(model_cfg)
     load_checkpoint(model, checkpoint, map_location='cpu', strict=True,
                     logger='silent')
     model.eval()
@@ -300,8 +308,7 @@ def render(results: list[Measured], pairs: int, num_images: int,
             continue
         r = m.result
         ev = r.evaluation
-        removed = sum(int(p.removed.sum()) for p in r.plans)
-        channels = sum(p.channels for p in r.plans)
+        removed, channels = m.channels_removed
         per_stage = ', '.join(
             f'{stage} {sum(int(p.removed.sum()) for p in r.plans if p.bn.stage == stage)}'
             f'/{sum(p.channels for p in r.plans if p.bn.stage == stage)}'
@@ -352,10 +359,9 @@ def render(results: list[Measured], pairs: int, num_images: int,
                   '| ratio | spread | fastest calls | CPU time | time saved '
                   '| goal |', '|---|---|---|---|---|---|---|---|---|']
         for row in m.rows:
-            if row.name.startswith('backbone') and row.target == 'pruned':
-                backbone_ms = row.base_seconds * 1e3
             saved = 1 - row.median
-            if row.target == 'pruned' and row.name.startswith('backbone'):
+            if _backbone_pruned(row):
+                backbone_ms = row.base_seconds * 1e3
                 goal = (f'>= {_pct(GOAL * m.flops_removed)} '
                         f'(0.8 x {_pct(m.flops_removed)} FLOPs): '
                         + ('met' if saved >= GOAL * m.flops_removed
@@ -380,6 +386,11 @@ def render(results: list[Measured], pairs: int, num_images: int,
     return '\n'.join(lines)
 
 
+def _backbone_pruned(row: Comparison) -> bool:
+    """A row the goal judges directly: the backbone, pruned vs original."""
+    return row.target == 'pruned' and row.name.startswith('backbone')
+
+
 def summary(results: list[Measured]) -> list[str]:
     """One line per pruned detector: the backbone's time saved in each
     timed setting, against the goal."""
@@ -387,7 +398,7 @@ def summary(results: list[Measured]) -> list[str]:
     if not measured:
         return []
     settings = [row.name.split(', ', 2)[2] for row in measured[0].rows
-                if row.name.startswith('backbone') and row.target == 'pruned']
+                if _backbone_pruned(row)]
     lines = ['Summary: backbone wall time saved (1 - median ratio) and the '
              f'goal (>= {GOAL} x the conv FLOPs removed) per setting.', '',
              '| detector | FLOPs removed | goal | ' + ' | '.join(settings)
@@ -396,8 +407,7 @@ def summary(results: list[Measured]) -> list[str]:
         need = GOAL * m.flops_removed
         cells = [f'{_pct(1 - row.median)} '
                  + ('met' if 1 - row.median >= need else 'not met')
-                 for row in m.rows
-                 if row.name.startswith('backbone') and row.target == 'pruned']
+                 for row in m.rows if _backbone_pruned(row)]
         lines.append(f'| {m.label} | {_pct(m.flops_removed)} | '
                      f'>= {_pct(need)} | ' + ' | '.join(cells) + ' |')
     return lines + ['']
@@ -411,11 +421,11 @@ def records(results: list[Measured], command: str) -> dict:
                    error=m.error, load=list(m.load))
         if m.result is not None:
             r = m.result
+            removed, channels = m.channels_removed
             run.update(
                 flops_before=r.before['total'].flops,
                 flops_after=r.after['total'].flops,
-                removed=sum(int(p.removed.sum()) for p in r.plans),
-                channels=sum(p.channels for p in r.plans),
+                removed=removed, channels=channels,
                 self_check=dict(features=r.check.features,
                                 detections=r.check.detections))
             if r.evaluation is not None:
@@ -461,10 +471,11 @@ def main(argv=None) -> None:
     parser.add_argument('--json', help='also write the raw measurements '
                         '(every pair\'s ratio) to this file')
     args = parser.parse_args(argv)
-    for name in ('pairs', 'num_images', 'batch', 'threads'):
-        if min(getattr(args, name), default=1) < 1 if name == 'threads' \
-                else getattr(args, name) < 1:
+    for name in ('pairs', 'num_images', 'batch'):
+        if getattr(args, name) < 1:
             raise UserError(f'--{name.replace("_", "-")} must be at least 1')
+    if min(args.threads) < 1:
+        raise UserError('--threads must be at least 1')
     if args.json:  # fail before the work, not after
         from psbn_mmdet.files import check_writable
         check_writable(args.json)

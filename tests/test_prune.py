@@ -440,7 +440,7 @@ def test_tool_writes_a_config_and_checkpoint_mmdet_loads_strictly(
 
 
 def test_channels_last_is_written_and_self_checked_on_detections(
-        tool_files, tmp_path, capsys):
+        tool_files, tmp_path, capsys, monkeypatch):
     from mmengine.config import Config
     config, checkpoint, _ = tool_files
     out_dir = tmp_path / 'out'
@@ -451,19 +451,14 @@ def test_channels_last_is_written_and_self_checked_on_detections(
     assert cfg.model.backbone.channels_last is True
     # the self-check compares detections: NHWC features reaching RoIAlign
     # (not made contiguous) would fail it and write nothing
-    from psbn_mmdet import pruned_resnet
-    forward = pruned_resnet.PrunedResNet.forward
+    from psbn_mmdet.pruned_resnet import ResNet
 
     def leaky(self, x):
-        return pruned_resnet.ResNet.forward(
-            self, x.contiguous(memory_format=torch.channels_last))
-    pruned_resnet.PrunedResNet.forward = leaky
-    try:
-        result = prune_dead(str(config), str(checkpoint),
-                            str(tmp_path / 'leaky'), num_images=4,
-                            channels_last=True, evaluate_map=False)
-    finally:
-        pruned_resnet.PrunedResNet.forward = forward
+        return ResNet.forward(self,
+                              x.contiguous(memory_format=torch.channels_last))
+    monkeypatch.setattr(PrunedResNet, 'forward', leaky)
+    result = prune_dead(str(config), str(checkpoint), str(tmp_path / 'leaky'),
+                        num_images=4, channels_last=True, evaluate_map=False)
     assert result.check.features < CHECK_TOLERANCE
     assert not result.check.passed and not result.written
 
