@@ -24,10 +24,10 @@ warnings.filterwarnings('ignore', message='pkg_resources is deprecated',
 
 from mmengine.registry import HOOKS, MODELS  # noqa: E402
 
-from .checkpoint import allow_mmengine_checkpoints  # noqa: E402
-from .controller import PostShiftController  # noqa: E402
-from .hooks import CollapseMonitorHook, PostShiftHook  # noqa: E402
-from .norm import psBN, psSyncBN  # noqa: E402
+from .io.checkpoint import allow_mmengine_checkpoints  # noqa: E402
+from .core.controller import PostShiftController  # noqa: E402
+from .engine.hooks.post_shift_hook import CollapseMonitorHook, PostShiftHook  # noqa: E402
+from .models.layers.psbn import psBN, psSyncBN  # noqa: E402
 
 __version__ = '0.1.0'
 

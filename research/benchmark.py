@@ -22,10 +22,10 @@ from dataclasses import dataclass
 import torch
 
 from psbn_mmdet.cli import run_tool
-from psbn_mmdet.collapse import ChannelMax
-from psbn_mmdet.controller import PostShiftController
-from psbn_mmdet.errors import UserError
-from psbn_mmdet.norm import psBN
+from psbn_mmdet.core.criteria import ChannelMax
+from psbn_mmdet.core.controller import PostShiftController
+from psbn_mmdet.utils.errors import UserError
+from psbn_mmdet.models.layers.psbn import psBN
 
 from .markdown import write_generated
 
@@ -242,9 +242,9 @@ def report_activation_mode(pairs: int, config: str, num_images: int = 8,
     the probe adds the per-channel maximum hooks.  The ratio is of times, so
     images/s of the report = plain images/s / ratio.
     """
-    from psbn_mmdet.report import (ActivationProbe, bn_layers, build_backbone,
+    from psbn_mmdet.analysis.report import (ActivationProbe, bn_layers, build_backbone,
                                    load_checkpoint)
-    from psbn_mmdet.roles import PRE_RELU
+    from psbn_mmdet.core.roles import PRE_RELU
     with tempfile.TemporaryDirectory() as tmp:
         path = _r50_checkpoint(tmp)
         ckpt = load_checkpoint(path)

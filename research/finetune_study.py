@@ -11,7 +11,7 @@ mmdet's finetuning setup (stem and layer1 frozen, ``norm_eval=True``) in each
 optimizer regime (:data:`REGIMES`), with BN (collapse monitor) and with psBN
 (post-shift hook), each pair sharing its seed: the two runs are bit-identical
 until psBN's first shift.  Every run is a ``tools/train.py`` process (mmdet's
-real path), read back with :mod:`psbn_mmdet.demo`: CocoMetric's bbox mAP,
+real path), read back with :mod:`psbn_mmdet.demo.compare`: CocoMetric's bbox mAP,
 dead pre-ReLU channels per stage on the val images at the end (the report's
 activation criterion) and over training (the hooks' scalars), shifts,
 re-shifts of already shifted channels and the shifted channels alive at the
@@ -37,8 +37,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from psbn_mmdet.cli import run_tool
-from psbn_mmdet.errors import UserError
-from psbn_mmdet.roles import STAGES
+from psbn_mmdet.utils.errors import UserError
+from psbn_mmdet.core.roles import STAGES
 
 from .benchmark import machine
 from .markdown import write_generated
@@ -143,7 +143,7 @@ def _train(config: str, work_dir: Path, options: list[str],
 def pretrained(work_dirs: Path, iterations: int | None = None,
                config: str = PRETRAIN) -> str:
     """The pretrained checkpoint: reused when finished, else trained."""
-    from psbn_mmdet import demo
+    from psbn_mmdet.demo import compare as demo
     name = Path(config).stem + (f'_{iterations}' if iterations else '')
     work_dir = work_dirs / name
     options = ([] if iterations is None else [
@@ -179,10 +179,10 @@ def train(job: Job, checkpoint: str, work_dirs: Path, threads: int) -> float:
 
 def measure(job: Job, work_dirs: Path, seconds: float) -> dict:
     """The record of a finished job (read back from its work dir)."""
-    from psbn_mmdet import demo
+    from psbn_mmdet.demo import compare as demo
     loaded = demo.load_run(job.name, work_dirs / job.name)
     numbers = demo.summary(demo.measure([loaded], NUM_IMAGES))[job.name]
-    from psbn_mmdet.checkpoint import safe_load
+    from psbn_mmdet.io.checkpoint import safe_load
     state = loaded.controller_state
     redo = safe_load(loaded.checkpoint).get('redo') or {}
     return dict(
@@ -439,7 +439,7 @@ def main(argv=None) -> int:
     if args.from_json:
         records = read_records(args.from_json)
     else:
-        from psbn_mmdet.demo_data import make_demo_data
+        from psbn_mmdet.demo.data import make_demo_data
         json_path = args.json and Path(args.json)
         os.chdir(args.workspace)  # the configs read data/demo/ from here
         make_demo_data('data/demo', num_train=400, num_val=64)

@@ -3,7 +3,7 @@
 For each finetuned demo detector given (by default the BN finetune of the
 collapse regime and its psBN twin, from ``make demo``'s work dirs), this
 
-1. prunes it with the package's tool (:func:`psbn_mmdet.prune.prune_dead`:
+1. prunes it with the package's tool (:func:`psbn_mmdet.pruning.prune_dead.prune_dead`:
    calibration on the first training images, self-check, bbox mAP before and
    after on the val images, wake-ups) into a temporary directory;
 2. loads the original and the written pruned config + checkpoint, and times
@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 
 from psbn_mmdet.cli import run_tool
-from psbn_mmdet.errors import UserError
+from psbn_mmdet.utils.errors import UserError
 
 from .benchmark import Comparison, compare, machine
 from .markdown import write_generated
@@ -64,7 +64,7 @@ class Measured:
     label: str
     config: str
     checkpoint: str
-    result: object = None  # psbn_mmdet.prune.PruneResult
+    result: object = None  # psbn_mmdet.pruning.prune_dead.PruneResult
     error: str | None = None  # why nothing was pruned
     rows: list[Comparison] = field(default_factory=list)
     load: tuple[float, float] = (0.0, 0.0)  # 1-min load average: start, end
@@ -104,7 +104,7 @@ def _load(config: str, checkpoint: str, channels_last: bool = False,
     from mmengine.config import Config
     from mmengine.runner import load_checkpoint
     from mmdet.registry import MODELS
-    from psbn_mmdet.prune import block_widths, pruned_config
+    from psbn_mmdet.pruning.prune_dead import block_widths, pruned_config
     cfg = Config.fromfile(config)
     model_cfg = cfg.model
     if channels_last:  # the widths are read off the configured backbone
@@ -205,7 +205,7 @@ def border_effect(config: str, checkpoint: str, directory: str, plans,
     self-check against the γ = 0 model measures the border error alone;
     mAP is of that model and of the folded one.
     """
-    from psbn_mmdet.prune import prune_dead
+    from psbn_mmdet.pruning.prune_dead import prune_dead
     state = torch.load(checkpoint, map_location='cpu', weights_only=True)
     weights = state['state_dict']
     chosen = 0
@@ -227,7 +227,7 @@ def border_effect(config: str, checkpoint: str, directory: str, plans,
 def layout_check(models, inputs) -> dict[str, float]:
     """Each timed layout's backbone features (original and pruned) against
     the first layout's original: the largest relative difference."""
-    from psbn_mmdet.prune import relative_difference
+    from psbn_mmdet.pruning.prune_dead import relative_difference
     with torch.inference_mode():
         reference = next(iter(models.values()))[0].backbone(inputs)
         return {layout: max(relative_difference(a, b)
@@ -239,7 +239,7 @@ def layout_check(models, inputs) -> dict[str, float]:
 def measure(label: str, config: str, checkpoint: str, pairs: int,
             num_images: int, batch: int, threads=(1, 2),
             layouts=LAYOUTS) -> Measured:
-    from psbn_mmdet.prune import prune_dead
+    from psbn_mmdet.pruning.prune_dead import prune_dead
     measured = Measured(label, config, checkpoint)
     load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as out_dir:
@@ -477,7 +477,7 @@ def main(argv=None) -> None:
     if min(args.threads) < 1:
         raise UserError('--threads must be at least 1')
     if args.json:  # fail before the work, not after
-        from psbn_mmdet.files import check_writable
+        from psbn_mmdet.utils.files import check_writable
         check_writable(args.json)
     detectors = args.detector or [
         (label, config, latest_checkpoint(os.path.join(args.work_dirs, run)))
@@ -501,7 +501,7 @@ def main(argv=None) -> None:
     write_generated(args.out, 'prune', text,
                     title='Benchmarks: psBN against BN')
     if args.json:
-        from psbn_mmdet.files import write_atomically
+        from psbn_mmdet.utils.files import write_atomically
         write_atomically({args.json: json.dumps(
             records(results, command), indent=1).encode()})
     print(text)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from psbn_mmdet.errors import UserError
+from psbn_mmdet.utils.errors import UserError
 
 
 def read_records(paths) -> list:

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from psbn_mmdet.norm import is_training_pass
+from psbn_mmdet.models.layers.psbn import is_training_pass
 
 
 @dataclass
@@ -211,7 +211,7 @@ def _register_hook():
     from mmengine.model import is_model_wrapper
     from mmengine.registry import HOOKS
 
-    from psbn_mmdet.hooks import optimizer_stepped
+    from psbn_mmdet.engine.hooks.post_shift_hook import optimizer_stepped
 
     @HOOKS.register_module(force=True)
     class ReDoHook(Hook):

@@ -15,7 +15,7 @@ PYTHON = sys.executable
 @pytest.fixture(scope='session')
 def workspace(tmp_path_factory) -> Path:
     """A directory holding ``data/demo`` (small), as the configs expect."""
-    from psbn_mmdet.demo_data import make_demo_data
+    from psbn_mmdet.demo.data import make_demo_data
     root = tmp_path_factory.mktemp('workspace')
     make_demo_data(root / 'data' / 'demo', num_train=8, num_val=4)
     return root

@@ -4,7 +4,7 @@ from mmengine.config import Config
 
 import psbn_mmdet  # noqa: F401
 from conftest import CONFIGS
-from psbn_mmdet.norm import psBN
+from psbn_mmdet.models.layers.psbn import psBN
 
 ALL = sorted(p.relative_to(CONFIGS).as_posix() for p in CONFIGS.rglob('*.py'))
 

@@ -1,4 +1,4 @@
-"""psbn_mmdet.demo: the comparison that ends `make demo`, on crafted runs.
+"""psbn_mmdet.demo.compare: the comparison that ends `make demo`, on crafted runs.
 
 Work directories are written here as mmengine writes them (a timestamped
 ``vis_data/`` with ``scalars.json`` and ``config.py``, ``last_checkpoint``),
@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from conftest import CONFIGS
-from psbn_mmdet.demo import (DemoError, Run, check_pretrained, find_scalars,
+from psbn_mmdet.demo.compare import (DemoError, Run, check_pretrained, find_scalars,
                              format_comparison, last_metrics, main,
                              read_scalars, stage_series, summary)
-from psbn_mmdet.report import BNLayer, Report
-from psbn_mmdet.roles import PRE_ADD, PRE_RELU, STAGES
+from psbn_mmdet.analysis.report import BNLayer, Report
+from psbn_mmdet.core.roles import PRE_ADD, PRE_RELU, STAGES
 
 PRETRAIN = CONFIGS / 'demo' / 'faster_rcnn_r18_demo_bn_pretrain.py'
 FINETUNE = {'BN': CONFIGS / 'demo' / 'faster_rcnn_r18_demo_bn_finetune.py',
@@ -100,7 +100,7 @@ def crafted(label, norm, layers, shift_counts=None) -> tuple[Run, Report]:
 
 
 def test_summary_counts_dead_collapsed_shifted_and_alive_per_stage():
-    from psbn_mmdet.demo import Column
+    from psbn_mmdet.demo.compare import Column
     layers = [
         layer('backbone.bn1', 'stem', PRE_RELU, [1.0, 1.0], [True, False]),
         layer('backbone.layer4.0.bn1', 'layer4', PRE_RELU,
@@ -132,7 +132,7 @@ def test_summary_counts_dead_collapsed_shifted_and_alive_per_stage():
 
 
 def test_shift_counts_of_layers_the_report_lacks_are_an_error():
-    from psbn_mmdet.demo import Column
+    from psbn_mmdet.demo.compare import Column
     layers = [layer('backbone.layer4.0.bn1', 'layer4', PRE_RELU, [1.0],
                     [False])]
     column = Column(*crafted('psBN', 'psBN', layers,
@@ -142,7 +142,7 @@ def test_shift_counts_of_layers_the_report_lacks_are_an_error():
 
 
 def test_dead_channels_figure_says_why_a_panel_is_empty():
-    from psbn_mmdet.demo import dead_channels_figure
+    from psbn_mmdet.demo.compare import dead_channels_figure
     runs = []
     for label, layer4 in (('BN', [3, 9]), ('psBN', [3, 4])):
         run, _ = crafted(label, label, [])
@@ -210,9 +210,9 @@ def test_compare_writes_the_table_json_and_plots(in_workspace, tmp_path,
     from mmengine.config import Config
     from mmdet.registry import MODELS
     from psbn_mmdet import PostShiftController
-    import psbn_mmdet.plots
+    import psbn_mmdet.analysis.plots
     plotted = []  # the report's figures have tests of their own (seconds)
-    monkeypatch.setattr(psbn_mmdet.plots, 'plot_reports', lambda *reports: (
+    monkeypatch.setattr(psbn_mmdet.analysis.plots, 'plot_reports', lambda *reports: (
         plotted.append(reports) or {'summary.png': b'\x89PNG summary'}))
     state = detector_state(FINETUNE['BN'])
     state['backbone.layer4.0.bn1.bias'][:10] = -1e4

@@ -13,7 +13,7 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from conftest import REPO, run_tool
-from psbn_mmdet.demo_data import DEMO_CLASSES, make_demo_data
+from psbn_mmdet.demo.data import DEMO_CLASSES, make_demo_data
 
 SPLITS = ('train', 'val')
 DEFAULT_COUNTS = dict(train=48, val=16)

@@ -8,8 +8,8 @@ from mmengine.logging import HistoryBuffer
 
 import psbn_mmdet  # noqa: F401
 from conftest import CONFIGS, REPO, run_tool
-from psbn_mmdet.norm import psBN
-from psbn_mmdet.surgery import to_bn, to_psbn
+from psbn_mmdet.models.layers.psbn import psBN
+from psbn_mmdet.export import to_bn, to_psbn
 
 CONFIG = CONFIGS / 'demo/faster_rcnn_r50_psbn_demo.py'
 

@@ -1,4 +1,4 @@
-"""psbn_mmdet.prune, PrunedResNet and tools/prune_dead.py.
+"""psbn_mmdet.pruning.prune_dead, PrunedResNet and tools/prune_dead.py.
 
 Backbone-level tests craft dead and constant channels into small ResNets
 (BasicBlock and Bottleneck) whose other channels are kept alive, and check
@@ -14,14 +14,14 @@ import torch
 
 import psbn_mmdet  # noqa: F401
 from conftest import REPO
-from psbn_mmdet.collapse import ChannelMax, dead_activation
-from psbn_mmdet.prune import (CHECK_TOLERANCE, block_widths, find_removable,
+from psbn_mmdet.core.criteria import ChannelMax, dead_activation
+from psbn_mmdet.pruning.prune_dead import (CHECK_TOLERANCE, block_widths, find_removable,
                               internal_bns, prune_dead, prune_state_dict,
                               relative_difference, removable_flops,
                               stage_costs)
 
 pytest.importorskip('mmdet')
-from psbn_mmdet.pruned_resnet import PrunedResNet  # noqa: E402
+from psbn_mmdet.models.backbones.pruned_resnet import PrunedResNet  # noqa: E402
 
 BASE = 8  # base_channels of the backbones built here
 SHAPE = (3, 64, 64)
@@ -424,7 +424,7 @@ def test_tool_writes_a_config_and_checkpoint_mmdet_loads_strictly(
     assert cfg.model.backbone.type == 'PrunedResNet'
     assert cfg.model.backbone.block_widths == [[8, 8], [16, 13], [32, 32],
                                                [44, 64]]
-    assert 'psbn_mmdet.pruned_resnet' in cfg.custom_imports.imports
+    assert 'psbn_mmdet.models.backbones.pruned_resnet' in cfg.custom_imports.imports
     assert cfg.load_from == str(pruned_checkpoint.resolve())
     pruned = MODELS.build(cfg.model).eval()
     load_checkpoint(pruned, str(pruned_checkpoint), strict=True,
@@ -451,7 +451,7 @@ def test_channels_last_is_written_and_self_checked_on_detections(
     assert cfg.model.backbone.channels_last is True
     # the self-check compares detections: NHWC features reaching RoIAlign
     # (not made contiguous) would fail it and write nothing
-    from psbn_mmdet.pruned_resnet import ResNet
+    from psbn_mmdet.models.backbones.pruned_resnet import ResNet
 
     def leaky(self, x):
         return ResNet.forward(self,
@@ -493,7 +493,7 @@ def test_channels_dead_on_calibration_images_may_wake_on_others(
         tool_files, tmp_path):
     """A channel pushed just below 0 on the first two test images and
     above it on another: removed, and reported awake on the test set."""
-    from psbn_mmdet.report import ActivationProbe
+    from psbn_mmdet.analysis.report import ActivationProbe
     config, _, folder = tool_files
     checkpoint = detector_checkpoint(config, tmp_path / 'wake.pth', dead={})
     state = torch.load(checkpoint)['state_dict']
@@ -606,7 +606,7 @@ def test_full_disk_leaves_no_file(tool_files, tmp_path, capsys, full_disk):
 # ------------------------------------------------------ the report's column
 def test_report_counts_what_the_tool_removes(tool_files, tmp_path):
     import io
-    from psbn_mmdet.report import run
+    from psbn_mmdet.analysis.report import run
     config, checkpoint, _ = tool_files
     out = io.StringIO()
     report = run(checkpoint, data_config=config, num_images=2, out=out)

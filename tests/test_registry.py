@@ -5,7 +5,7 @@ from mmcv.cnn import build_norm_layer
 from mmengine.runner.checkpoint import load_checkpoint
 
 import psbn_mmdet  # noqa: F401
-from psbn_mmdet.norm import psBN, psSyncBN
+from psbn_mmdet.models.layers.psbn import psBN, psSyncBN
 
 
 def _resnet(depth, norm_type, **kwargs):
@@ -109,7 +109,7 @@ def test_mmdet_init_cfg_initializes_psbn_as_bn():
 def test_hooks_are_registered_as_their_classes():
     from mmengine.hooks import Hook
     from mmengine.registry import HOOKS
-    from psbn_mmdet.hooks import CollapseMonitorHook, PostShiftHook
+    from psbn_mmdet.engine.hooks.post_shift_hook import CollapseMonitorHook, PostShiftHook
     assert HOOKS.get('PostShiftHook') is PostShiftHook
     assert HOOKS.get('CollapseMonitorHook') is CollapseMonitorHook
     assert issubclass(PostShiftHook, Hook)

@@ -1,4 +1,4 @@
-"""tools/collapse_report.py and psbn_mmdet.report on crafted checkpoints.
+"""tools/collapse_report.py and psbn_mmdet.analysis.report on crafted checkpoints.
 
 Parameter mode runs on ResNet-50-shaped state dicts written here in all three
 formats, with known collapsed channels per stage.  Activation mode (needs
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from psbn_mmdet.report import run
+from psbn_mmdet.analysis.report import run
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = ROOT / 'tools' / 'collapse_report.py'
@@ -274,7 +274,7 @@ def test_command_line_exit_codes(r50_files, tmp_path):
 
 @pytest.mark.slow
 def test_parameter_mode_imports_neither_mmdet_nor_mmcv(r50_files):
-    code = ('import io, sys; from psbn_mmdet.report import run; '
+    code = ('import io, sys; from psbn_mmdet.analysis.report import run; '
             f'run({str(r50_files["mmengine"])!r}, out=io.StringIO()); '
             'print(sorted({m.split(".")[0] for m in sys.modules} & '
             '{"mmdet", "mmcv", "matplotlib"}))')

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from psbn_mmdet.roles import (PRE_ADD, PRE_RELU, roles_from_model,
+from psbn_mmdet.core.roles import (PRE_ADD, PRE_RELU, roles_from_model,
                               roles_from_names)
 
 # pre-ReLU BNs in a ResNet: stem + (1 per BasicBlock | 2 per Bottleneck)

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from psbn_mmdet.cli import run_tool
-from psbn_mmdet.errors import UserError
+from psbn_mmdet.utils.errors import UserError
 
 from ..benchmark import machine
 from ..markdown import write_generated

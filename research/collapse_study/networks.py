@@ -15,7 +15,7 @@ import torch
 from mmengine.logging import MMLogger
 from torch import nn
 
-from psbn_mmdet.norm import PSBN_TYPES, psBN
+from psbn_mmdet.models.layers.psbn import PSBN_TYPES, psBN
 
 from .variants import XHAT_STATISTICS, Variant
 

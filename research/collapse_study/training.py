@@ -1,6 +1,6 @@
 """One run of the study: train a network, measure its dead channels.
 
-A run trains with a :class:`~psbn_mmdet.controller.PostShiftController` (only
+A run trains with a :class:`~psbn_mmdet.core.controller.PostShiftController` (only
 monitoring for BN) stepped after every optimizer step.  It measures, in eval
 mode over the whole training set, the percentage of *dead* pre-ReLU channels
 (maximum post-ReLU activation < 1e-12, Mehta's activation criterion) every few
@@ -23,9 +23,9 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from psbn_mmdet.collapse import ChannelMax, collapsed_gamma, dead_activation
-from psbn_mmdet.controller import PostShiftController, WindowResult
-from psbn_mmdet.norm import PSBN_TYPES
+from psbn_mmdet.core.criteria import ChannelMax, collapsed_gamma, dead_activation
+from psbn_mmdet.core.controller import PostShiftController, WindowResult
+from psbn_mmdet.models.layers.psbn import PSBN_TYPES
 
 from .data import load_digits
 from .networks import INPUT_SIZE, build_network

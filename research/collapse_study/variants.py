@@ -1,7 +1,7 @@
 """Norm variants: BN, psBN as shipped, and the recovery rules it was chosen from.
 
 Earlier x̂ estimates plug into the layer through its public extension point,
-``layer.window_stats`` (a :class:`psbn_mmdet.norm.WindowStatistics`):
+``layer.window_stats`` (a :class:`psbn_mmdet.models.layers.psbn.WindowStatistics`):
 
 * :class:`AssumedUnitXhatStatistics`: the rule before the study (std(x̂)
   taken as 1 under batch statistics);
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from psbn_mmdet.norm import WindowStatistics, psBN
+from psbn_mmdet.models.layers.psbn import WindowStatistics, psBN
 
 #: the psBN layer's default detection window
 LAYER_WINDOW = inspect.signature(psBN).parameters['window'].default
@@ -62,7 +62,7 @@ class WindowMeanXhatStatistics(WindowStatistics):
 
 #: how a psBN variant estimates x̂'s mean and std for the shift
 XHAT_STATISTICS = {
-    'shipped': None,  # psbn_mmdet.norm.WindowStatistics: exact, last batch
+    'shipped': None,  # psbn_mmdet.models.layers.psbn.WindowStatistics: exact, last batch
     'assumed-unit': AssumedUnitXhatStatistics,
     'exact-window': WindowMeanXhatStatistics,
     'exact-last': None,  # what the layer now ships

@@ -11,11 +11,11 @@ import os.path as osp
 
 import torch
 
-from .checkpoint import check_state_dict, safe_load
-from .config import load_config
-from .errors import UserError, one_line
-from .files import write_atomically
-from .norm import psBN
+from .io.checkpoint import check_state_dict, safe_load
+from .utils.config import load_config
+from .utils.errors import UserError, one_line
+from .utils.files import write_atomically
+from .models.layers.psbn import psBN
 
 #: psBN config type -> the stock type it exports to
 EXPORTED_NORM = {'psBN': 'BN', 'psSyncBN': 'SyncBN'}

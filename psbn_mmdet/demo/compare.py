@@ -38,14 +38,14 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import safe_load
-from .collapse import GAMMA_THRESHOLD
-from .config import load_config
-from .errors import UserError
-from .files import check_writable, write_atomically
-from .report import ActivationProbe, BNLayer, Report, collapse_report
-from .report import load_checkpoint as load_report_checkpoint
-from .roles import PRE_RELU, STAGES
+from ..io.checkpoint import safe_load
+from ..core.criteria import GAMMA_THRESHOLD
+from ..utils.config import load_config
+from ..utils.errors import UserError
+from ..utils.files import check_writable, write_atomically
+from ..analysis.report import ActivationProbe, BNLayer, Report, collapse_report
+from ..analysis.report import load_checkpoint as load_report_checkpoint
+from ..core.roles import PRE_RELU, STAGES
 
 KINDS = ('dead', 'collapsed_gamma', 'recovered')
 MAP_KEYS = {'bbox mAP': 'coco/bbox_mAP', 'bbox mAP@50': 'coco/bbox_mAP_50'}
@@ -421,7 +421,7 @@ def dead_channels_figure(runs: list[Run]):
 def compare(runs: list[Run], out_dir, pretrained: Run | None = None,
             num_images: int | None = DEFAULT_NUM_IMAGES, out=None) -> dict:
     """Measure, print the table, write the files; returns the numbers."""
-    from .plots import plot_reports
+    from ..analysis.plots import plot_reports
     out = out or sys.stdout
     check_writable(out_dir, is_dir=True)
     columns = measure(([pretrained] if pretrained else []) + runs,
@@ -496,7 +496,3 @@ def main(argv=None) -> int:
     compare(runs, args.out_dir, pretrained, args.num_images)
     return 0
 
-
-if __name__ == '__main__':
-    from .cli import run_tool
-    sys.exit(run_tool('demo', main))

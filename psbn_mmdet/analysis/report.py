@@ -36,13 +36,13 @@ from pathlib import Path
 
 import torch
 
-from .collapse import (ACTIVATION_THRESHOLD, GAMMA_THRESHOLD, ChannelMax,
+from ..core.criteria import (ACTIVATION_THRESHOLD, GAMMA_THRESHOLD, ChannelMax,
                        collapsed_gamma, dead_activation)
-from .checkpoint import check_state_dict, safe_load
-from .config import load_config
-from .errors import UserError, one_line
-from .files import check_writable, write_atomically
-from .roles import PRE_RELU, STAGES, BNRole, roles_from_names
+from ..io.checkpoint import check_state_dict, safe_load
+from ..utils.config import load_config
+from ..utils.errors import UserError, one_line
+from ..utils.files import check_writable, write_atomically
+from ..core.roles import PRE_RELU, STAGES, BNRole, roles_from_names
 
 DEFAULT_BATCH_SIZE = 4
 ROW_KEYS = ('name', 'bn_layers', 'channels', 'collapsed_gamma',
@@ -353,7 +353,7 @@ def _removable(probe: ActivationProbe, ckpt: Checkpoint, dead,
     """The removable column: channels and FLOPs (at the first batch's
     input size) per stage; None for backbones the pruning tool does not
     support."""
-    from .prune import SUPPORTED, removable_per_stage
+    from ..pruning.prune_dead import SUPPORTED, removable_per_stage
     backbone = build_backbone(probe.model_config, ckpt)
     if type(backbone).__name__ not in SUPPORTED:
         return None

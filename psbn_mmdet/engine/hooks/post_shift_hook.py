@@ -21,7 +21,7 @@ from __future__ import annotations
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
-from .controller import PostShiftController, check_options
+from ...core.controller import PostShiftController, check_options
 
 CHECKPOINT_KEY = 'psbn'
 

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .collapse import channel_max
+from ...core.criteria import channel_max
 
 PSBN_OPTIONS = ('window', 'active_fraction', 'gamma_min')
 

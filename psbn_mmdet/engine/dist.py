@@ -36,7 +36,7 @@ def _slurm_environment() -> None:
     derived from the job id unless set, so two jobs on a node do not
     collide; the master address is the first node of the job."""
     import subprocess
-    from .errors import UserError
+    from ..utils.errors import UserError
     os.environ['RANK'] = os.environ.get('SLURM_PROCID', '0')
     os.environ['WORLD_SIZE'] = os.environ.get('SLURM_NTASKS', '1')
     os.environ['LOCAL_RANK'] = os.environ.get('SLURM_LOCALID', '0')

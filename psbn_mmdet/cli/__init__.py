@@ -19,7 +19,7 @@ import os
 import os.path as osp
 import sys
 
-from .errors import EXIT_USAGE, UserError, one_line
+from ..utils.errors import EXIT_USAGE, UserError, one_line
 
 #: errors that mean "the config or an option in it is wrong" when the
 #: Runner is built from it
@@ -83,8 +83,8 @@ def _common_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _runner_config(path: str, args):
-    from .config import load_config
-    from .dist import setup_cpu_distributed
+    from ..utils.config import load_config
+    from ..engine.dist import setup_cpu_distributed
     cfg = load_config(path, args.cfg_options)
     cfg.launcher = args.launcher
     if args.work_dir is not None:
@@ -146,7 +146,7 @@ def train_main(argv: list[str] | None = None) -> None:
         _check_checkpoint(args.resume)
         cfg.resume, cfg.load_from = True, args.resume
     if _is_rank_zero():
-        from .workdir import WorkDirLock
+        from ..utils.workdir import WorkDirLock
         with WorkDirLock(cfg.work_dir):
             _build_runner(cfg).train()
     else:
@@ -177,7 +177,7 @@ def _check_checkpoint(path: str | None) -> None:
     """A checkpoint to load must exist and load safely (one line if not)."""
     if path is None:
         return
-    from .checkpoint import safe_load
+    from ..io.checkpoint import safe_load
     safe_load(path, mmap=True)
 
 
@@ -222,8 +222,8 @@ def test_main(argv: list[str] | None = None) -> None:
 
 # ------------------------------------------------------------------ report
 def report_parser() -> argparse.ArgumentParser:
-    from .collapse import ACTIVATION_THRESHOLD, GAMMA_THRESHOLD
-    from .report import DEFAULT_BATCH_SIZE
+    from ..core.criteria import ACTIVATION_THRESHOLD, GAMMA_THRESHOLD
+    from ..analysis.report import DEFAULT_BATCH_SIZE
     parser = argparse.ArgumentParser(
         prog='collapse_report',
         description='Collapsed BN channels per stage of a ResNet checkpoint: '
@@ -259,7 +259,7 @@ def report_parser() -> argparse.ArgumentParser:
 def report_main(argv: list[str] | None = None) -> None:
     """Collapsed BN channels per stage: ``collapse_report CHECKPOINT ...``."""
     args = report_parser().parse_args(argv)
-    from .report import run
+    from ..analysis.report import run
     run(args.checkpoint, compare=args.compare, config=args.config,
         data_config=args.data_config, num_images=args.num_images,
         gamma_threshold=args.gamma_thr, activation_threshold=args.act_thr,
@@ -283,7 +283,7 @@ def export_main(argv: list[str] | None = None) -> None:
     parser.add_argument('out_dir', help='where the BN config and checkpoint go')
     args = parser.parse_args(argv)
     import psbn_mmdet  # noqa: F401  registers psBN to read the config
-    from .surgery import export_bn
+    from ..export import export_bn
     config, checkpoint = export_bn(args.config, args.checkpoint, args.out_dir)
     print(f'wrote {config}\nwrote {checkpoint}')
 
@@ -291,7 +291,7 @@ def export_main(argv: list[str] | None = None) -> None:
 # --------------------------------------------------------------- demo data
 def demo_data_main(argv: list[str] | None = None) -> None:
     """Write the synthetic COCO-format demo data set the demo configs use."""
-    from .demo_data import DEMO_CLASSES, make_demo_data
+    from ..demo.data import DEMO_CLASSES, make_demo_data
     parser = argparse.ArgumentParser(
         prog='make_demo_data',
         description='Draw coloured shapes on noisy backgrounds and write them '
@@ -326,8 +326,8 @@ make_demo_data = _exit('make_demo_data', demo_data_main)
 
 # ------------------------------------------------------------------- prune
 def prune_parser() -> argparse.ArgumentParser:
-    from .collapse import ACTIVATION_THRESHOLD, GAMMA_THRESHOLD
-    from .prune import DEFAULT_NUM_IMAGES, SUPPORTED
+    from ..core.criteria import ACTIVATION_THRESHOLD, GAMMA_THRESHOLD
+    from ..pruning.prune_dead import DEFAULT_NUM_IMAGES, SUPPORTED
     parser = argparse.ArgumentParser(
         prog='prune_dead',
         description='Remove the block-internal backbone channels that are '
@@ -368,7 +368,7 @@ def prune_main(argv: list[str] | None = None) -> int:
     """
     args = prune_parser().parse_args(argv)
     import psbn_mmdet  # noqa: F401  registers psBN to read the config
-    from .prune import CHECK_TOLERANCE, prune_dead as run
+    from ..pruning.prune_dead import CHECK_TOLERANCE, prune_dead as run
     result = run(args.config, args.checkpoint, args.out_dir,
                  data_config=args.data_config, num_images=args.num_images,
                  batch_size=args.batch_size, gamma_threshold=args.gamma_thr,

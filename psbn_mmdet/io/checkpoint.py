@@ -110,7 +110,7 @@ def safe_load(path, mmap: bool = False):
     import os.path as osp
     import warnings
 
-    from .errors import UserError
+    from ..utils.errors import UserError
     path = str(path)
     if not osp.isfile(path):
         raise UserError(f'{path}: ' + ('is a directory' if osp.isdir(path)
@@ -143,7 +143,7 @@ def check_state_dict(expected, state, what: str, prefix: str = '') -> None:
     """Raise unless ``state`` loads strictly where ``expected`` (a model's
     state dict) is: one line with the missing, unexpected and mismatched key
     counts and the first offending key (``prefix`` + key)."""
-    from .errors import UserError
+    from ..utils.errors import UserError
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     mismatched = [k for k in expected

@@ -45,10 +45,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .collapse import (ACTIVATION_THRESHOLD, GAMMA_THRESHOLD, ChannelMax,
+from ..core.criteria import (ACTIVATION_THRESHOLD, GAMMA_THRESHOLD, ChannelMax,
                        channel_max, collapsed_gamma, dead_activation)
-from .errors import UserError
-from .roles import STAGES
+from ..utils.errors import UserError
+from ..core.roles import STAGES
 
 #: backbone types whose block-internal channels can be removed
 SUPPORTED = ('ResNet', 'ResNetV1d', 'PrunedResNet')
@@ -560,8 +560,8 @@ class PruneResult:
 
 
 def _load_detector(cfg, state: dict, what: str):
-    from .checkpoint import check_state_dict
-    from .surgery import _detector
+    from ..io.checkpoint import check_state_dict
+    from ..export import _detector
     model = _detector(cfg)
     check_state_dict(model.state_dict(), state, what)
     model.load_state_dict(state, strict=True)
@@ -605,11 +605,11 @@ def prune_dead(config: str, checkpoint: str, out_dir: str, *,
             do not match, an unsupported backbone, no removable channel, an
             out dir that cannot be written), before anything is written.
     """
-    from .checkpoint import safe_load
-    from .config import load_config
-    from .files import check_writable, write_atomically
-    from .report import ActivationProbe, _mmdet_registries
-    import psbn_mmdet.pruned_resnet  # noqa: F401  registers PrunedResNet
+    from ..io.checkpoint import safe_load
+    from ..utils.config import load_config
+    from ..utils.files import check_writable, write_atomically
+    from ..analysis.report import ActivationProbe, _mmdet_registries
+    import psbn_mmdet.models.backbones.pruned_resnet  # noqa: F401  registers PrunedResNet
     out = out or sys.stdout
     _check_arguments(num_images, batch_size, gamma_threshold,
                      activation_threshold)
@@ -710,7 +710,7 @@ def _change(before: int, after: int) -> str:
 
 def format_result(result: PruneResult) -> str:
     """The per-stage table, the self-check and the evaluation, as printed."""
-    from .report import _table
+    from ..analysis.report import _table
     rows = stage_rows(result.plans)
     header = ['stage', 'internal channels', 'removed dead',
               'removed |γ| (folded)', 'params', 'FLOPs']

@@ -27,8 +27,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .collapse import GAMMA_THRESHOLD, collapsed_gamma, per_stage
-from .norm import PSBN_TYPES, WindowStatistics, is_trainable, is_training_pass
+from .criteria import GAMMA_THRESHOLD, collapsed_gamma, per_stage
+from ..models.layers.psbn import PSBN_TYPES, WindowStatistics, is_trainable, is_training_pass
 from .roles import PRE_RELU, STAGES, roles_from_model
 
 #: detection window (steps) for plain BN layers being monitored

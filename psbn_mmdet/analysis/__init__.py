@@ -1,0 +1,1 @@
+"""The collapse report: activations over data, counts per stage, plots."""

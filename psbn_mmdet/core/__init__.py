@@ -1,0 +1,1 @@
+"""Plain PyTorch, no mmengine: where BNs sit, collapse criteria, window statistics, the post-shift controller."""

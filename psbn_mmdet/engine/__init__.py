@@ -1,0 +1,1 @@
+"""mmengine glue: hooks for ``custom_hooks``, distributed training on CPUs."""

@@ -1,0 +1,1 @@
+"""Hooks for ``custom_hooks``: ``PostShiftHook`` and ``CollapseMonitorHook``."""

@@ -1,0 +1,1 @@
+"""Checkpoints (safe loading, formats, writing) and building models from configs."""

@@ -1,0 +1,1 @@
+"""Layers and backbones registered in mmengine's and mmdet's ``MODELS``."""

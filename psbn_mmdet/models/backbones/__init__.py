@@ -1,0 +1,1 @@
+"""Backbones: ``PrunedResNet`` (registered in mmdet's ``MODELS`` on import)."""

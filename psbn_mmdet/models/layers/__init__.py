@@ -1,0 +1,1 @@
+"""psBN and psSyncBN: BatchNorm that can post-shift dead channels back."""

@@ -1,0 +1,1 @@
+"""Removing dead channels exactly: the plan, the surgery, costs, verification."""

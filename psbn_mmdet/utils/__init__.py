@@ -1,0 +1,1 @@
+"""Errors, atomic files, config loading, the work-dir lock, text tables."""
