@@ -1,10 +1,5 @@
 # Finetune a COCO-trained detector for a short schedule (where collapse grows).
-_base_ = './mask_rcnn_r101_bn.py'
+_base_ = ['./mask_rcnn_r101_bn.py', './_base_/schedules/finetune_4e.py']
 load_from = 'https://download.openmmlab.com/mmdetection/v2.0/mask_rcnn/mask_rcnn_r101_fpn_1x_coco/mask_rcnn_r101_fpn_1x_coco_20200204-1efe0ed5.pth'  # noqa: E501
-train_cfg = dict(max_epochs=4)
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0,
-         end=500),
-    dict(type='MultiStepLR', begin=0, end=4, by_epoch=True, milestones=[3],
-         gamma=0.1)
-]
+train_cfg = _base_.finetune_train_cfg
+param_scheduler = _base_.finetune_param_scheduler

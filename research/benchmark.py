@@ -21,11 +21,10 @@ from dataclasses import dataclass
 
 import torch
 
+from psbn_mmdet import PostShiftController, psBN
 from psbn_mmdet.cli import run_tool
-from psbn_mmdet.core.criteria import ChannelMax
-from psbn_mmdet.core.controller import PostShiftController
-from psbn_mmdet.utils.errors import UserError
-from psbn_mmdet.models.layers.psbn import psBN
+from psbn_mmdet.core import PRE_RELU, ChannelMax
+from psbn_mmdet.utils import UserError
 
 from .markdown import write_generated
 
@@ -145,10 +144,10 @@ def detector_train_iteration(pairs: int, config: str,
     times BN against an identical copy of itself: the noise floor the psBN
     row should be read against.
     """
+    from mmdet.utils import register_all_modules
     from mmengine.config import Config
     from mmengine.optim import build_optim_wrapper
     from mmengine.registry import DATASETS, FUNCTIONS, MODELS
-    from mmdet.utils import register_all_modules
     register_all_modules()
     cfg = Config.fromfile(config)
     cfg.optim_wrapper.optimizer.lr = 0.0
@@ -225,7 +224,7 @@ def report_parameter_mode(repeats: int = 5) -> tuple[float, float]:
     """Wall time of the installed report command on an R50 checkpoint
     (median, max), start-up included."""
     command = [sys.executable, '-c',
-               'from psbn_mmdet.cli import collapse_report; collapse_report()']
+               'from psbn_mmdet.cli.report import main; main()']
     with tempfile.TemporaryDirectory() as tmp:
         path = _r50_checkpoint(tmp)
         times = [_time(lambda: subprocess.run(
@@ -242,14 +241,13 @@ def report_activation_mode(pairs: int, config: str, num_images: int = 8,
     the probe adds the per-channel maximum hooks.  The ratio is of times, so
     images/s of the report = plain images/s / ratio.
     """
-    from psbn_mmdet.analysis.report import (ActivationProbe, bn_layers, build_backbone,
-                                   load_checkpoint)
-    from psbn_mmdet.core.roles import PRE_RELU
+    from psbn_mmdet.analysis import ActivationProbe, bn_layers, extents
+    from psbn_mmdet.io import load_backbone, read_checkpoint
     with tempfile.TemporaryDirectory() as tmp:
         path = _r50_checkpoint(tmp)
-        ckpt = load_checkpoint(path)
+        ckpt = read_checkpoint(path)
         probe = ActivationProbe(config, config, num_images)
-        backbone = build_backbone(config, ckpt)
+        backbone = load_backbone(config, ckpt)
         names = [n for n, layer in bn_layers(ckpt).items()
                  if layer.role == PRE_RELU]
         batches = list(probe.batches())
@@ -263,8 +261,8 @@ def report_activation_mode(pairs: int, config: str, num_images: int = 8,
         with ChannelMax({n: backbone.get_submodule(n)
                          for n in names}) as collector, \
                 torch.inference_mode():
-            for inputs, extents in batches:
-                collector.extents = extents
+            for inputs, samples in batches:
+                collector.extents = extents(inputs, samples)
                 backbone(inputs)
 
     result = compare(f'report activation mode, {len(batches)} batches '
@@ -291,7 +289,7 @@ def machine() -> str:
 PROG = 'benchmark'
 TABLE_HEADER = ('| what | BN time per call (median) | pairs x calls | ratio '
                 '| spread | target |', '|---|---|---|---|---|---|')
-DEMO = 'configs/demo/faster_rcnn_r50_psbn_demo.py'
+DEMO = 'configs/demo/faster_rcnn_r50_demo_psbn.py'
 
 
 def main(argv=None) -> None:
@@ -311,6 +309,7 @@ def main(argv=None) -> None:
     if any(w is not None and w < 1 for w in args.windows):
         raise UserError('--windows must be at least 1')
     from mmengine.logging import MMLogger
+
     # init_weights logs every parameter of every model built here
     MMLogger.get_current_instance().setLevel(logging.WARNING)
     start = time.time()

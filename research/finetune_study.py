@@ -37,8 +37,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from psbn_mmdet.cli import run_tool
-from psbn_mmdet.utils.errors import UserError
-from psbn_mmdet.core.roles import STAGES
+from psbn_mmdet.core import STAGES
+from psbn_mmdet.demo import compare as demo
+from psbn_mmdet.demo.data import make_demo_data
+from psbn_mmdet.io import safe_load
+from psbn_mmdet.utils import UserError
 
 from .benchmark import machine
 from .markdown import write_generated
@@ -47,7 +50,8 @@ from .records import read_records
 PROG = 'finetune_study'
 REPO = Path(__file__).resolve().parents[1]  # research runs from the checkout
 PRETRAIN = 'configs/demo/faster_rcnn_r18_demo_bn_pretrain.py'
-PSBN_FINETUNE = 'configs/demo/faster_rcnn_r18_demo_psbn_finetune.py'
+# the demo's psBN finetune, plus the re-shift counter (research/reshifts.py)
+PSBN_FINETUNE = 'research/configs/faster_rcnn_r18_demo_psbn_finetune_reshifts.py'
 #: norm label -> (config, --cfg-options over it): BN, psBN with its defaults,
 #: the rules compared for issue 13 and the peer, ReDo on BN (research/redo.py)
 FINETUNE = {
@@ -143,7 +147,6 @@ def _train(config: str, work_dir: Path, options: list[str],
 def pretrained(work_dirs: Path, iterations: int | None = None,
                config: str = PRETRAIN) -> str:
     """The pretrained checkpoint: reused when finished, else trained."""
-    from psbn_mmdet.demo import compare as demo
     name = Path(config).stem + (f'_{iterations}' if iterations else '')
     work_dir = work_dirs / name
     options = ([] if iterations is None else [
@@ -153,7 +156,7 @@ def pretrained(work_dirs: Path, iterations: int | None = None,
     try:
         return str(demo.check_pretrained(REPO / config, work_dir)
                    if iterations is None else demo.last_checkpoint(work_dir))
-    except (demo.DemoError, UserError):
+    except UserError:
         print(f'pretraining {config} into {work_dir}', flush=True)
         _train(config, work_dir, options, threads=torch_threads())
         return str(demo.last_checkpoint(work_dir))
@@ -179,12 +182,11 @@ def train(job: Job, checkpoint: str, work_dirs: Path, threads: int) -> float:
 
 def measure(job: Job, work_dirs: Path, seconds: float) -> dict:
     """The record of a finished job (read back from its work dir)."""
-    from psbn_mmdet.demo import compare as demo
     loaded = demo.load_run(job.name, work_dirs / job.name)
     numbers = demo.summary(demo.measure([loaded], NUM_IMAGES))[job.name]
-    from psbn_mmdet.io.checkpoint import safe_load
-    state = loaded.controller_state
-    redo = safe_load(loaded.checkpoint).get('redo') or {}
+    checkpoint = safe_load(loaded.checkpoint)
+    state = checkpoint.get('reshifts') or {}  # research/reshifts.py
+    redo = checkpoint.get('redo') or {}
     return dict(
         job=asdict(job), seconds=seconds, checkpoint=loaded.checkpoint,
         bbox_mAP=numbers['bbox_mAP'], bbox_mAP_50=numbers['bbox_mAP_50'],
@@ -439,7 +441,6 @@ def main(argv=None) -> int:
     if args.from_json:
         records = read_records(args.from_json)
     else:
-        from psbn_mmdet.demo.data import make_demo_data
         json_path = args.json and Path(args.json)
         os.chdir(args.workspace)  # the configs read data/demo/ from here
         make_demo_data('data/demo', num_train=400, num_val=64)

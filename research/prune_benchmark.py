@@ -31,12 +31,16 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
 from psbn_mmdet.cli import run_tool
-from psbn_mmdet.utils.errors import UserError
+from psbn_mmdet.io import (build_model, latest_checkpoint, load_weights,
+                           read_checkpoint)
+from psbn_mmdet.pruning import (block_widths, prune_dead, pruned_config,
+                                relative_difference)
+from psbn_mmdet.utils import (UserError, check_writable, load_config,
+                              write_atomically)
 
 from .benchmark import Comparison, compare, machine
 from .markdown import write_generated
@@ -85,13 +89,13 @@ class Measured:
         return (before - self.result.after['total'].flops) / before
 
 
-def latest_checkpoint(work_dir: str) -> str:
+def trained_checkpoint(work_dir: str) -> str:
     """The checkpoint mmengine's ``last_checkpoint`` names in a work dir."""
-    record = Path(work_dir) / 'last_checkpoint'
-    if not record.is_file():
+    path = latest_checkpoint(work_dir)
+    if path is None:
         raise UserError(f'{work_dir}: no last_checkpoint (train it first: '
                         '`make demo`, or pass --detector LABEL CONFIG CKPT)')
-    return record.read_text().strip()
+    return path
 
 
 def _load(config: str, checkpoint: str, channels_last: bool = False,
@@ -101,19 +105,13 @@ def _load(config: str, checkpoint: str, channels_last: bool = False,
     ``PrunedResNet`` of the same widths computing in NHWC; ``fused``: the
     backbone's BNs folded into their convs (mmcv's ``fuse_conv_bn``, what
     deployment does; inference only)."""
-    from mmengine.config import Config
-    from mmengine.runner import load_checkpoint
-    from mmdet.registry import MODELS
-    from psbn_mmdet.pruning.prune_dead import block_widths, pruned_config
-    cfg = Config.fromfile(config)
+    cfg = load_config(config)
     model_cfg = cfg.model
     if channels_last:  # the widths are read off the configured backbone
-        widths = block_widths(MODELS.build(cfg.model.backbone))
+        widths = block_widths(build_model(cfg.model.backbone))
         model_cfg = pruned_config(cfg, widths, channels_last=True).model
-    model = MODELS.build(model_cfg)
-    load_checkpoint(model, checkpoint, map_location='cpu', strict=True,
-                    logger='silent')
-    model.eval()
+    model = load_weights(build_model(model_cfg),
+                         read_checkpoint(checkpoint).state, checkpoint)
     if fused:
         from mmcv.cnn import fuse_conv_bn
         fuse_conv_bn(model.backbone)
@@ -205,7 +203,6 @@ def border_effect(config: str, checkpoint: str, directory: str, plans,
     self-check against the γ = 0 model measures the border error alone;
     mAP is of that model and of the folded one.
     """
-    from psbn_mmdet.pruning.prune_dead import prune_dead
     state = torch.load(checkpoint, map_location='cpu', weights_only=True)
     weights = state['state_dict']
     chosen = 0
@@ -219,7 +216,7 @@ def border_effect(config: str, checkpoint: str, directory: str, plans,
     path = os.path.join(directory, 'constant_channels.pth')
     torch.save(state, path)
     result = prune_dead(config, path, directory, num_images=num_images,
-                        fold_padded=True, write=False, out=io.StringIO())
+                        fold_padded=True, write=False)
     result.constant_channels = chosen
     return result
 
@@ -227,7 +224,6 @@ def border_effect(config: str, checkpoint: str, directory: str, plans,
 def layout_check(models, inputs) -> dict[str, float]:
     """Each timed layout's backbone features (original and pruned) against
     the first layout's original: the largest relative difference."""
-    from psbn_mmdet.pruning.prune_dead import relative_difference
     with torch.inference_mode():
         reference = next(iter(models.values()))[0].backbone(inputs)
         return {layout: max(relative_difference(a, b)
@@ -239,14 +235,12 @@ def layout_check(models, inputs) -> dict[str, float]:
 def measure(label: str, config: str, checkpoint: str, pairs: int,
             num_images: int, batch: int, threads=(1, 2),
             layouts=LAYOUTS) -> Measured:
-    from psbn_mmdet.pruning.prune_dead import prune_dead
     measured = Measured(label, config, checkpoint)
     load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as out_dir:
         try:
             measured.result = prune_dead(config, checkpoint, out_dir,
-                                         num_images=num_images,
-                                         out=io.StringIO())
+                                         num_images=num_images)
         except UserError as error:
             measured.error = str(error)
             measured.load = (load_start, os.getloadavg()[0])
@@ -477,14 +471,14 @@ def main(argv=None) -> None:
     if min(args.threads) < 1:
         raise UserError('--threads must be at least 1')
     if args.json:  # fail before the work, not after
-        from psbn_mmdet.utils.files import check_writable
         check_writable(args.json)
     detectors = args.detector or [
-        (label, config, latest_checkpoint(os.path.join(args.work_dirs, run)))
+        (label, config, trained_checkpoint(os.path.join(args.work_dirs, run)))
         for label, (config, run) in DETECTORS.items()]
-    import psbn_mmdet  # noqa: F401
-    from mmengine.logging import MMLogger
     from mmdet.utils import register_all_modules
+    from mmengine.logging import MMLogger
+
+    import psbn_mmdet  # noqa: F401
     register_all_modules()
     MMLogger.get_current_instance().setLevel(logging.WARNING)
     start = time.time()
@@ -501,7 +495,6 @@ def main(argv=None) -> None:
     write_generated(args.out, 'prune', text,
                     title='Benchmarks: psBN against BN')
     if args.json:
-        from psbn_mmdet.utils.files import write_atomically
         write_atomically({args.json: json.dumps(
             records(results, command), indent=1).encode()})
     print(text)

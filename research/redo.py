@@ -33,7 +33,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from psbn_mmdet.models.layers.psbn import is_training_pass
+from psbn_mmdet.core import inner_links, is_training_pass
 
 
 @dataclass
@@ -52,21 +52,14 @@ def units_of(model: nn.Module, trainable_only: bool = True) -> list[Unit]:
     units = []
     for name, module in model.named_modules():
         prefix = f'{name}.' if name else ''
-        kind = type(module).__name__
-        if kind == 'BasicBlock' and hasattr(module, 'conv2'):
-            pairs = [('conv1', 'bn1', 'conv2')]
-        elif kind == 'Bottleneck' and hasattr(module, 'conv3'):
-            pairs = [('conv1', 'bn1', 'conv2'), ('conv2', 'bn2', 'conv3')]
-        elif isinstance(module, nn.Sequential):
-            units += _sequential_units(prefix, module)
+        links = inner_links(module)
+        if links is None:
+            if isinstance(module, nn.Sequential):
+                units += _sequential_units(prefix, module)
             continue
-        else:
-            continue
-        for conv, bn, after in pairs:
-            bn_name = getattr(module, f'norm{bn[-1]}_name', bn)
-            units.append(Unit(prefix + bn_name, getattr(module, conv),
-                              getattr(module, bn_name),
-                              [getattr(module, after)]))
+        units += [Unit(prefix + link.norm, getattr(module, link.conv),
+                       getattr(module, link.norm),
+                       [getattr(module, link.next_conv)]) for link in links]
     if trainable_only:
         units = [u for u in units if u.bn.weight is not None
                  and u.bn.weight.requires_grad]
@@ -211,7 +204,7 @@ def _register_hook():
     from mmengine.model import is_model_wrapper
     from mmengine.registry import HOOKS
 
-    from psbn_mmdet.engine.hooks.post_shift_hook import optimizer_stepped
+    from psbn_mmdet.engine.hooks import optimizer_stepped
 
     @HOOKS.register_module(force=True)
     class ReDoHook(Hook):

@@ -64,3 +64,30 @@ def full_disk(monkeypatch):
         return real_fsync(fd)
 
     monkeypatch.setattr(os, 'fsync', fsync)
+
+
+def tool(prog: str, main, *args) -> int:
+    """A tool run in this process (``main`` of :mod:`psbn_mmdet.cli`'s
+    modules): its exit status; output captured by pytest."""
+    from psbn_mmdet.cli import run_tool as run
+    return run(prog, main, [str(a) for a in args])
+
+
+def one_line_error(code: int, err: str, *fragments) -> str:
+    """Assert the tools' error convention: exit 2, one line on stderr, no
+    traceback, each fragment in it.  Returns the line."""
+    assert code == 2, err[-2000:]
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and 'Traceback' not in err, err[-2000:]
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def resnet(depth: int, norm_type: str = 'BN', cls=None, **kwargs):
+    """mmdet's ResNet (or ``cls``, a subclass) with ``norm_cfg`` of
+    ``norm_type``."""
+    from mmdet.models.backbones import ResNet
+    return (cls or ResNet)(depth=depth, norm_cfg=dict(type=norm_type,
+                                                      requires_grad=True),
+                           **kwargs)

@@ -4,9 +4,11 @@ from mmengine.config import Config
 
 import psbn_mmdet  # noqa: F401
 from conftest import CONFIGS
-from psbn_mmdet.models.layers.psbn import psBN
+from psbn_mmdet import psBN
 
-ALL = sorted(p.relative_to(CONFIGS).as_posix() for p in CONFIGS.rglob('*.py'))
+# every config a user runs (``_base_/`` holds parts that are not configs)
+ALL = sorted(p.relative_to(CONFIGS).as_posix() for p in CONFIGS.rglob('*.py')
+             if '_base_' not in p.parts)
 
 
 def _bns(model):
@@ -103,3 +105,15 @@ def test_demo_finetunes_start_from_the_pretrained_checkpoint():
         assert cfg.randomness.seed is not None
         backbone = cfg.model.backbone
         assert backbone.frozen_stages == 1 and backbone.norm_eval is True
+
+
+@pytest.mark.parametrize('name', [n for n in ALL
+                                  if n.endswith('_finetune.py')
+                                  and not n.startswith('demo/')])
+def test_finetune_configs_share_one_schedule(name):
+    schedule = Config.fromfile(
+        str(CONFIGS / '_base_' / 'schedules' / 'finetune_4e.py'))
+    cfg = Config.fromfile(str(CONFIGS / name))
+    assert cfg.train_cfg.max_epochs == 4
+    assert cfg.param_scheduler == schedule.finetune_param_scheduler
+    assert cfg.load_from.startswith('https://download.openmmlab.com/')

@@ -8,10 +8,10 @@ from mmengine.logging import HistoryBuffer
 
 import psbn_mmdet  # noqa: F401
 from conftest import CONFIGS, REPO, run_tool
-from psbn_mmdet.models.layers.psbn import psBN
-from psbn_mmdet.export import to_bn, to_psbn
+from psbn_mmdet import psBN
 
-CONFIG = CONFIGS / 'demo/faster_rcnn_r50_psbn_demo.py'
+
+CONFIG = CONFIGS / 'demo/faster_rcnn_r50_demo_psbn.py'
 
 STOCK_SCRIPT = textwrap.dedent('''
     import sys
@@ -61,8 +61,8 @@ def test_stock_mmdet_loads_export_strictly_with_identical_outputs(tmp_path):
     result = run_tool(REPO / 'tools/export_bn.py', CONFIG,
                       tmp_path / 'psbn.pth', out_dir)
     assert result.returncode == 0, result.stderr
-    config = out_dir / 'faster_rcnn_r50_psbn_demo_bn.py'
-    weights = out_dir / 'faster_rcnn_r50_psbn_demo_bn.pth'
+    config = out_dir / 'faster_rcnn_r50_demo_psbn_bn.py'
+    weights = out_dir / 'faster_rcnn_r50_demo_psbn_bn.pth'
     text = config.read_text()
     assert 'psBN' not in text and 'psbn_mmdet' not in text
     assert 'PostShiftHook' not in text
@@ -95,9 +95,9 @@ def test_to_bn_and_back_are_lossless():
     net.train()
     net(torch.randn(2, 3, 32, 32))  # move running statistics
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    bn_net = to_bn(net)
+    bn_net = psBN.revert(net)
     assert not any(isinstance(m, psBN) for m in bn_net.modules())
-    again = to_psbn(bn_net, window=7)
+    again = psBN.convert_bn(bn_net, window=7)
     assert sum(isinstance(m, psBN) for m in again.modules()) == 20
     for key, value in again.state_dict().items():
         assert torch.equal(value, before[key]), key
@@ -114,7 +114,8 @@ def test_export_rejects_missing_files(tmp_path):
 
 # ------------------------------------------------------------ hostile input
 def export(*args) -> int:
-    from psbn_mmdet.cli import export_main, run_tool
+    from psbn_mmdet.cli import run_tool
+    from psbn_mmdet.cli.export import export_main
     return run_tool('export_bn', export_main, [str(a) for a in args])
 
 

@@ -5,7 +5,7 @@
 A shim with mmdet's tool name over :mod:`psbn_mmdet.cli` (installed as the
 console script ``psbn-export-bn``).
 """
-from psbn_mmdet.cli import export_bn
+from psbn_mmdet.cli.export import main as export_bn
 
 if __name__ == '__main__':
     export_bn()

@@ -4,7 +4,7 @@
 A shim with mmdet's tool name over :mod:`psbn_mmdet.cli` (installed as the
 console script ``psbn-make-demo-data``).
 """
-from psbn_mmdet.cli import make_demo_data
+from psbn_mmdet.demo.cli import make_demo_data
 
 if __name__ == '__main__':
     make_demo_data()

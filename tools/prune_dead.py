@@ -5,7 +5,7 @@
 A shim with an mmdet-style tool name over :mod:`psbn_mmdet.cli` (installed as
 the console script ``psbn-prune-dead``).
 """
-from psbn_mmdet.cli import prune_dead
+from psbn_mmdet.cli.prune import main as prune_dead
 
 if __name__ == '__main__':
     prune_dead()

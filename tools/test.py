@@ -4,7 +4,7 @@
 A shim with mmdet's tool name over :mod:`psbn_mmdet.cli` (installed as the
 console script ``psbn-test``).
 """
-from psbn_mmdet.cli import test
+from psbn_mmdet.cli.runner import test
 
 if __name__ == '__main__':
     test()

@@ -4,7 +4,7 @@
 A shim with mmdet's tool name over :mod:`psbn_mmdet.cli` (installed as the
 console script ``psbn-train``).
 """
-from psbn_mmdet.cli import train
+from psbn_mmdet.cli.runner import train
 
 if __name__ == '__main__':
     train()

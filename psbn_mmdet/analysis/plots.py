@@ -1,4 +1,4 @@
-"""PNG plots of collapse reports (:mod:`psbn_mmdet.report`).
+"""PNG plots of collapse reports (:mod:`psbn_mmdet.analysis.report`).
 
 * ``<stage>.png``: the stage's γ-β scatter, collapsed channels (|γ| below
   the threshold) as red crosses and, when activations were measured, dead
@@ -6,6 +6,9 @@
   threshold drawn.  With two reports, one row per checkpoint on shared axes.
 * ``summary.png``: collapsed (and dead) percentages per stage, the two
   checkpoints side by side with their differences in channels.
+
+The reports are named by their labels (default ``a`` and ``b``; the demo
+passes the runs' names, such as ``BN`` and ``psBN``).
 
 Figures are drawn on matplotlib's Agg canvas without pyplot: no display and no
 global state are involved, and the PNGs are returned as bytes so the caller
@@ -24,7 +27,8 @@ HEALTHY, COLLAPSED, DEAD = 'tab:blue', 'tab:red', 'tab:orange'
 SHOWN_BELOW = 1e-3  # |γ| under threshold * SHOWN_BELOW shares the first bin
 
 
-def _png(figure: Figure) -> bytes:
+def png_bytes(figure: Figure) -> bytes:
+    """A figure rendered to PNG bytes on matplotlib's Agg canvas."""
     FigureCanvasAgg(figure)
     figure.tight_layout()
     buffer = io.BytesIO()
@@ -105,7 +109,7 @@ def _stage_figure(reports, labels, stage: str) -> bytes:
     for row, report, label in zip(axes, reports, labels):
         _scatter(row[0], report, stage, label)
         _histogram(row[1], report, stage, label)
-    return _png(figure)
+    return png_bytes(figure)
 
 
 def _summary_figure(reports, labels, stages) -> bytes:
@@ -139,15 +143,21 @@ def _summary_figure(reports, labels, stages) -> bytes:
                 'nonfinite': 'NaN or Inf γ, β or activation'}[key]
         if not np.any(pcts):
             _say(ax, f'0 channels {what} in every stage')
+        difference = (f' (numbers: {labels[1].rstrip(": ")} − '
+                      f'{labels[0].rstrip(": ")})' if len(reports) == 2
+                      else '')
         ax.set(xticks=x, xticklabels=names, ylabel='% of channels',
-               title=what + (' (numbers: b - a)' if len(reports) == 2 else ''))
-    return _png(figure)
+               title=what + difference)
+    return png_bytes(figure)
 
 
-def plot_reports(report, other=None) -> dict[str, bytes]:
-    """``{file name: PNG bytes}``: one figure per stage and a summary."""
-    reports = [report] if other is None else [report, other]
-    labels = [''] if other is None else ['a: ', 'b: ']
+def plot_reports(reports: list, labels: list[str] | None = None
+                 ) -> dict[str, bytes]:
+    """``{file name: PNG bytes}``: one figure per stage and a summary, of one
+    report or two side by side (``labels``, default ``a`` and ``b``)."""
+    if labels is None:
+        labels = ['a', 'b'] if len(reports) == 2 else ['']
+    labels = [f'{label}: ' if label else '' for label in labels]
     stages = list(dict.fromkeys(s for r in reports for s in r.stages()))
     pngs = {f'{stage}.png': _stage_figure(reports, labels, stage)
             for stage in stages}

@@ -10,7 +10,7 @@ Usable from any PyTorch loop::
 
 Every ``window`` steps of a layer, its window statistics are all-reduced across
 ranks (max of y by MAX, x̂ sums by SUM), the dead pre-ReLU channels are found,
-psBN layers post-shift them (:meth:`PostShiftMixin.post_shift_`) and the optimizer
+psBN layers post-shift them (:meth:`~psbn_mmdet.models.layers.psbn.PostShiftMixin.post_shift_`) and the optimizer
 state of exactly those γ/β entries is reset.  The decision uses reduced
 statistics and identical parameters, so every rank shifts the same channels.
 
@@ -20,6 +20,7 @@ logs the same dead-channel counts as a psBN run.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -28,11 +29,10 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .criteria import GAMMA_THRESHOLD, collapsed_gamma, per_stage
-from ..models.layers.psbn import PSBN_TYPES, WindowStatistics, is_trainable, is_training_pass
-from .roles import PRE_RELU, STAGES, roles_from_model
+from .roles import PRE_RELU, STAGES, roles_from_model, unplaced
+from .statistics import (DEFAULT_WINDOW, PostShiftable, WindowStatistics,
+                         is_trainable, is_training_pass)
 
-#: detection window (steps) for plain BN layers being monitored
-DEFAULT_WINDOW = 10
 #: optimizer-state keys holding first moments (zeroed on a shift)
 FIRST_MOMENTS = ('exp_avg', 'momentum_buffer')
 #: optimizer-state keys holding second moments
@@ -106,6 +106,8 @@ class PostShiftController:
         self.optimizer_reset = optimizer_reset
         self.gamma_threshold = gamma_threshold
         self.roles = roles_from_model(model)
+        #: BNs with no ReLU-after-BN structure: monitored never, shifted never
+        self.unplaced = unplaced(self.roles)
         self.bns: dict[str, _BatchNorm] = {
             name: module
             for name, module in model.named_modules()
@@ -123,14 +125,14 @@ class PostShiftController:
         # would pay for statistics nobody uses, on the widest tensors.
         self._disabled = [
             bn for name, bn in self.bns.items()
-            if isinstance(bn, PSBN_TYPES) and name not in self.pre_relu
+            if isinstance(bn, PostShiftable) and name not in self.pre_relu
             and bn.window_stats.enabled
         ]
         for bn in self._disabled:
             bn.window_stats.enabled = False
         for name in self.pre_relu:
             bn = self.bns[name]
-            if isinstance(bn, PSBN_TYPES):
+            if isinstance(bn, PostShiftable):
                 self.stats[name] = bn.window_stats
                 self.stats[name].window = self.window_of(name)
             else:
@@ -139,13 +141,11 @@ class PostShiftController:
                     bn.register_forward_hook(self._collect_hook(name)))
         self.steps = 0
         self.last_dead: dict[str, torch.Tensor] = {}
-        # per-channel history, for "recovered so far" and re-collapse studies
+        #: shifts per channel so far, by layer ("recovered")
         self.shift_counts: dict[str, torch.Tensor] = {}
-        self.last_shift_step: dict[str, torch.Tensor] = {}
-        self.recollapses = 0
-        #: re-shifts exactly one window after the channel's previous shift
-        self.recollapses_next_window = 0
-        self.steps_to_recollapse_sum = 0
+        #: called with every window's :class:`WindowResult` (research
+        #: instruments that follow the shifted channels further)
+        self.callbacks: list[Callable[[WindowResult], None]] = []
 
     def _collect_hook(self, name: str):
         stats = self.stats[name]
@@ -195,7 +195,7 @@ class PostShiftController:
             dead = stats.dead_channels()
             self.last_dead[name] = dead
             dead_pairs.append((self.roles[name].stage, dead.sum()))
-            if self.shift and isinstance(bn, PSBN_TYPES) and dead.any():
+            if self.shift and isinstance(bn, PostShiftable) and dead.any():
                 shifted = bn.post_shift_(dead)
                 self._reset_optimizer_state(bn, shifted, dead)
                 self._record_shift(name, shifted)
@@ -204,6 +204,8 @@ class PostShiftController:
             stats.reset()
         result.dead = per_stage(dead_pairs, self.stages)
         result.shifted = per_stage(shifted_pairs, self.stages)
+        for callback in self.callbacks:
+            callback(result)
         return result
 
     @staticmethod
@@ -273,16 +275,7 @@ class PostShiftController:
     def _record_shift(self, name: str, shifted: torch.Tensor) -> None:
         counts = self.shift_counts.setdefault(
             name, torch.zeros(shifted.numel(), dtype=torch.long))
-        last = self.last_shift_step.setdefault(
-            name, torch.full((shifted.numel(), ), -1, dtype=torch.long))
-        shifted = shifted.cpu()
-        again = shifted & (last >= 0)
-        self.recollapses += int(again.sum())
-        self.recollapses_next_window += int(
-            (again & (self.steps - last == self.window_of(name))).sum())
-        self.steps_to_recollapse_sum += int((self.steps - last[again]).sum())
-        counts += shifted.long()
-        last[shifted] = self.steps
+        counts += shifted.cpu().long()
 
     # -------------------------------------------------------------- reports
     def collapsed_gamma_by_stage(self) -> dict[str, int]:
@@ -309,27 +302,13 @@ class PostShiftController:
     def state_dict(self) -> dict:
         return dict(
             steps=self.steps,
-            shift_counts={k: v.tolist() for k, v in self.shift_counts.items()},
-            last_shift_step={
-                k: v.tolist()
-                for k, v in self.last_shift_step.items()
-            },
-            recollapses=self.recollapses,
-            recollapses_next_window=self.recollapses_next_window,
-            steps_to_recollapse_sum=self.steps_to_recollapse_sum)
+            shift_counts={k: v.tolist() for k, v in self.shift_counts.items()})
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict` (keys that earlier versions also saved,
+        such as re-collapse counters, are ignored)."""
         self.steps = int(state['steps'])
         self.shift_counts = {
             k: torch.tensor(v, dtype=torch.long)
             for k, v in state['shift_counts'].items()
         }
-        self.last_shift_step = {
-            k: torch.tensor(v, dtype=torch.long)
-            for k, v in state['last_shift_step'].items()
-        }
-        self.recollapses = int(state['recollapses'])
-        # checkpoints from before the counter existed
-        self.recollapses_next_window = int(
-            state.get('recollapses_next_window', 0))
-        self.steps_to_recollapse_sum = int(state['steps_to_recollapse_sum'])

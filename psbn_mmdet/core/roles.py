@@ -10,12 +10,11 @@ Two sources, one rule:
 * :func:`roles_from_model` checks the same rule against the module structure
   (block classes, the ReLU after the stem) and, for any other backbone, traces
   it with ``torch.fx``: a BN whose only user is a ReLU is pre-ReLU.  BNs it cannot
-  place are returned as ``None`` and named in a warning; they are never shifted.
+  place get the role ``None`` (:func:`unplaced`); they are never shifted.
 """
 from __future__ import annotations
 
 import re
-import warnings
 from dataclasses import dataclass
 
 import torch
@@ -83,9 +82,34 @@ def roles_from_names(names) -> dict[str, BNRole]:
 
 
 # ------------------------------------------------------------ model structure
-def _is_resnet_block(module: nn.Module) -> bool:
-    return (type(module).__name__ in ('BasicBlock', 'Bottleneck')
-            and hasattr(module, 'conv1') and hasattr(module, 'conv2'))
+@dataclass(frozen=True)
+class InnerLink:
+    """A pre-ReLU BN inside a residual block, between two of its convs
+    (attribute names within the block)."""
+    conv: str  # the conv the BN normalizes: 'conv1'
+    norm: str  # the BN: 'bn1'
+    next_conv: str  # the conv its ReLU feeds: 'conv2'
+    next_norm: str  # the BN after next_conv: 'bn2'
+
+
+def inner_links(block: nn.Module) -> list[InnerLink] | None:
+    """The channels inside a ResNet block, or None for any other module.
+
+    A BasicBlock's ``bn1`` feeds ``conv2``; a Bottleneck's ``bn1`` and
+    ``bn2`` feed ``conv2`` and ``conv3``.  Only the block's next conv reads
+    them (the block's last BN and the downsample path are summed with the
+    residual).  mmdet names the BNs in ``norm1_name``...; torchvision's
+    blocks call them ``bn1``...
+    """
+    kind = type(block).__name__
+    convs = {'BasicBlock': ('conv1', 'conv2'),
+             'Bottleneck': ('conv1', 'conv2', 'conv3')}.get(kind)
+    if convs is None or not all(hasattr(block, c) for c in convs):
+        return None
+    norms = [getattr(block, f'norm{i}_name', f'bn{i}')
+             for i in range(1, len(convs) + 1)]
+    return [InnerLink(convs[i], norms[i], convs[i + 1], norms[i + 1])
+            for i in range(len(convs) - 1)]
 
 
 def _is_resnet(module: nn.Module) -> bool:
@@ -146,45 +170,43 @@ def _fx_roles(prefix: str, module: nn.Module) -> dict[str, BNRole]:
     return roles
 
 
-def roles_from_model(model: nn.Module, warn: bool = True
-                     ) -> dict[str, BNRole]:
-    """Stage and role for every BN module of ``model`` (role None: unknown)."""
+def roles_from_model(model: nn.Module) -> dict[str, BNRole]:
+    """Stage and role for every BN module of ``model`` (role None: unknown,
+    see :func:`unplaced`)."""
     bns = {n for n, m in model.named_modules() if isinstance(m, _BatchNorm)}
     roles: dict[str, BNRole] = {}
     for name, module in model.named_modules():
         prefix = f'{name}.' if name else ''
         if _is_resnet(module):
             roles.update(_stem_roles(prefix, module))
-        elif _is_resnet_block(module):
-            block_bns = sorted(
-                (int(_BLOCK_BN.match(child).group(1)), child)
-                for child, sub in module.named_children()
-                if isinstance(sub, _BatchNorm) and _BLOCK_BN.match(child))
+        elif (links := inner_links(module)) is not None:
             found = _split_stage(name)
             stage = found[1] if found else 'other'
-            for index, child in block_bns:
-                role = PRE_ADD if index == block_bns[-1][0] else PRE_RELU
-                roles[f'{prefix}{child}'] = BNRole(stage, role)
+            block_bns = [(link.norm, PRE_RELU) for link in links]
+            block_bns.append((links[-1].next_norm, PRE_ADD))
+            for child, role in block_bns:
+                if isinstance(getattr(module, child, None), _BatchNorm):
+                    roles[f'{prefix}{child}'] = BNRole(stage, role)
             downsample = getattr(module, 'downsample', None)
             if downsample is not None:
                 for sub_name, sub in downsample.named_modules():
                     if isinstance(sub, _BatchNorm):
                         roles[f'{prefix}downsample.{sub_name}'.rstrip(
                             '.')] = BNRole(stage, PRE_ADD)
-    unplaced = bns - set(roles)
+    left = bns - set(roles)
     # Anything else: trace the top-level child holding it (or the model).
-    owners = {n.split('.')[0] if '.' in n else '' for n in unplaced}
+    owners = {n.split('.')[0] if '.' in n else '' for n in left}
     for owner in sorted(owners):
         module = model.get_submodule(owner) if owner else model
         prefix = f'{owner}.' if owner else ''
         traced = _fx_roles(prefix, module)
-        roles.update({n: r for n, r in traced.items() if n in unplaced})
+        roles.update({n: r for n, r in traced.items() if n in left})
     for name in bns - set(roles):
         roles[name] = BNRole('other', None)
-    unknown = sorted(n for n, r in roles.items() if r.role is None)
-    if unknown and warn:
-        warnings.warn('psbn_mmdet: no ReLU-after-BN structure found for '
-                      f'{len(unknown)} BN layer(s), left untouched: '
-                      f'{", ".join(unknown[:8])}'
-                      f'{" ..." if len(unknown) > 8 else ""}')
     return roles
+
+
+def unplaced(roles: dict[str, BNRole]) -> list[str]:
+    """The BNs whose role is unknown: no ReLU-after-BN structure was found
+    for them, so they are never shifted."""
+    return sorted(name for name, role in roles.items() if role.role is None)

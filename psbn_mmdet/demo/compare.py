@@ -1,16 +1,10 @@
 """The end of ``make demo``: BN and psBN finetunes of one detector, compared.
 
-``tools/run_demo.sh`` pretrains a detector (or reuses its checkpoint), finetunes
-it twice, with BN and with psBN, and then runs::
+``tools/run_demo.sh`` pretrains a detector (or reuses its checkpoint, see
+:func:`check_pretrained`), finetunes it twice, with BN and with psBN, and then
+compares the runs (``python -m psbn_mmdet.demo compare``, :mod:`.cli`).
 
-    python -m psbn_mmdet.demo check-pretrained CONFIG [--work-dir DIR]
-    python -m psbn_mmdet.demo compare BN=WORK_DIR psBN=WORK_DIR \\
-        [--pretrained WORK_DIR] [--num-images N] --out-dir DIR
-
-``check-pretrained`` prints the path of a finished training run's checkpoint
-(exit 0), or says on stderr why there is none to reuse (exit 1).
-
-``compare`` reads each run from its mmengine work directory alone: the config
+:func:`compare` reads each run from its mmengine work directory alone: the config
 mmengine saved with the newest run, its ``vis_data/scalars.json`` (CocoMetric
 results and the hooks' ``psbn/<kind>_<stage>`` scalars) and the checkpoint
 named in ``last_checkpoint`` (weights, and the controller's shift counts under
@@ -22,38 +16,34 @@ are alive at the end — and writes into ``--out-dir``:
 * ``comparison.txt`` and ``comparison.json``: the table and its numbers;
 * ``dead_channels.png``: the hooks' dead channels per stage over the
   iterations, one panel per stage with a line per run;
-* ``report/``: the collapse report's plots (:func:`psbn_mmdet.plots.
-  plot_reports`) of the first two runs, a and b.
+* ``report/``: the collapse report's plots (:func:`psbn_mmdet.analysis.plots.
+  plot_reports`) of the first two finetunes, named by their labels.
 """
 from __future__ import annotations
 
-import argparse
 import glob
-import io
 import json
 import os.path as osp
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from ..io.checkpoint import safe_load
+from ..analysis import ActivationProbe, BNLayer, Report, collapse_report
+from ..analysis.plots import plot_reports, png_bytes
 from ..core.criteria import GAMMA_THRESHOLD
+from ..core.roles import PRE_RELU, STAGES
+from ..engine.hooks import CHECKPOINT_KEY, LOG_KINDS, log_key
+from ..io.builders import build_model
+from ..io.checkpoint import latest_checkpoint, read_checkpoint, safe_load
+from ..models.layers import PSBN_TYPES
 from ..utils.config import load_config
 from ..utils.errors import UserError
 from ..utils.files import check_writable, write_atomically
-from ..analysis.report import ActivationProbe, BNLayer, Report, collapse_report
-from ..analysis.report import load_checkpoint as load_report_checkpoint
-from ..core.roles import PRE_RELU, STAGES
+from ..utils.table import text_table
 
-KINDS = ('dead', 'collapsed_gamma', 'recovered')
 MAP_KEYS = {'bbox mAP': 'coco/bbox_mAP', 'bbox mAP@50': 'coco/bbox_mAP_50'}
 DEFAULT_NUM_IMAGES = 64
-
-
-class DemoError(UserError):
-    """Bad input; the message is one line for the user."""
 
 
 # ------------------------------------------------------------------ the logs
@@ -62,7 +52,7 @@ def find_scalars(work_dir) -> Path:
     found = sorted(glob.glob(osp.join(glob.escape(str(work_dir)), '*',
                                       'vis_data', 'scalars.json')))
     if not found:
-        raise DemoError(f'{work_dir}: no */vis_data/scalars.json in it '
+        raise UserError(f'{work_dir}: no */vis_data/scalars.json in it '
                         '(not an mmengine work dir, or the run did not log)')
     return Path(found[-1])
 
@@ -77,18 +67,19 @@ def read_scalars(path) -> list[dict]:
             try:
                 records.append(json.loads(line))
             except json.JSONDecodeError as error:
-                raise DemoError(f'{path}:{number}: not a JSON record '
+                raise UserError(f'{path}:{number}: not a JSON record '
                                 f'({error.msg})') from None
     return records
 
 
 def stage_series(records: list[dict], kind: str = 'dead'
                  ) -> dict[str, list[tuple[int, float]]]:
-    """``{stage: [(iteration, value), ...]}`` of the hooks' ``psbn/<kind>_*``."""
+    """``{stage: [(iteration, value), ...]}`` of what the hooks logged under
+    :func:`~psbn_mmdet.engine.hooks.log_key` ``(kind, stage)``."""
     series: dict[str, list[tuple[int, float]]] = {s: [] for s in STAGES}
     for record in records:
         for stage in STAGES:
-            value = record.get(f'psbn/{kind}_{stage}')
+            value = record.get(log_key(kind, stage))
             if value is not None:
                 series[stage].append((int(record['step']), float(value)))
     return series
@@ -106,27 +97,20 @@ def last_metrics(records: list[dict]) -> dict[str, float]:
 
 # ------------------------------------------------------------------ the runs
 def _load(path) -> dict:
-    """A whole mmengine checkpoint (safe loading); a dict or DemoError."""
+    """A whole mmengine checkpoint (safe loading); a dict or UserError."""
     checkpoint = safe_load(path)
     if not isinstance(checkpoint, dict):
-        raise DemoError(f'{path}: not an mmengine checkpoint')
+        raise UserError(f'{path}: not an mmengine checkpoint')
     return checkpoint
 
 
 def last_checkpoint(work_dir) -> Path:
-    """The checkpoint mmengine's ``last_checkpoint`` file names.
-
-    mmengine writes the path as the run saw it; a work dir moved or opened
-    from another directory since is looked into for the same file name.
-    """
-    pointer = Path(work_dir) / 'last_checkpoint'
-    if not pointer.is_file():
-        raise DemoError(f'{work_dir}: no last_checkpoint in it')
-    named = Path(pointer.read_text().strip())
-    for path in (named, Path(work_dir) / named.name):
-        if path.is_file():
-            return path
-    raise DemoError(f'{pointer} names {named}, which does not exist')
+    """The checkpoint mmengine's ``last_checkpoint`` file names
+    (:func:`~psbn_mmdet.io.checkpoint.latest_checkpoint`)."""
+    path = latest_checkpoint(work_dir)
+    if path is None:
+        raise UserError(f'{work_dir}: no last_checkpoint in it')
+    return Path(path)
 
 
 def frozen(frozen_stages: int) -> list[str]:
@@ -158,13 +142,13 @@ def load_run(label: str, work_dir) -> Run:
     scalars = find_scalars(work_dir)
     config = scalars.parent / 'config.py'
     if not config.is_file():
-        raise DemoError(f'{scalars.parent}: no config.py next to the scalars')
+        raise UserError(f'{scalars.parent}: no config.py next to the scalars')
     cfg = load_config(config)
     backbone = cfg.model.backbone
     checkpoint = last_checkpoint(work_dir)
     state = _load(checkpoint)
     records = read_scalars(scalars)
-    controller = state.get('psbn') or {}
+    controller = state.get(CHECKPOINT_KEY) or {}
     shifts = controller.get('shift_counts', {})
     return Run(label=label, work_dir=str(work_dir), config=str(config),
                checkpoint=str(checkpoint),
@@ -172,7 +156,8 @@ def load_run(label: str, work_dir) -> Run:
                norm=backbone.get('norm_cfg', {}).get('type', 'BN'),
                frozen_stages=frozen(backbone.get('frozen_stages', -1)),
                metrics=last_metrics(records),
-               series={kind: stage_series(records, kind) for kind in KINDS},
+               series={kind: stage_series(records, kind)
+                       for kind in LOG_KINDS},
                shift_counts={k: torch.as_tensor(v, dtype=torch.long)
                              for k, v in shifts.items()},
                controller_state=controller,
@@ -186,10 +171,8 @@ def check_pretrained(config, work_dir=None) -> Path:
 
     Finished: ``last_checkpoint`` names a checkpoint that loads, was saved at
     the config's last iteration, and whose tensors have exactly the keys and
-    shapes of the config's model.  Raises :class:`DemoError` saying why not.
+    shapes of the config's model.  Raises :class:`UserError` saying why not.
     """
-    from mmdet.registry import MODELS
-    from mmdet.utils import register_all_modules
     cfg = load_config(config)
     work_dir = work_dir or cfg.get('work_dir') or osp.join(
         'work_dirs', osp.splitext(osp.basename(str(config)))[0])
@@ -198,14 +181,13 @@ def check_pretrained(config, work_dir=None) -> Path:
     iteration = checkpoint.get('meta', {}).get('iter')
     wanted = cfg.train_cfg.max_iters
     if iteration != wanted:
-        raise DemoError(f'{path}: saved at iteration {iteration}, '
+        raise UserError(f'{path}: saved at iteration {iteration}, '
                         f'the config trains {wanted}')
-    register_all_modules()
-    expected = {k: v.shape for k, v in MODELS.build(cfg.model)
+    expected = {k: v.shape for k, v in build_model(cfg.model)
                 .state_dict().items()}
     state = checkpoint.get('state_dict', {})
     if {k: v.shape for k, v in state.items()} != expected:
-        raise DemoError(f'{path}: its tensors do not match the model of '
+        raise UserError(f'{path}: its tensors do not match the model of '
                         f'{config}')
     return path
 
@@ -236,10 +218,8 @@ def measure(runs: list[Run], num_images: int | None = DEFAULT_NUM_IMAGES,
     images of its own config (test pipeline, data preprocessor)."""
     columns = []
     for run in runs:
-        print(f'measuring dead channels of {run.label} ({run.checkpoint})',
-              file=sys.stderr)
         probe = ActivationProbe(run.config, run.config, num_images)
-        report = collapse_report(load_report_checkpoint(run.checkpoint),
+        report = collapse_report(read_checkpoint(run.checkpoint, mmap=True),
                                  gamma_threshold, probe=probe)
         columns.append(Column(run, report))
     return columns
@@ -250,7 +230,7 @@ def _count(layers, attribute: str) -> int:
 
 
 def _is_psbn(norm: str) -> bool:
-    return norm in ('psBN', 'psSyncBN')
+    return norm in {cls.__name__ for cls in PSBN_TYPES}
 
 
 def summary(columns: list[Column]) -> dict:
@@ -281,7 +261,7 @@ def summary(columns: list[Column]) -> dict:
         if run.shift_counts and matched < len(run.shift_counts):
             unknown = sorted(set(run.shift_counts) - {
                 layer.name for layer in column.layers()})
-            raise DemoError(f'{run.checkpoint}: shift counts of layers the '
+            raise UserError(f'{run.checkpoint}: shift counts of layers the '
                             f'backbone does not have ({unknown[0]}, ...)')
         result[run.label] = dict(
             work_dir=run.work_dir, checkpoint=run.checkpoint,
@@ -296,19 +276,6 @@ def summary(columns: list[Column]) -> dict:
             last_window_dead={stage: points[-1][1] if points else None
                               for stage, points in run.series['dead'].items()})
     return result
-
-
-def _table(rows: list[list[str] | str]) -> str:
-    """Columns aligned (the first to the left); a str row is a heading,
-    printed as it is and left out of the widths."""
-    cells = [row for row in rows if not isinstance(row, str)]
-    widths = [max(len(row[i]) for row in cells)
-              for i in range(len(cells[0]))]
-    return '\n'.join(
-        row if isinstance(row, str) else '  '.join(
-            cell.ljust(w) if i == 0 else cell.rjust(w)
-            for i, (cell, w) in enumerate(zip(row, widths))).rstrip()
-        for row in rows)
 
 
 def _dead(run: dict, rows: list[dict]) -> str:
@@ -371,27 +338,18 @@ def format_comparison(numbers: dict) -> str:
     if frozen:
         notes.append(f'* frozen in {", ".join(frozen_in)}: not trained, not '
                      'monitored, never shifted')
-    return _table(rows) + '\n' + '\n'.join(notes) + '\n'
+    return text_table(rows) + '\n' + '\n'.join(notes) + '\n'
 
 
 # --------------------------------------------------------------------- plots
-def _png(figure) -> bytes:
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format='png', dpi=100)
-    return buffer.getvalue()
-
-
 def dead_channels_figure(runs: list[Run]):
     """The hooks' dead channels per stage over iterations, a line per run.
 
     A panel without a line says why in words (the stage was frozen in every
     run, or no run logged it); one whose lines stay at 0 says so too.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     figure = Figure(figsize=(3.2 * len(STAGES), 3.2))
-    FigureCanvasAgg(figure)
     axes = figure.subplots(1, len(STAGES))
     for ax, stage in zip(axes, STAGES):
         shown = [run for run in runs if run.series['dead'][stage]
@@ -418,11 +376,18 @@ def dead_channels_figure(runs: list[Run]):
     return figure
 
 
+@dataclass
+class Comparison:
+    """What :func:`compare` measured, printed and wrote."""
+    numbers: dict  # :func:`summary`
+    text: str  # :func:`format_comparison`
+    files: list[str]  # written into the out dir
+
+
 def compare(runs: list[Run], out_dir, pretrained: Run | None = None,
-            num_images: int | None = DEFAULT_NUM_IMAGES, out=None) -> dict:
-    """Measure, print the table, write the files; returns the numbers."""
-    from ..analysis.plots import plot_reports
-    out = out or sys.stdout
+            num_images: int | None = DEFAULT_NUM_IMAGES) -> Comparison:
+    """Measure the runs, render the table, write the files into
+    ``out_dir`` (all or none)."""
     check_writable(out_dir, is_dir=True)
     columns = measure(([pretrained] if pretrained else []) + runs,
                       num_images)
@@ -431,68 +396,11 @@ def compare(runs: list[Run], out_dir, pretrained: Run | None = None,
     finetuned = columns[1:] if pretrained else columns
     files = {'comparison.txt': text.encode(),
              'comparison.json': (json.dumps(numbers, indent=2) + '\n').encode(),
-             'dead_channels.png': _png(dead_channels_figure(runs))}
-    reports = [column.report for column in finetuned[:2]]
-    files.update({f'report/{name}': png
-                  for name, png in plot_reports(*reports).items()})
-    out.write(text)
+             'dead_channels.png': png_bytes(dead_channels_figure(runs))}
+    shown = finetuned[:2]
+    files.update({f'report/{name}': png for name, png in plot_reports(
+        [column.report for column in shown],
+        [column.run.label for column in shown]).items()})
     write_atomically({Path(out_dir) / name: content
                       for name, content in files.items()})
-    print(f'wrote {out_dir}/: {", ".join(files)}', file=out)
-    return numbers
-
-
-# ----------------------------------------------------------------------- CLI
-def _labelled(text: str) -> tuple[str, str]:
-    label, sep, work_dir = text.partition('=')
-    if not sep or not label or not work_dir:
-        raise argparse.ArgumentTypeError(f'expected LABEL=WORK_DIR, got '
-                                          f'{text!r}')
-    return label, work_dir
-
-
-def parser() -> argparse.ArgumentParser:
-    main = argparse.ArgumentParser(
-        prog='python -m psbn_mmdet.demo',
-        description='The end of `make demo`: reuse a pretrained checkpoint, '
-        'compare BN and psBN finetunes.')
-    commands = main.add_subparsers(dest='command', required=True)
-    check = commands.add_parser(
-        'check-pretrained', help='print the checkpoint of a finished run of '
-        'CONFIG (exit 0), or why there is none (exit 1)')
-    check.add_argument('config')
-    check.add_argument('--work-dir', help='default: work_dirs/<config name>')
-    comp = commands.add_parser(
-        'compare', help='the comparison table and plots of finished runs')
-    comp.add_argument('runs', nargs='+', type=_labelled,
-                      metavar='LABEL=WORK_DIR')
-    comp.add_argument('--pretrained', metavar='WORK_DIR',
-                      help='the run the others started from (a column too)')
-    comp.add_argument('--num-images', type=int, default=DEFAULT_NUM_IMAGES,
-                      help='val images for the dead-channel criterion '
-                      '(default: %(default)s)')
-    comp.add_argument('--out-dir', required=True)
-    return main
-
-
-def main(argv=None) -> int:
-    """Bad input raises :class:`UserError` (:func:`psbn_mmdet.cli.run_tool`
-    prints it as one line, exit 2); no checkpoint to reuse is exit 1."""
-    args = parser().parse_args(argv)
-    if args.command == 'check-pretrained':
-        try:
-            print(check_pretrained(args.config, args.work_dir))
-        except UserError as error:
-            print(f'no pretrained checkpoint to reuse: {error}',
-                  file=sys.stderr)
-            return 1
-        return 0
-    if args.num_images < 1:
-        raise DemoError(f'--num-images must be at least 1 '
-                        f'(got {args.num_images})')
-    runs = [load_run(label, work_dir) for label, work_dir in args.runs]
-    pretrained = (load_run('pretrained', args.pretrained)
-                  if args.pretrained else None)
-    compare(runs, args.out_dir, pretrained, args.num_images)
-    return 0
-
+    return Comparison(numbers, text, list(files))

@@ -1,1 +1,1 @@
-"""mmengine glue: hooks for ``custom_hooks``, distributed training on CPUs."""
+"""mmengine glue: hooks for ``custom_hooks`` (:mod:`.hooks`) and distributed training on CPUs (:mod:`.dist`)."""

@@ -5,17 +5,23 @@ a CPU build of torch) and its Runner wraps the model in DDP with
 ``device_ids=[LOCAL_RANK]``, which DDP rejects for a CPU module.  The Runner
 skips ``init_dist`` when a process group already exists, and builds the wrapper
 named by ``model_wrapper_cfg``: :func:`setup_cpu_distributed` uses both.  With
-CUDA present nothing changes: nccl and mmengine's own path.  The tools import
-this module (not ``import psbn_mmdet``): it pulls in mmengine's model stack.
+CUDA present nothing changes: nccl and mmengine's own path.  Importing this
+module registers :class:`CPUAwareDistributedDataParallel` in mmengine's
+``MODEL_WRAPPERS`` (``import psbn_mmdet`` does so once mmengine's model stack
+is imported).
 """
 from __future__ import annotations
 
+import datetime
 import os
+import subprocess
 
 import torch
 import torch.distributed as dist
 from mmengine.model import MMDistributedDataParallel
 from mmengine.registry import MODEL_WRAPPERS
+
+from ..utils.errors import UserError
 
 
 @MODEL_WRAPPERS.register_module()
@@ -35,8 +41,6 @@ def _slurm_environment() -> None:
     (a stray RANK in the environment must not win); the master port is
     derived from the job id unless set, so two jobs on a node do not
     collide; the master address is the first node of the job."""
-    import subprocess
-    from ..utils.errors import UserError
     os.environ['RANK'] = os.environ.get('SLURM_PROCID', '0')
     os.environ['WORLD_SIZE'] = os.environ.get('SLURM_NTASKS', '1')
     os.environ['LOCAL_RANK'] = os.environ.get('SLURM_LOCALID', '0')
@@ -46,17 +50,17 @@ def _slurm_environment() -> None:
     if 'MASTER_ADDR' not in os.environ:
         nodes = os.environ.get('SLURM_NODELIST')
         if not nodes:
-            raise UserError('--launcher slurm outside a Slurm job step '
+            raise UserError('the slurm launcher outside a Slurm job step '
                             '(SLURM_NODELIST is not set)')
         try:
             first = subprocess.run(['scontrol', 'show', 'hostname', nodes],
                                    capture_output=True, text=True,
                                    check=True).stdout.split()
         except (OSError, subprocess.CalledProcessError) as error:
-            raise UserError(f'--launcher slurm: scontrol cannot resolve '
+            raise UserError(f'the slurm launcher: scontrol cannot resolve '
                             f'{nodes} ({error})') from None
         if not first:
-            raise UserError(f'--launcher slurm: no host in {nodes}')
+            raise UserError(f'the slurm launcher: no host in {nodes}')
         os.environ['MASTER_ADDR'] = first[0]
 
 
@@ -72,7 +76,6 @@ def setup_cpu_distributed(cfg, launcher: str) -> bool:
     timeout = cfg.get('env_cfg', {}).get('dist_cfg', {}).get('timeout')
     kwargs = {}
     if timeout is not None:
-        import datetime
         kwargs['timeout'] = datetime.timedelta(seconds=timeout)
     dist.init_process_group(backend='gloo', **kwargs)
     wrapper = cfg.get('model_wrapper_cfg') or {}

@@ -1,15 +1,31 @@
-"""Safe checkpoint loading for mmengine under ``torch.load(weights_only=True)``.
+"""Checkpoints: safe loading, one reader of their formats, one writer.
 
 torch >= 2.6 loads with ``weights_only=True`` by default, and mmengine 0.10's
 resume then fails on the classes its checkpoints pickle (the MessageHub's
 ``HistoryBuffer``, numpy arrays and scalars).  Safe loading stays on: we
-allow-list exactly those classes.
+allow-list exactly those classes (:func:`allow_mmengine_checkpoints`).
+
+:func:`read_checkpoint` reads any checkpoint the tools accept (an
+mmengine/mmdet file, a torchvision ResNet state dict, a bare state dict) and
+says which it was; :func:`save_model` writes a config and its weights
+together, all or nothing.
 """
 from __future__ import annotations
+
+import io
+import os.path as osp
+import pickletools
+import warnings
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from mmengine.logging import HistoryBuffer
+
+from ..utils.errors import UserError
+from ..utils.files import write_atomically
 
 
 def _numpy_globals() -> list:
@@ -58,9 +74,6 @@ def _what_is(head: bytes) -> str:
 def _pickle_globals(path: str, zipped: bool) -> list[str]:
     """Names a checkpoint's pickles would import, read without running them
     (``pickletools``): what safe loading refuses is among them."""
-    import io
-    import pickletools
-    import zipfile
     try:
         if zipped:
             with zipfile.ZipFile(path) as archive:
@@ -107,10 +120,6 @@ def safe_load(path, mmap: bool = False):
             checkpoint (empty, text, random bytes, truncated), or what safe
             loading refused in it.  Safe loading is never turned off.
     """
-    import os.path as osp
-    import warnings
-
-    from ..utils.errors import UserError
     path = str(path)
     if not osp.isfile(path):
         raise UserError(f'{path}: ' + ('is a directory' if osp.isdir(path)
@@ -143,7 +152,6 @@ def check_state_dict(expected, state, what: str, prefix: str = '') -> None:
     """Raise unless ``state`` loads strictly where ``expected`` (a model's
     state dict) is: one line with the missing, unexpected and mismatched key
     counts and the first offending key (``prefix`` + key)."""
-    from ..utils.errors import UserError
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     mismatched = [k for k in expected
@@ -153,3 +161,92 @@ def check_state_dict(expected, state, what: str, prefix: str = '') -> None:
         raise UserError(
             f'{what}: {len(missing)} missing, {len(unexpected)} unexpected, '
             f'{len(mismatched)} mismatched keys (first: {prefix}{first})')
+
+
+# ------------------------------------------------------------ formats
+#: what :func:`read_checkpoint` recognizes
+FORMATS = ('mmengine', 'torchvision', 'bare')
+#: the parts of an mmengine checkpoint that only resuming needs
+RESUME_KEYS = ('message_hub', 'optimizer')
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint's tensors and what kind of file it was."""
+    path: str
+    format: str  # one of FORMATS
+    state: dict[str, torch.Tensor]  # every tensor, a ``module.`` prefix removed
+    meta: dict = field(default_factory=dict)  # mmengine's ``meta`` (or {})
+    resumable: bool = False  # carries the optimizer and MessageHub state
+
+    @property
+    def backbone_prefix(self) -> str:
+        """``'backbone.'`` for a detector's checkpoint, else ``''``."""
+        return 'backbone.' if any(k.startswith('backbone.')
+                                  for k in self.state) else ''
+
+    def backbone_state(self) -> dict[str, torch.Tensor]:
+        """The backbone's tensors, their prefix removed."""
+        prefix = self.backbone_prefix
+        return {k[len(prefix):]: v for k, v in self.state.items()
+                if k.startswith(prefix)}
+
+
+def read_checkpoint(path, mmap: bool = False) -> Checkpoint:
+    """Read a checkpoint (:func:`safe_load`) and detect its format.
+
+    Raises:
+        UserError: the file cannot be loaded, or holds no state dict.
+    """
+    obj = safe_load(path, mmap=mmap)
+    fmt, meta, resumable = 'bare', {}, False
+    if isinstance(obj, Mapping) and isinstance(obj.get('state_dict'), Mapping):
+        fmt, meta = 'mmengine', dict(obj.get('meta') or {})
+        resumable = all(key in obj for key in RESUME_KEYS)
+        obj = obj['state_dict']
+    if not isinstance(obj, Mapping):
+        raise UserError(f'{path}: not a checkpoint (no state dict in it)')
+    state = {k.removeprefix('module.'): v for k, v in obj.items()
+             if isinstance(k, str) and isinstance(v, torch.Tensor)}
+    if not state:
+        raise UserError(f'{path}: not a checkpoint (no tensors in it)')
+    if (fmt == 'bare' and 'conv1.weight' in state
+            and any(k.startswith('layer1.') for k in state)):
+        fmt = 'torchvision'
+    return Checkpoint(str(path), fmt, state, meta, resumable)
+
+
+def save_model(cfg, state: Mapping[str, torch.Tensor], meta: dict,
+               config_path, checkpoint_path) -> None:
+    """Write ``cfg`` (an mmengine ``Config``) and a weights-only checkpoint
+    of ``state`` (``meta`` kept, its ``cfg`` replaced by this config), both
+    or neither.  The checkpoint loads with ``torch.load(weights_only=True)``
+    and strictly into the config's model."""
+    meta = {k: v for k, v in meta.items() if k != 'cfg'}
+    meta['cfg'] = cfg.pretty_text
+    weights = io.BytesIO()
+    torch.save({'meta': meta, 'state_dict': dict(state)}, weights)
+    write_atomically({config_path: cfg.pretty_text.encode(),
+                      checkpoint_path: weights.getvalue()})
+
+
+def latest_checkpoint(work_dir) -> str | None:
+    """The checkpoint an mmengine work dir's ``last_checkpoint`` names
+    (mmengine's ``find_latest_checkpoint``), None when the run saved none.
+
+    mmengine writes the path as the run saw it; a work dir moved or opened
+    from another directory since is looked into for the same file name.
+
+    Raises:
+        UserError: ``last_checkpoint`` names a file that exists in neither
+            place.
+    """
+    from mmengine.runner import find_latest_checkpoint  # the runner stack
+    pointer = osp.join(str(work_dir), 'last_checkpoint')
+    if not osp.isfile(pointer):
+        return None
+    named = find_latest_checkpoint(str(work_dir))
+    for path in (named, osp.join(str(work_dir), osp.basename(named))):
+        if osp.isfile(path):
+            return path
+    raise UserError(f'{pointer} names {named}, which does not exist')

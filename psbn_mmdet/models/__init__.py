@@ -1,1 +1,6 @@
-"""Layers and backbones registered in mmengine's and mmdet's ``MODELS``."""
+"""Layers (psBN, psSyncBN) and backbones (``PrunedResNet``) for mmengine's and mmdet's ``MODELS``.
+
+``psbn_mmdet.models.layers`` is imported with the package;
+``psbn_mmdet.models.backbones`` imports mmdet and is imported by the configs
+that use ``PrunedResNet``.
+"""

@@ -5,6 +5,8 @@ import contextlib
 import io
 import os.path as osp
 
+from mmengine.config import Config
+
 from .errors import UserError, one_line
 
 
@@ -16,7 +18,6 @@ def load_config(path, cfg_options: dict | None = None):
             syntax error, a bad ``_base_``, a NameError...), with one line
             naming the file and the cause.
     """
-    from mmengine.config import Config
     path = str(path)
     if not osp.isfile(path):
         raise UserError(f'config file not found: {path}')

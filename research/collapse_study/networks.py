@@ -15,7 +15,8 @@ import torch
 from mmengine.logging import MMLogger
 from torch import nn
 
-from psbn_mmdet.models.layers.psbn import PSBN_TYPES, psBN
+from psbn_mmdet import psBN
+from psbn_mmdet.models.layers import PSBN_TYPES
 
 from .variants import XHAT_STATISTICS, Variant
 
@@ -53,6 +54,7 @@ class ResNetClassifier(nn.Module):
                  num_classes: int = 10) -> None:
         super().__init__()
         from mmdet.models.backbones import ResNet
+
         import psbn_mmdet  # noqa: F401  (registers psBN for build_norm_layer)
         self.backbone = ResNet(
             depth=18, in_channels=1, base_channels=base_channels,

@@ -1,6 +1,6 @@
 """One run of the study: train a network, measure its dead channels.
 
-A run trains with a :class:`~psbn_mmdet.core.controller.PostShiftController` (only
+A run trains with a :class:`~psbn_mmdet.PostShiftController` (only
 monitoring for BN) stepped after every optimizer step.  It measures, in eval
 mode over the whole training set, the percentage of *dead* pre-ReLU channels
 (maximum post-ReLU activation < 1e-12, Mehta's activation criterion) every few
@@ -23,13 +23,16 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from psbn_mmdet.core.criteria import ChannelMax, collapsed_gamma, dead_activation
-from psbn_mmdet.core.controller import PostShiftController, WindowResult
-from psbn_mmdet.models.layers.psbn import PSBN_TYPES
+from psbn_mmdet import PostShiftController
+from psbn_mmdet.core import (ChannelMax, WindowResult, collapsed_gamma,
+                             dead_activation)
+from psbn_mmdet.models.layers import PSBN_TYPES
 
+from ..reshifts import ReshiftCounter
 from .data import load_digits
 from .networks import INPUT_SIZE, build_network
 from .variants import VARIANTS
+
 
 @dataclass(frozen=True)
 class Regime:
@@ -231,6 +234,8 @@ def run(job: Job, probes=()) -> dict:
     optimizer = build_optimizer(model, regime)
     controller = PostShiftController(model, optimizer, shift=variant.psbn,
                                      **variant.controller_kwargs())
+    reshifts = ReshiftCounter(controller.window_of)
+    controller.callbacks.append(reshifts)
     pre_relu = controller.pre_relu
     channels = sum(controller.bns[n].num_features for n in pre_relu)
     order = torch.Generator().manual_seed(job.seed)
@@ -312,17 +317,17 @@ def run(job: Job, probes=()) -> dict:
         shifts=shifts,
         active_after_shift_pct=(100.0 * statistics.fmean(probe.fractions)
                                 if probe.fractions else None),
-        recollapses=controller.recollapses,
+        recollapses=reshifts.reshifts,
         recollapses_next_window=(extra[-1]['again_next_period']
                                  if variant.redo is not None else
-                                 controller.recollapses_next_window),
+                                 reshifts.reshifts_next_window),
         intervention_loss_pct=(statistics.fmean(
             100.0 * (after - before) / before
             for before, after in intervention_loss)
             if intervention_loss else None),
-        steps_to_recollapse=(controller.steps_to_recollapse_sum /
-                             controller.recollapses
-                             if controller.recollapses else None),
+        steps_to_recollapse=(reshifts.steps_to_reshift_sum /
+                             reshifts.reshifts
+                             if reshifts.reshifts else None),
         steps=controller.steps,
         pre_relu_channels=channels,
         dead_curve=dead_curve,

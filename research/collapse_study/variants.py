@@ -1,7 +1,7 @@
 """Norm variants: BN, psBN as shipped, and the recovery rules it was chosen from.
 
 Earlier x̂ estimates plug into the layer through its public extension point,
-``layer.window_stats`` (a :class:`psbn_mmdet.models.layers.psbn.WindowStatistics`):
+``layer.window_stats`` (a :class:`psbn_mmdet.core.WindowStatistics`):
 
 * :class:`AssumedUnitXhatStatistics`: the rule before the study (std(x̂)
   taken as 1 under batch statistics);
@@ -9,16 +9,13 @@ Earlier x̂ estimates plug into the layer through its public extension point,
 """
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field
 
 import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from psbn_mmdet.models.layers.psbn import WindowStatistics, psBN
+from psbn_mmdet.core import DEFAULT_WINDOW, WindowStatistics
 
-#: the psBN layer's default detection window
-LAYER_WINDOW = inspect.signature(psBN).parameters['window'].default
 
 class AssumedUnitXhatStatistics(WindowStatistics):
     """The rule before this study: x̂ taken as mean 0, std 1 under batch
@@ -62,7 +59,7 @@ class WindowMeanXhatStatistics(WindowStatistics):
 
 #: how a psBN variant estimates x̂'s mean and std for the shift
 XHAT_STATISTICS = {
-    'shipped': None,  # psbn_mmdet.models.layers.psbn.WindowStatistics: exact, last batch
+    'shipped': None,  # psbn_mmdet.core.WindowStatistics: exact, last batch
     'assumed-unit': AssumedUnitXhatStatistics,
     'exact-window': WindowMeanXhatStatistics,
     'exact-last': None,  # what the layer now ships
@@ -85,7 +82,7 @@ class Variant:
         """Steps between two interventions (psBN's window, ReDo's period)."""
         if self.redo is not None:
             return self.redo.get('period', 100)
-        return self.options.get('window', LAYER_WINDOW)
+        return self.options.get('window', DEFAULT_WINDOW)
 
     def controller_kwargs(self) -> dict:
         if self.optimizer_reset is None:

@@ -1,6 +1,5 @@
 """ReDo, the studies' peer baseline: which units it finds, and that recycling
 a dormant unit changes nothing the network computes until it learns again."""
-import pytest
 import torch
 from torch import nn
 

@@ -1,1 +1,10 @@
-"""Hooks for ``custom_hooks``: ``PostShiftHook`` and ``CollapseMonitorHook``."""
+"""Hooks for ``custom_hooks``: ``PostShiftHook`` (psBN) and ``CollapseMonitorHook`` (BN).
+
+Importing this package registers both in mmengine's ``HOOKS``.
+"""
+from .collapse_monitor_hook import CollapseMonitorHook
+from .post_shift_hook import (CHECKPOINT_KEY, LOG_KINDS, PostShiftHook,
+                              find_controller, log_key, optimizer_stepped)
+
+__all__ = ['CHECKPOINT_KEY', 'CollapseMonitorHook', 'LOG_KINDS',
+           'PostShiftHook', 'find_controller', 'log_key', 'optimizer_stepped']

@@ -1,29 +1,36 @@
-"""mmengine hooks for ``custom_hooks``: psBN recovery and collapse monitoring.
+"""``PostShiftHook``: psBN's recovery in an mmengine run (``custom_hooks``).
 
 ::
 
-    custom_hooks = [dict(type='PostShiftHook', interval=50)]        # psBN
-    custom_hooks = [dict(type='CollapseMonitorHook', interval=50,   # BN baseline
-                         window=10)]
+    custom_hooks = [dict(type='PostShiftHook', interval=50)]
 
-Both log, per stage (stem, layer1..layer4), through the runner's MessageHub so
-the text log, the JSON log and every visualizer backend (TensorBoard...) see:
+It logs, per stage (stem, layer1..layer4), through the runner's MessageHub so
+the text log, the JSON log and every visualizer backend (TensorBoard...) see
+:func:`log_key` ``(kind, stage)`` for each of :data:`LOG_KINDS`:
 ``psbn/dead_<stage>`` (pre-ReLU channels dead in the last window),
 ``psbn/collapsed_gamma_<stage>`` (|γ| < 1e-3) and ``psbn/recovered_<stage>``
-(shifts so far).  The controller's counters are saved in checkpoints under the
-``psbn`` key and restored on resume.
-
-``import psbn_mmdet`` registers both classes in mmengine's ``HOOKS``.
-Windows count optimizer steps, so ``accumulative_counts`` is respected.
+(shifts so far).  The controller's counters are saved in checkpoints under
+:data:`CHECKPOINT_KEY` and restored on resume.  Windows count optimizer steps,
+so ``accumulative_counts`` is respected.
 """
 from __future__ import annotations
 
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
+from mmengine.registry import HOOKS
 
 from ...core.controller import PostShiftController, check_options
 
+#: the checkpoint entry holding the controller's state
 CHECKPOINT_KEY = 'psbn'
+#: what the hooks log per stage (see :func:`log_key`)
+LOG_KINDS = ('dead', 'collapsed_gamma', 'recovered')
+
+
+def log_key(kind: str, stage: str) -> str:
+    """The name a per-stage count is logged under: ``psbn/<kind>_<stage>``
+    (``train/`` in front in the MessageHub, as mmengine logs it)."""
+    return f'psbn/{kind}_{stage}'
 
 
 def optimizer_stepped(optim_wrapper) -> bool:
@@ -40,6 +47,14 @@ def optimizer_stepped(optim_wrapper) -> bool:
     return True if should_update is None else bool(should_update())
 
 
+def find_controller(runner) -> PostShiftController | None:
+    """The controller of the runner's (first) :class:`PostShiftHook` or
+    ``CollapseMonitorHook``; None before training or without one."""
+    return next((hook.controller for hook in runner.hooks
+                 if isinstance(hook, PostShiftHook)), None)
+
+
+@HOOKS.register_module()
 class PostShiftHook(Hook):
     """Wraps :class:`PostShiftController`: detect, post-shift, log.
 
@@ -85,6 +100,12 @@ class PostShiftHook(Hook):
             optimizer_reset=self.optimizer_reset)
         if self._resumed_state is not None:
             self.controller.load_state_dict(self._resumed_state)
+        unplaced = self.controller.unplaced
+        if unplaced:
+            runner.logger.warning(
+                f'{type(self).__name__}: no ReLU-after-BN structure found for '
+                f'{len(unplaced)} BN layer(s), left untouched: '
+                f'{", ".join(unplaced[:8])}{" ..." if len(unplaced) > 8 else ""}')
         self._publish(runner)
 
     def after_train(self, runner) -> None:
@@ -102,12 +123,12 @@ class PostShiftHook(Hook):
     def _publish(self, runner) -> None:
         hub = runner.message_hub
         controller = self.controller
-        for kind, counts in (('dead', controller.dead_by_stage()),
-                             ('collapsed_gamma',
-                              controller.collapsed_gamma_by_stage()),
-                             ('recovered', controller.recovered_by_stage())):
-            for stage, count in counts.items():
-                hub.update_scalar(f'train/psbn/{kind}_{stage}', count)
+        counts = dict(dead=controller.dead_by_stage(),
+                      collapsed_gamma=controller.collapsed_gamma_by_stage(),
+                      recovered=controller.recovered_by_stage())
+        for kind in LOG_KINDS:
+            for stage, count in counts[kind].items():
+                hub.update_scalar(f'train/{log_key(kind, stage)}', count)
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         if self.controller is not None:
@@ -118,10 +139,3 @@ class PostShiftHook(Hook):
         # as mmengine's EMAHook: ``load_from`` alone starts counting anew
         if state is not None and runner._resume:
             self._resumed_state = state
-
-
-class CollapseMonitorHook(PostShiftHook):
-    """The same scalars as :class:`PostShiftHook`, never shifting (BN runs)."""
-
-    def __init__(self, interval: int = 50, window: int | None = 10) -> None:
-        super().__init__(interval=interval, window=window, shift=False)

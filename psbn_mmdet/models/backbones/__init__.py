@@ -1,1 +1,4 @@
-"""Backbones: ``PrunedResNet`` (registered in mmdet's ``MODELS`` on import)."""
+"""Backbones: ``PrunedResNet`` (importing this package imports mmdet and registers it in mmdet's ``MODELS``)."""
+from .pruned_resnet import PrunedResNet
+
+__all__ = ['PrunedResNet']

@@ -2,7 +2,7 @@
 
 What ``tools/prune_dead.py`` writes into a pruned config::
 
-    custom_imports = dict(imports=['psbn_mmdet.pruned_resnet'],
+    custom_imports = dict(imports=['psbn_mmdet.models.backbones.pruned_resnet'],
                           allow_failed_imports=False)
     model = dict(backbone=dict(type='PrunedResNet', depth=18,
                                block_widths=[[32, 29], [64, 64], ...], ...))

@@ -3,7 +3,8 @@
 The forward pass is exactly BatchNorm (same op, same parameters and buffers,
 same state-dict keys).  On top of it, while gradients are enabled and the layer's
 affine parameters train, the layer keeps cheap per-channel statistics over the
-current *detection window* (:class:`WindowStatistics`):
+current *detection window*
+(:class:`~psbn_mmdet.core.statistics.WindowStatistics`):
 
 * the maximum of the BN output ``y`` over every element seen;
 * the mean and variance of the normalized input ``x̂`` in the window's last
@@ -11,7 +12,7 @@ current *detection window* (:class:`WindowStatistics`):
   running statistics, as in mmdet's ``norm_eval=True`` finetuning, give
   whatever the data measures).
 
-A :class:`~psbn_mmdet.controller.PostShiftController` reads those statistics at the
+A :class:`~psbn_mmdet.core.controller.PostShiftController` reads those statistics at the
 end of each window, all-reduces them across ranks and calls :meth:`post_shift_`
 on dead pre-ReLU channels.  The layer alone never changes its parameters.
 
@@ -24,10 +25,12 @@ import math
 from statistics import NormalDist
 
 import torch
+from mmengine.registry import MODELS
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ...core.criteria import channel_max
+from ...core.statistics import (DEFAULT_WINDOW, WindowStatistics,
+                                is_training_pass)
 
 PSBN_OPTIONS = ('window', 'active_fraction', 'gamma_min')
 
@@ -53,147 +56,6 @@ def _validate_options(cls_name: str, window, active_fraction, gamma_min,
             or not 0.0 < gamma_min < math.inf):
         raise ValueError(f'{cls_name}: gamma_min must be None (relative to the '
                          f'layer) or a positive number, got {gamma_min!r}')
-
-
-def is_trainable(bn: _BatchNorm) -> bool:
-    """True when ``bn`` has a trainable γ and a β: what a shift moves."""
-    return (bn.affine and bn.weight is not None and bn.bias is not None
-            and bn.weight.requires_grad)
-
-
-def is_training_pass(bn: _BatchNorm) -> bool:
-    """True when a forward pass of ``bn`` trains it: gradients on, γ and β
-    there and trainable.
-
-    Validation and inference (no grad) and frozen layers cost nothing.
-    """
-    return torch.is_grad_enabled() and is_trainable(bn)
-
-
-class WindowStatistics:
-    """Per-channel statistics of one BN over the current detection window.
-
-    ``max``: maximum of the BN output y over the window; ``nonfinite``: batches
-    whose maximum was NaN or Inf; ``batches``; ``xhat_mean`` / ``xhat_var``:
-    mean and variance of x̂ in the window's *last* batch, exactly as BN
-    normalized it (batch statistics with eps, or running statistics).  The
-    last batch, not the window average: a dying channel's conv filter keeps
-    shrinking, and under batch statistics x̂'s std is ``sqrt(σ²/(σ² + eps))``,
-    far below 1 once σ² nears eps, so assuming std 1 would leave a shifted
-    channel dead (docs/collapse_study.md).
-
-    ``enabled``: False stops collection (a controller disables the layers it
-    never reads, such as pre-add BNs, so they cost nothing).
-
-    ``window`` is the number of batches the owner expects per window.  The x̂
-    moments are only needed at the window's end, so they are computed for the
-    first batch (a fallback for a window cut short) and from batch ``window``
-    on: twice per window instead of every batch.  ``window=1`` computes them
-    every batch.
-
-    Plain tensors, not buffers: they never enter a state dict.  Allocated on
-    the first update, on the input's device.
-
-    This class is the layer's extension point: ``layer.window_stats`` may be
-    replaced by a subclass that changes how x̂ is estimated for the shift.  The
-    layer calls :meth:`update` on every training pass; the controller reads
-    ``max``, ``nonfinite``, ``batches``, ``xhat_mean`` / ``xhat_var`` (it
-    all-reduces them across ranks), calls :meth:`dead_channels`, and
-    :meth:`reset` at every window's end; the shift reads
-    :meth:`xhat_mean_std`.  :meth:`xhat_moments` computes one batch's exact
-    moments for subclasses to reuse.
-    """
-
-    def __init__(self, window: int = 1) -> None:
-        self.window = window
-        self.enabled = True
-        self.reset()
-
-    def reset(self) -> None:
-        self.max = self.nonfinite = None
-        self.xhat_mean = self.xhat_var = None
-        self.batches = 0
-
-    def wants_moments(self) -> bool:
-        """True when the next batch's x̂ moments may be the window's last."""
-        return self.batches == 0 or self.batches + 1 >= self.window
-
-    @torch.no_grad()
-    def update(self, bn: _BatchNorm, x: torch.Tensor, y: torch.Tensor) -> None:
-        batch_max = channel_max(y.detach()).float()
-        if self.wants_moments():
-            self._keep_informative(*self.xhat_moments(bn, x.detach()))
-        # A NaN or Inf batch is counted, so that it never makes a channel dead.
-        nonfinite = (~torch.isfinite(batch_max)).float()
-        if self.max is None:
-            self.max, self.nonfinite = batch_max, nonfinite
-        else:
-            torch.maximum(self.max, batch_max, out=self.max)
-            self.nonfinite.add_(nonfinite)
-        self.batches += 1
-
-    def _keep_informative(self, mean: torch.Tensor,
-                          var: torch.Tensor) -> None:
-        """Take a batch's x̂ moments where the channel's input had spread.
-
-        A batch in which a channel is constant (an all-zero image batch, a
-        padded-out map) says nothing about where its x̂ lies: its moments
-        (std 0) would place β so that half the channel fires.  Such a
-        channel keeps the moments of the window's last batch that had
-        spread; without any, its moments are NaN, and it is neither counted
-        dead nor shifted in this window.
-        """
-        informative = var > 0
-        if self.xhat_mean is None:
-            nan = torch.full_like(mean, math.nan)
-            self.xhat_mean = torch.where(informative, mean, nan)
-            self.xhat_var = torch.where(informative, var, nan)
-        else:
-            self.xhat_mean = torch.where(informative, mean, self.xhat_mean)
-            self.xhat_var = torch.where(informative, var, self.xhat_var)
-
-    @staticmethod
-    def xhat_moments(bn: _BatchNorm,
-                      x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and variance of x̂ per channel for this batch.
-
-        The variance of x is taken about a per-channel reference value of the
-        batch (its first element), not as E[x²] − E[x]²: in float32 the
-        latter cancels when a channel's mean is large against its spread, and
-        a shift computed from it would open far more than ρ of the elements.
-        """
-        if x.dtype != torch.float32:  # bf16/fp16 under autocast
-            x = x.float()
-        spatial = tuple(range(2, x.dim()))
-        reference = x[(0, slice(None)) + (0, ) * len(spatial)].view(
-            (1, -1) + (1, ) * len(spatial))
-        centred = x - reference
-        offset = centred.mean(dim=spatial).mean(dim=0)
-        var = ((torch.linalg.vector_norm(centred, dim=spatial).square() /
-                x[0, 0].numel()).mean(dim=0) - offset.square()).clamp(min=0.0)
-        if bn.training or bn.running_mean is None:
-            return torch.zeros_like(var), var / (var + bn.eps)
-        # x̂ = (x - running_mean) / sqrt(running_var + eps)
-        inv_var = 1.0 / (bn.running_var.float() + bn.eps)
-        # reference − running_mean first: exact when both are close
-        mean = (reference.view(-1) - bn.running_mean.float()) + offset
-        return mean * inv_var.sqrt(), var * inv_var
-
-    def xhat_mean_std(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and std of x̂ per channel in the window's last batch."""
-        return self.xhat_mean, self.xhat_var.sqrt()
-
-    def dead_channels(self) -> torch.Tensor:
-        """Channels whose output was ``<= 0`` everywhere in the window.
-
-        Non-finite statistics (a NaN or Inf batch) never count as dead, nor
-        does a channel whose input had no spread in any batch the moments
-        were taken from (see :meth:`_keep_informative`).
-        """
-        mean, std = self.xhat_mean_std()
-        finite = (torch.isfinite(mean) & torch.isfinite(std)
-                  & (self.nonfinite == 0))
-        return finite & (self.max <= 0)
 
 
 class PostShiftMixin:
@@ -303,6 +165,7 @@ class PostShiftMixin:
 # ``init_cfg=dict(type='Constant', layer='_BatchNorm')`` (mmdet's ResNet default)
 # matches the names of a module's *direct* bases, and must initialize psBN
 # exactly as it initializes BN.
+@MODELS.register_module(name='psBN')
 class psBN(PostShiftMixin, nn.BatchNorm2d, _BatchNorm):
     r"""``BatchNorm2d`` whose dead channels a controller can post-shift back.
 
@@ -321,8 +184,8 @@ class psBN(PostShiftMixin, nn.BatchNorm2d, _BatchNorm):
     (:class:`WindowStatistics`, not in the state dict).  A channel whose y
     was ``<= 0`` everywhere in the window is *dead*: after ReLU it passes no
     gradient to γ, β or its conv filter.  At the window's end a
-    :class:`~psbn_mmdet.controller.PostShiftController` (or
-    :class:`~psbn_mmdet.hooks.PostShiftHook`) post-shifts the dead pre-ReLU
+    :class:`~psbn_mmdet.core.controller.PostShiftController` (or
+    :class:`~psbn_mmdet.engine.hooks.post_shift_hook.PostShiftHook`) post-shifts the dead pre-ReLU
     channels (:meth:`post_shift_`), with ``z = Φ⁻¹(1 − ρ)`` and ``f`` the |γ|
     floor:
 
@@ -370,7 +233,7 @@ class psBN(PostShiftMixin, nn.BatchNorm2d, _BatchNorm):
     def __init__(self, num_features: int, eps: float = 1e-5,
                  momentum: float | None = 0.1, affine: bool = True,
                  track_running_stats: bool = True, device=None, dtype=None,
-                 window: int = 10, active_fraction: float = 0.5,
+                 window: int = DEFAULT_WINDOW, active_fraction: float = 0.5,
                  gamma_min: float | None = None, **unknown) -> None:
         _validate_options(type(self).__name__, window, active_fraction,
                           gamma_min, unknown)
@@ -379,6 +242,7 @@ class psBN(PostShiftMixin, nn.BatchNorm2d, _BatchNorm):
         self._init_post_shift(window, active_fraction, gamma_min)
 
 
+@MODELS.register_module(name='psSyncBN')
 class psSyncBN(PostShiftMixin, nn.SyncBatchNorm, _BatchNorm):
     """``SyncBatchNorm`` with psBN's statistics and post-shift (``psSyncBN``).
 
@@ -390,7 +254,7 @@ class psSyncBN(PostShiftMixin, nn.SyncBatchNorm, _BatchNorm):
     def __init__(self, num_features: int, eps: float = 1e-5,
                  momentum: float | None = 0.1, affine: bool = True,
                  track_running_stats: bool = True, process_group=None,
-                 device=None, dtype=None, window: int = 10,
+                 device=None, dtype=None, window: int = DEFAULT_WINDOW,
                  active_fraction: float = 0.5,
                  gamma_min: float | None = None, **unknown) -> None:
         _validate_options(type(self).__name__, window, active_fraction,

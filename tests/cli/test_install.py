@@ -45,9 +45,13 @@ def test_wheel_ships_the_package_only(installed):
     entry_points = next(n for n in zipfile.ZipFile(wheel).namelist()
                         if n.endswith('entry_points.txt'))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
-    for script in ('psbn-train', 'psbn-test', 'psbn-collapse-report',
-                   'psbn-export-bn', 'psbn-make-demo-data'):
-        assert f'{script} = psbn_mmdet.cli:' in text
+    for script, target in (('psbn-train', 'psbn_mmdet.cli.runner:train'),
+                           ('psbn-test', 'psbn_mmdet.cli.runner:test'),
+                           ('psbn-collapse-report', 'psbn_mmdet.cli.report:'),
+                           ('psbn-export-bn', 'psbn_mmdet.cli.export:'),
+                           ('psbn-prune-dead', 'psbn_mmdet.cli.prune:'),
+                           ('psbn-make-demo-data', 'psbn_mmdet.demo.cli:')):
+        assert f'{script} = {target}' in text
 
 
 def test_installed_tools_run_outside_the_checkout(installed):
@@ -57,18 +61,19 @@ def test_installed_tools_run_outside_the_checkout(installed):
     assert where.returncode == 0, where.stderr
     assert where.stdout.startswith(str(root / 'site'))
 
-    def tool(name, *args):  # in root: the configs' data/demo/ is there
-        return _run(env, root, '-c', f'from psbn_mmdet.cli import {name}; '
-                    f'{name}()', *args)
+    def tool(where, name, *args):  # in root: the configs' data/demo/ is
+        return _run(env, root, '-c', f'from psbn_mmdet.{where} import '
+                    f'{name}; {name}()', *args)
 
-    data = tool('make_demo_data', '--num-train', '4', '--num-val', '2')
+    data = tool('demo.cli', 'make_demo_data', '--num-train', '4',
+                '--num-val', '2')
     assert data.returncode == 0, data.stderr
-    config = CONFIGS / 'demo/faster_rcnn_r50_psbn_demo.py'
-    train = tool('train', config, '--work-dir', root / 'run',
+    config = CONFIGS / 'demo/faster_rcnn_r50_demo_psbn.py'
+    train = tool('cli.runner', 'train', config, '--work-dir', root / 'run',
                  '--cfg-options', 'train_cfg.max_iters=1',
                  'train_cfg.val_interval=100',
                  'default_hooks.checkpoint.interval=1')
     assert train.returncode == 0, train.stderr[-3000:]
-    report = tool('collapse_report', root / 'run' / 'iter_1.pth')
+    report = tool('cli.report', 'main', root / 'run' / 'iter_1.pth')
     assert report.returncode == 0, report.stderr
     assert report.stdout.splitlines()[-1].startswith('total')

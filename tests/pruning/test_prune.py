@@ -7,21 +7,23 @@ Tool tests run a small Faster R-CNN on the generated demo data.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
 
 import psbn_mmdet  # noqa: F401
-from conftest import REPO
-from psbn_mmdet.core.criteria import ChannelMax, dead_activation
-from psbn_mmdet.pruning.prune_dead import (CHECK_TOLERANCE, block_widths, find_removable,
-                              internal_bns, prune_dead, prune_state_dict,
-                              relative_difference, removable_flops,
-                              stage_costs)
+from conftest import REPO, one_line_error, resnet, tool
+from psbn_mmdet.core import ChannelMax, dead_activation
+from psbn_mmdet.pruning import (CHECK_TOLERANCE, block_widths,
+                                find_removable, prune_dead, prune_state_dict,
+                                relative_difference, removable_flops,
+                                stage_costs)
+from psbn_mmdet.pruning.plan import internal_bns
 
 pytest.importorskip('mmdet')
-from psbn_mmdet.models.backbones.pruned_resnet import PrunedResNet  # noqa: E402
+from psbn_mmdet.models.backbones import PrunedResNet  # noqa: E402
 
 BASE = 8  # base_channels of the backbones built here
 SHAPE = (3, 64, 64)
@@ -50,9 +52,8 @@ KEPT_CONSTANT = {18: {'layer2': 1}, 50: {'layer2': 1}}
 
 
 def _resnet(depth: int, cls=None, **kwargs):
-    from mmdet.models.backbones import ResNet
-    return (cls or ResNet)(depth=depth, base_channels=BASE,
-                           zero_init_residual=False, **kwargs)
+    return resnet(depth, cls=cls, base_channels=BASE,
+                  zero_init_residual=False, **kwargs)
 
 
 def crafted_backbone(depth: int):
@@ -394,8 +395,13 @@ def tool_files(workspace, tmp_path_factory):
 
 
 def cli(*args) -> int:
-    from psbn_mmdet.cli import prune_main, run_tool
-    return run_tool('prune_dead', prune_main, [str(a) for a in args])
+    from psbn_mmdet.cli.prune import prune_main
+    return tool('prune_dead', prune_main, *args)
+
+
+def report_cli(*args) -> int:
+    from psbn_mmdet.cli.report import report_main
+    return tool('collapse_report', report_main, *args)
 
 
 def test_tool_writes_a_config_and_checkpoint_mmdet_loads_strictly(
@@ -424,7 +430,7 @@ def test_tool_writes_a_config_and_checkpoint_mmdet_loads_strictly(
     assert cfg.model.backbone.type == 'PrunedResNet'
     assert cfg.model.backbone.block_widths == [[8, 8], [16, 13], [32, 32],
                                                [44, 64]]
-    assert 'psbn_mmdet.models.backbones.pruned_resnet' in cfg.custom_imports.imports
+    assert 'psbn_mmdet.models.backbones' in cfg.custom_imports.imports
     assert cfg.load_from == str(pruned_checkpoint.resolve())
     pruned = MODELS.build(cfg.model).eval()
     load_checkpoint(pruned, str(pruned_checkpoint), strict=True,
@@ -451,7 +457,7 @@ def test_channels_last_is_written_and_self_checked_on_detections(
     assert cfg.model.backbone.channels_last is True
     # the self-check compares detections: NHWC features reaching RoIAlign
     # (not made contiguous) would fail it and write nothing
-    from psbn_mmdet.models.backbones.pruned_resnet import ResNet
+    from mmdet.models.backbones import ResNet
 
     def leaky(self, x):
         return ResNet.forward(self,
@@ -493,7 +499,7 @@ def test_channels_dead_on_calibration_images_may_wake_on_others(
         tool_files, tmp_path):
     """A channel pushed just below 0 on the first two test images and
     above it on another: removed, and reported awake on the test set."""
-    from psbn_mmdet.analysis.report import ActivationProbe
+    from psbn_mmdet.analysis import ActivationProbe, extents
     config, _, folder = tool_files
     checkpoint = detector_checkpoint(config, tmp_path / 'wake.pth', dead={})
     state = torch.load(checkpoint)['state_dict']
@@ -504,9 +510,9 @@ def test_channels_dead_on_calibration_images_may_wake_on_others(
     bn = model.backbone.layer3[0].bn1
     probe = ActivationProbe(config, config, 4, batch_size=1)
     per_image = []
-    for inputs, extents in probe.batches():
+    for inputs, samples in probe.batches():
         with ChannelMax({'bn': bn}) as maxima, torch.no_grad():
-            maxima.extents = extents
+            maxima.extents = extents(inputs, samples)
             model.backbone(inputs)
         per_image.append(maxima.maxima['bn'])
     per_image = torch.stack(per_image)  # (4 images, channels)
@@ -540,10 +546,8 @@ def test_psbn_config_is_pruned_too(tool_files, workspace, tmp_path):
 
 # ---------------------------------------------------------------- bad input
 def _one_line_exit_2(capsys, code, message, out_dir):
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert err.count('\n') == 1 and err.startswith('prune_dead: error: ')
-    assert message in err, err
+    one_line_error(code, capsys.readouterr().err, 'prune_dead: error: ',
+                   message)
     assert not out_dir.exists() or not any(out_dir.iterdir())
 
 
@@ -604,12 +608,12 @@ def test_full_disk_leaves_no_file(tool_files, tmp_path, capsys, full_disk):
 
 
 # ------------------------------------------------------ the report's column
-def test_report_counts_what_the_tool_removes(tool_files, tmp_path):
-    import io
-    from psbn_mmdet.analysis.report import run
+def test_report_counts_what_the_tool_removes(tool_files, tmp_path, capsys):
     config, checkpoint, _ = tool_files
-    out = io.StringIO()
-    report = run(checkpoint, data_config=config, num_images=2, out=out)
+    out = tmp_path / 'report.json'
+    assert report_cli(checkpoint, '--data-config', config, '--num-images', 2,
+                      '--json', out) == 0
+    report = json.loads(out.read_text())
     stages = {row['name']: row for row in report['stages']}
     assert {name: row['removable'] for name, row in stages.items()} == {
         'stem': 0, 'layer1': 0, 'layer2': 3, 'layer3': 0, 'layer4': 20}
@@ -623,5 +627,5 @@ def test_report_counts_what_the_tool_removes(tool_files, tmp_path):
         assert row['removable_flops_pct'] == pytest.approx(
             100 * (before - after) / before)
     assert stages['layer4']['removable_flops_pct'] > 10
-    header = out.getvalue().splitlines()[1]
+    header = capsys.readouterr().out.splitlines()[1]
     assert header.split()[-2:] == ['removable', '(FLOPs)']

@@ -1,4 +1,4 @@
-"""A hook for tests/test_slurm.py, imported by the Slurm tasks (custom_imports).
+"""A hook for tests/cli/test_slurm.py, imported by the Slurm tasks (custom_imports).
 
 ``SlurmProbeHook`` records what each rank of a distributed run saw and decided,
 into ``$PSBN_PROBE_DIR/<$PSBN_PROBE_TAG>-rank<R>.pt``:
@@ -31,14 +31,9 @@ from mmengine.dist import get_dist_info
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
+from psbn_mmdet.engine.hooks import find_controller
+
 RAMP_LAYER = 'backbone.layer1.0.bn1'
-
-
-def _controller(runner):
-    for hook in runner.hooks:
-        if type(hook).__name__ == 'PostShiftHook':
-            return hook.controller
-    raise RuntimeError('SlurmProbeHook needs a PostShiftHook')
 
 
 def _unwrap(model):
@@ -62,7 +57,7 @@ class SlurmProbeHook(Hook):
                 bn.bias.copy_(ramp.to(bn.bias))
         self.record = dict(rank=rank, world_size=world_size,
                            start_iter=runner.iter,
-                           start_steps=_controller(runner).steps,
+                           start_steps=find_controller(runner).steps,
                            iters=[], windows=[], saved=[])
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
@@ -71,7 +66,7 @@ class SlurmProbeHook(Hook):
 
     def after_train_iter(self, runner, batch_idx, data_batch=None,
                          outputs=None) -> None:
-        controller = _controller(runner)
+        controller = find_controller(runner)
         self.record['iters'].append(runner.iter)
         if any(controller.steps % controller.window_of(name) == 0
                for name in controller.pre_relu):
@@ -82,7 +77,7 @@ class SlurmProbeHook(Hook):
 
     def after_train(self, runner) -> None:
         from torch.nn.modules.batchnorm import _BatchNorm
-        controller = _controller(runner)
+        controller = find_controller(runner)
         self.record['shift_counts'] = {
             name: counts.clone()
             for name, counts in controller.shift_counts.items()}

@@ -8,7 +8,6 @@ channels.
 from __future__ import annotations
 
 import importlib.util
-import io
 import json
 import subprocess
 import sys
@@ -17,9 +16,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from psbn_mmdet.analysis.report import run
+from conftest import tool
 
-ROOT = Path(__file__).resolve().parents[1]
+
+ROOT = Path(__file__).resolve().parents[2]
 TOOL = ROOT / 'tools' / 'collapse_report.py'
 HAS_MMDET = importlib.util.find_spec('mmdet') is not None
 needs_mmdet = pytest.mark.skipif(not HAS_MMDET, reason='mmdet not installed')
@@ -107,8 +107,8 @@ def save_checkpoint(path: Path, state: dict, fmt: str) -> Path:
 
 def cli(*args) -> int:
     """The report tool in this process: exit status, output captured."""
-    from psbn_mmdet.cli import report_main, run_tool
-    return run_tool('collapse_report', report_main, [str(a) for a in args])
+    from psbn_mmdet.cli.report import report_main
+    return tool('collapse_report', report_main, *args)
 
 
 @pytest.fixture(scope='module')
@@ -162,9 +162,11 @@ def test_json_schema_keys_are_exact(r50_files, tmp_path):
     assert all(set(layer) == LAYER_KEYS for layer in report['layers'])
 
 
-def test_gamma_threshold_is_an_option(r50_files):
-    report = run(r50_files['torchvision'], gamma_threshold=1e-2,
-                 out=io.StringIO())
+def test_gamma_threshold_is_an_option(r50_files, tmp_path):
+    out = tmp_path / 'report.json'
+    assert cli(r50_files['torchvision'], '--gamma-thr', 1e-2, '--json',
+               out) == 0
+    report = json.loads(out.read_text())
     # the near misses 1e-3 and -2e-3 now count too
     assert report['total']['collapsed_gamma'] == 31 + 2
     assert report['gamma_threshold'] == 1e-2
@@ -274,8 +276,8 @@ def test_command_line_exit_codes(r50_files, tmp_path):
 
 @pytest.mark.slow
 def test_parameter_mode_imports_neither_mmdet_nor_mmcv(r50_files):
-    code = ('import io, sys; from psbn_mmdet.analysis.report import run; '
-            f'run({str(r50_files["mmengine"])!r}, out=io.StringIO()); '
+    code = ('import sys; from psbn_mmdet.cli.report import report_main; '
+            f'report_main([{str(r50_files["mmengine"])!r}]); '
             'print(sorted({m.split(".")[0] for m in sys.modules} & '
             '{"mmdet", "mmcv", "matplotlib"}))')
     done = subprocess.run([sys.executable, '-c', code], capture_output=True,
@@ -535,7 +537,7 @@ def test_demo_config_and_demo_data_work_out_of_the_box(in_workspace,
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
     register_all_modules()
-    config = ROOT / 'configs' / 'demo' / 'faster_rcnn_r50_psbn_demo.py'
+    config = ROOT / 'configs' / 'demo' / 'faster_rcnn_r50_demo_psbn.py'
     backbone = MODELS.build(Config.fromfile(config).model.backbone)
     checkpoint = tmp_path / 'demo.pth'
     torch.save({'state_dict': {f'backbone.{k}': v for k, v in

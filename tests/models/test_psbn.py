@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from psbn_mmdet.models.layers.psbn import psBN, psSyncBN
+from psbn_mmdet import psBN, psSyncBN
 
 
 def _pair(c=6, seed=0):

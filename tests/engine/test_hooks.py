@@ -7,6 +7,7 @@ from mmengine.runner import Runner
 from torch.utils.data import Dataset
 
 import psbn_mmdet  # noqa: F401
+from psbn_mmdet.engine.hooks import find_controller
 
 
 class RandomImages(Dataset):
@@ -75,11 +76,6 @@ def _scalars(runner, kind):
             for stage in ('stem', 'layer1', 'layer2', 'layer3', 'layer4')}
 
 
-def _controller(runner):
-    return next(h for h in runner.hooks
-                if type(h).__name__ == 'PostShiftHook').controller
-
-
 def _shifted(controller):
     return {name: counts.nonzero().flatten().tolist()
             for name, counts in controller.shift_counts.items()
@@ -89,12 +85,15 @@ def _shifted(controller):
 def test_hook_logs_per_stage_counts_and_shifts(tmp_path):
     runner = _runner(tmp_path, 'psBN', dict(type='PostShiftHook', interval=1))
     runner.train()
-    controller = _controller(runner)
+    controller = find_controller(runner)
     # window 2, 4 iterations: the crafted dead channels, and only they, are
     # shifted at iteration 2
     assert _shifted(controller) == {'backbone.bn1': [0, 1],
                                     'backbone.layer2.0.bn1': [0, 1, 2]}
-    assert (controller.last_shift_step['backbone.bn1'][:2] == 2).all()
+    # at iteration 2: the stem's recoveries logged before training, then at
+    # iterations 1-4
+    assert runner.message_hub.get_scalar(
+        'train/psbn/recovered_stem').data[0].tolist() == [0, 0, 2, 2, 2]
     # the logged scalars are the controller's per-stage counts
     assert _scalars(runner, 'recovered') == controller.recovered_by_stage()
     assert _scalars(runner, 'dead') == controller.dead_by_stage()
@@ -124,7 +123,7 @@ def test_monitor_hook_logs_the_same_scalars_for_bn(tmp_path):
 def test_hook_counters_survive_checkpoint_and_resume(tmp_path):
     runner = _runner(tmp_path, 'psBN', dict(type='PostShiftHook', interval=1))
     runner.train()
-    before = {k: v.clone() for k, v in _controller(runner).shift_counts.items()}
+    before = {k: v.clone() for k, v in find_controller(runner).shift_counts.items()}
     checkpoint = torch.load(tmp_path / 'iter_4.pth', weights_only=True)
     assert checkpoint['psbn']['steps'] == 4
     resumed = _runner(tmp_path, 'psBN', dict(type='PostShiftHook',
@@ -134,7 +133,7 @@ def test_hook_counters_survive_checkpoint_and_resume(tmp_path):
     resumed._resume = True
     resumed._load_from = str(tmp_path / 'iter_4.pth')
     resumed.train()
-    controller = _controller(resumed)
+    controller = find_controller(resumed)
     assert controller.steps == 6
     # the shifts of iterations 1-4 are still counted (a fresh controller
     # would only know the shifts of iterations 5-6)
@@ -166,7 +165,7 @@ def test_hook_windows_count_optimizer_steps_under_gradient_accumulation(
     runner = _runner(tmp_path, 'psBN', dict(type='PostShiftHook', interval=1),
                      accumulative_counts=2)
     runner.train()
-    controller = _controller(runner)
+    controller = find_controller(runner)
     assert runner.iter == 4
     assert controller.steps == 2  # 4 iterations, 2 optimizer steps
     # window 2 steps = 4 iterations: the crafted channels shift once

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from psbn_mmdet.core.controller import PostShiftController
-from psbn_mmdet.models.layers.psbn import psBN
+from psbn_mmdet import PostShiftController
+from psbn_mmdet import psBN
 
 DEAD = 3  # the crafted dead channel of bn1
 

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 
 def test_faster_rcnn_demo_trains_and_evaluates_with_coco_metric(
         in_workspace, tmp_path):
-    cfg = demo_config('faster_rcnn_r50_psbn_demo.py', tmp_path / 'run')
+    cfg = demo_config('faster_rcnn_r50_demo_psbn.py', tmp_path / 'run')
     runner = Runner.from_cfg(cfg)
     runner.train()
     assert runner.iter == 2
@@ -26,7 +26,7 @@ def test_faster_rcnn_demo_trains_and_evaluates_with_coco_metric(
 
 
 def test_mask_rcnn_demo_reports_segm_map(in_workspace, tmp_path):
-    cfg = demo_config('mask_rcnn_r50_psbn_demo.py', tmp_path / 'run',
+    cfg = demo_config('mask_rcnn_r50_demo_psbn.py', tmp_path / 'run',
                       max_iters=1)
     runner = Runner.from_cfg(cfg)
     runner.train()
@@ -59,14 +59,14 @@ class RecordResumeHook(Hook):
 def test_resume_continues_iteration_parameters_and_optimizer(
         in_workspace, tmp_path):
     work_dir = tmp_path / 'run'
-    cfg = demo_config('faster_rcnn_r50_psbn_demo.py', work_dir)
+    cfg = demo_config('faster_rcnn_r50_demo_psbn.py', work_dir)
     Runner.from_cfg(cfg).train()
     checkpoint_path = work_dir / 'iter_2.pth'
     # torch >= 2.6 loads with weights_only=True: psbn_mmdet's allow-list
     checkpoint = torch.load(checkpoint_path, weights_only=True)
     assert checkpoint['psbn']['steps'] == 2
 
-    cfg = demo_config('faster_rcnn_r50_psbn_demo.py', work_dir, max_iters=4)
+    cfg = demo_config('faster_rcnn_r50_demo_psbn.py', work_dir, max_iters=4)
     cfg.resume, cfg.load_from = True, str(checkpoint_path)
     cfg.custom_hooks = cfg.custom_hooks + [dict(type='RecordResumeHook')]
     runner = Runner.from_cfg(cfg)

@@ -8,7 +8,7 @@ is evaluated, and a job with a failing task is ended by ``--kill-on-bad-exit``.
 packages, needs root and apt-get); where that was not possible the Slurm tests
 are skipped with the missing piece named.
 
-``tests/slurm_probe.py`` is the hook the tasks load to record what each rank
+``tests/cli/slurm_probe.py`` is the hook the tasks load to record what each rank
 decided.  The argument handling of the scripts is tested without Slurm, with a
 stand-in ``srun`` that prints its arguments.
 """
@@ -27,8 +27,8 @@ from pathlib import Path
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-TESTS = REPO / 'tests'
+REPO = Path(__file__).resolve().parents[2]
+TESTS = REPO / 'tests' / 'cli'
 SLURM_LOCAL = REPO / 'tools' / 'slurm_local.sh'
 SLURM_TRAIN = REPO / 'tools' / 'slurm_train.sh'
 SLURM_TEST = REPO / 'tools' / 'slurm_test.sh'

@@ -13,11 +13,13 @@ import pytest
 import torch
 
 from conftest import CONFIGS
-from psbn_mmdet.demo.compare import (DemoError, Run, check_pretrained, find_scalars,
-                             format_comparison, last_metrics, main,
-                             read_scalars, stage_series, summary)
-from psbn_mmdet.analysis.report import BNLayer, Report
-from psbn_mmdet.core.roles import PRE_ADD, PRE_RELU, STAGES
+from psbn_mmdet.analysis import BNLayer, Report
+from psbn_mmdet.core import PRE_ADD, PRE_RELU, STAGES
+from psbn_mmdet.demo.cli import main
+from psbn_mmdet.demo.compare import (Run, check_pretrained, find_scalars,
+                                     format_comparison, last_metrics,
+                                     read_scalars, stage_series, summary)
+from psbn_mmdet.utils import UserError
 
 PRETRAIN = CONFIGS / 'demo' / 'faster_rcnn_r18_demo_bn_pretrain.py'
 FINETUNE = {'BN': CONFIGS / 'demo' / 'faster_rcnn_r18_demo_bn_finetune.py',
@@ -67,12 +69,12 @@ def test_scalars_are_read_per_stage_and_the_last_evaluation_wins(tmp_path):
                                   'coco/bbox_mAP_50': 0.9}
     with open(path, 'a') as f:
         f.write('{"loss": 0.4, "st')  # a run killed while writing
-    with pytest.raises(DemoError, match='scalars.json:6: not a JSON record'):
+    with pytest.raises(UserError, match='scalars.json:6: not a JSON record'):
         read_scalars(path)
 
 
 def test_the_newest_run_of_a_work_dir_is_read(tmp_path):
-    with pytest.raises(DemoError, match='no \\*/vis_data/scalars.json'):
+    with pytest.raises(UserError, match='no \\*/vis_data/scalars.json'):
         find_scalars(tmp_path)
     for stamp in ('20260101_000000', '20260102_000000'):
         (tmp_path / stamp / 'vis_data').mkdir(parents=True)
@@ -137,7 +139,7 @@ def test_shift_counts_of_layers_the_report_lacks_are_an_error():
                     [False])]
     column = Column(*crafted('psBN', 'psBN', layers,
                              {'neck.some.bn': [1]}))
-    with pytest.raises(DemoError, match='neck.some.bn'):
+    with pytest.raises(UserError, match='neck.some.bn'):
         summary([column])
 
 
@@ -175,7 +177,7 @@ def detector_state(config) -> dict[str, torch.Tensor]:
 def test_check_pretrained_accepts_only_the_finished_run(tmp_path, capsys):
     from mmengine.config import Config
     work_dir = tmp_path / 'pretrain'
-    with pytest.raises(DemoError, match='no last_checkpoint'):
+    with pytest.raises(UserError, match='no last_checkpoint'):
         check_pretrained(PRETRAIN, work_dir)
     assert main(['check-pretrained', str(PRETRAIN), '--work-dir',
                  str(work_dir)]) == 1
@@ -193,12 +195,12 @@ def test_check_pretrained_accepts_only_the_finished_run(tmp_path, capsys):
 
     path = moved / path.name
     torch.save(dict(meta=dict(iter=last - 1), state_dict=state), path)
-    with pytest.raises(DemoError, match=f'iteration {last - 1}, the config '
+    with pytest.raises(UserError, match=f'iteration {last - 1}, the config '
                                         f'trains {last}'):
         check_pretrained(PRETRAIN, moved)
     state.pop('roi_head.bbox_head.fc_cls.bias')
     torch.save(dict(meta=dict(iter=last), state_dict=state), path)
-    with pytest.raises(DemoError, match='do not match the model'):
+    with pytest.raises(UserError, match='do not match the model'):
         check_pretrained(PRETRAIN, moved)
 
 
@@ -210,10 +212,12 @@ def test_compare_writes_the_table_json_and_plots(in_workspace, tmp_path,
     from mmengine.config import Config
     from mmdet.registry import MODELS
     from psbn_mmdet import PostShiftController
-    import psbn_mmdet.analysis.plots
+    import psbn_mmdet.demo.compare
     plotted = []  # the report's figures have tests of their own (seconds)
-    monkeypatch.setattr(psbn_mmdet.analysis.plots, 'plot_reports', lambda *reports: (
-        plotted.append(reports) or {'summary.png': b'\x89PNG summary'}))
+    monkeypatch.setattr(
+        psbn_mmdet.demo.compare, 'plot_reports', lambda reports, labels: (
+            plotted.append((reports, labels))
+            or {'summary.png': b'\x89PNG summary'}))
     state = detector_state(FINETUNE['BN'])
     state['backbone.layer4.0.bn1.bias'][:10] = -1e4
     model = MODELS.build(Config.fromfile(str(FINETUNE['psBN'])).model)
@@ -260,8 +264,9 @@ def test_compare_writes_the_table_json_and_plots(in_workspace, tmp_path,
     assert numbers['pretrained']['frozen_stages'] == []
     assert numbers['BN']['last_window_dead']['layer4'] == 50
     assert '8 (1/3)' in printed
-    # the report's plots compare the finetunes: BN as a, psBN as b
-    [(a, b)] = plotted
+    # the report's plots compare the finetunes, named by their labels
+    [((a, b), labels)] = plotted
+    assert labels == ['BN', 'psBN']
     assert (a.checkpoint, b.checkpoint) == (numbers['BN']['checkpoint'],
                                             numbers['psBN']['checkpoint'])
     assert (out_dir / 'report/summary.png').read_bytes() == b'\x89PNG summary'

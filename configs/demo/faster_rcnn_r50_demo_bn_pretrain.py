@@ -1,6 +1,6 @@
 # Pre-train a BN Faster R-CNN on the demo data from random init: the checkpoint
 # the demo finetunes start from (no download needed).
-_base_ = './faster_rcnn_r50_bn_demo.py'
+_base_ = './faster_rcnn_r50_demo_bn.py'
 max_iters = 80
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
 param_scheduler = [

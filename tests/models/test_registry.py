@@ -5,13 +5,8 @@ from mmcv.cnn import build_norm_layer
 from mmengine.runner.checkpoint import load_checkpoint
 
 import psbn_mmdet  # noqa: F401
-from psbn_mmdet.models.layers.psbn import psBN, psSyncBN
-
-
-def _resnet(depth, norm_type, **kwargs):
-    from mmdet.models.backbones import ResNet
-    return ResNet(depth=depth, norm_cfg=dict(type=norm_type,
-                                             requires_grad=True), **kwargs)
+from conftest import resnet
+from psbn_mmdet import psBN, psSyncBN
 
 
 @pytest.mark.parametrize('type_, cls', [('psBN', psBN), ('psSyncBN', psSyncBN)])
@@ -28,7 +23,7 @@ def test_build_norm_layer_rejects_unknown_option_by_name():
 
 
 def test_resnet50_state_dict_is_identical_with_psbn_and_bn():
-    bn_net, ps_net = _resnet(50, 'BN'), _resnet(50, 'psBN')
+    bn_net, ps_net = resnet(50, 'BN'), resnet(50, 'psBN')
     bn_sd, ps_sd = bn_net.state_dict(), ps_net.state_dict()
     assert list(bn_sd) == list(ps_sd)
     assert all(bn_sd[k].shape == ps_sd[k].shape for k in bn_sd)
@@ -76,18 +71,18 @@ def test_torchvision_checkpoint_loads_into_psbn_backbone(tmp_path):
     sd = torchvision_resnet50_state_dict()
     path = tmp_path / 'resnet50_torchvision.pth'
     torch.save(sd, path)
-    backbone = _resnet(50, 'psBN')
+    backbone = resnet(50, 'psBN')
     # strict: every backbone key present, nothing but the classifier left over
     missing, unexpected = backbone.load_state_dict(
         {k: v for k, v in sd.items() if not k.startswith('fc.')}, strict=True)
     assert not missing and not unexpected
     # mmdet's own path for init_cfg=Pretrained (torchvision://resnet50)
-    fresh = _resnet(50, 'psBN', init_cfg=dict(type='Pretrained',
+    fresh = resnet(50, 'psBN', init_cfg=dict(type='Pretrained',
                                               checkpoint=str(path)))
     fresh.init_weights()
     for key, value in fresh.state_dict().items():
         assert torch.equal(value, sd[key]), key
-    load_checkpoint(_resnet(50, 'psBN'), str(path), strict=False)
+    load_checkpoint(resnet(50, 'psBN'), str(path), strict=False)
 
 
 def test_mmdet_init_cfg_initializes_psbn_as_bn():
@@ -109,7 +104,7 @@ def test_mmdet_init_cfg_initializes_psbn_as_bn():
 def test_hooks_are_registered_as_their_classes():
     from mmengine.hooks import Hook
     from mmengine.registry import HOOKS
-    from psbn_mmdet.engine.hooks.post_shift_hook import CollapseMonitorHook, PostShiftHook
+    from psbn_mmdet import CollapseMonitorHook, PostShiftHook
     assert HOOKS.get('PostShiftHook') is PostShiftHook
     assert HOOKS.get('CollapseMonitorHook') is CollapseMonitorHook
     assert issubclass(PostShiftHook, Hook)

@@ -9,8 +9,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from psbn_mmdet.core.controller import PostShiftController
-from psbn_mmdet.models.layers.psbn import psBN, psSyncBN
+from psbn_mmdet import PostShiftController
+from psbn_mmdet import psBN, psSyncBN
 
 pytestmark = pytest.mark.slow
 

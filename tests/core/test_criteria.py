@@ -1,7 +1,7 @@
 """Collapse criteria and the one per-channel maximum over data."""
 import torch
 
-from psbn_mmdet.core.criteria import ChannelMax, channel_max
+from psbn_mmdet.core import ChannelMax, channel_max
 
 
 def test_batch_padding_does_not_count():
