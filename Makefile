@@ -1,7 +1,7 @@
 # The two commands of the README.  Both set up .venv/ first (idempotent).
 PY := .venv/bin/python
 
-.PHONY: setup demo test data slurm
+.PHONY: setup demo test test-fast data slurm
 setup:
 	@bash tools/setup_env.sh
 
@@ -22,3 +22,8 @@ slurm:
 
 test: setup slurm
 	@$(PY) -m pytest -q tests
+
+# The edit-test loop: every test not marked slow (no training, no processes
+# started; about 2-3 min on 2 cores).  `make test` runs them all.
+test-fast: setup
+	@$(PY) -m pytest -q -m "not slow" tests

@@ -28,12 +28,16 @@ if ! "$VENV/bin/python" -c 'import torch' 2>/dev/null; then
     $PIP install "$TORCH_SPEC" ${TORCH_INDEX:+--index-url "$TORCH_INDEX"}
 fi
 if ! "$VENV/bin/python" -c 'import mmcv.ops' 2>/dev/null; then
-    # mmcv 2.1's setup.py needs the pre-70 setuptools API (torch's metadata
-    # asks for a newer one: pip's warning about it is expected); ninja compiles
-    # in parallel.
-    $PIP install 'setuptools<70' wheel ninja
-    step "installing $MMCV_SPEC with compiled ops (first time on a machine: ~30 min; pip caches the wheel)"
+    # mmcv 2.1's setup.py needs the pre-70 setuptools API, and torch (in the
+    # same environment: mmcv compiles against it) asks for setuptools >= 77.
+    # So: build with the old setuptools, then put a current one back.
+    # --no-warn-conflicts: pip would call the expected, temporary mismatch an
+    # ERROR.  ninja compiles in parallel.
+    $PIP install --no-warn-conflicts 'setuptools<70' wheel ninja
+    step "installing $MMCV_SPEC with compiled ops (first time on a machine: about 10 min on 2 cores; pip caches the wheel)"
     MAX_JOBS=${MAX_JOBS:-$(nproc)} $PIP install --no-build-isolation "$MMCV_SPEC"
+    step "restoring a setuptools that torch accepts (and mmengine, which imports pkg_resources)"
+    $PIP install 'setuptools>=77,<81'
 fi
 step "installing mmdet and psbn-mmdet (editable, with test extras)"
 $PIP install 'mmdet==3.3.0'
