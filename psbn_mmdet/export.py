@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from mmengine.config import Config
 
-from .io.builders import build_model
+from .io.builders import build_model, mmdet_registries
 from .io.checkpoint import check_state_dict, read_checkpoint, save_model
 from .models.layers import PSBN_OPTIONS
 from .utils.config import load_config
@@ -26,11 +26,36 @@ EXPORTED_NORM = {'psBN': 'BN', 'psSyncBN': 'SyncBN'}
 PSBN_HOOKS = ('PostShiftHook', 'CollapseMonitorHook')
 
 
+def _types(node) -> set[str]:
+    """Every registry ``type`` named in a config tree."""
+    if isinstance(node, dict):
+        found = {node['type']} if isinstance(node.get('type'), str) else set()
+        return found.union(*(_types(value) for value in node.values()))
+    if isinstance(node, (list, tuple)):
+        return set().union(*(_types(value) for value in node))
+    return set()
+
+
+def needed_modules(model_cfg) -> dict[str, str]:
+    """``{type: module}`` of the psbn_mmdet classes a model config still
+    uses (such as ``PrunedResNet``): the modules that register them."""
+    _, models = mmdet_registries()
+    needed = {}
+    for name in sorted(_types(model_cfg)):
+        cls = models.get(name) if '.' not in name else None
+        module = getattr(cls, '__module__', '')
+        if module.split('.')[0] == 'psbn_mmdet':
+            needed[name] = module
+    return needed
+
+
 def bn_config(cfg):
     """A new mmengine ``Config`` with psBN replaced by stock BN.
 
-    norm_cfg types are mapped (psBN options dropped), psbn_mmdet's hooks and
-    its ``custom_imports`` entry removed.
+    norm_cfg types are mapped (psBN options dropped), psbn_mmdet's hooks
+    removed, and psbn_mmdet's ``custom_imports`` entries replaced by the
+    modules the model still needs (:func:`needed_modules`; none for a model
+    of mmdet's own classes).
     """
     data = cfg.to_dict()
 
@@ -49,12 +74,13 @@ def bn_config(cfg):
     strip(data['model'])
     data['custom_hooks'] = [h for h in data.get('custom_hooks', [])
                             if h.get('type') not in PSBN_HOOKS]
-    imports = data.pop('custom_imports', None)
-    if imports is not None:
-        kept = [m for m in imports.get('imports', [])
-                if m.split('.')[0] != 'psbn_mmdet']
-        if kept:
-            data['custom_imports'] = dict(imports, imports=kept)
+    imports = data.pop('custom_imports', None) or {}
+    kept = [m for m in imports.get('imports', [])
+            if m.split('.')[0] != 'psbn_mmdet']
+    kept += sorted(set(needed_modules(data['model']).values()))
+    if kept:
+        data['custom_imports'] = dict(imports, imports=kept,
+                                      allow_failed_imports=False)
     return Config(data)
 
 
@@ -94,6 +120,9 @@ def export_bn(config_path: str, checkpoint_path: str, out_dir: str
     if nonfinite:
         warnings.append(f'{len(nonfinite)} tensor(s) of {checkpoint_path} '
                         f'hold NaN or Inf (first: {nonfinite[0]})')
+    for name, module in needed_modules(bn_cfg.model).items():
+        warnings.append(f'the exported model uses {name}: its config imports '
+                        f'{module}, so loading it needs psbn_mmdet installed')
     name = osp.splitext(osp.basename(config_path))[0]
     exported = Exported(osp.join(out_dir, f'{name}_bn.py'),
                         osp.join(out_dir, f'{name}_bn.pth'), warnings)

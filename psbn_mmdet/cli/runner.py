@@ -17,15 +17,18 @@ import os
 import os.path as osp
 
 from mmengine.config import DictAction
+from mmengine.device import get_device
 from mmengine.registry import RUNNERS
 
 from ..engine.dist import setup_cpu_distributed
-from ..io.checkpoint import latest_checkpoint, safe_load
+from ..io.checkpoint import latest_checkpoint, read_checkpoint, safe_load
 from ..utils.config import load_config
 from ..utils.errors import UserError, one_line
 from ..utils.workdir import WorkDirLock
 from .common import tool
 
+#: the devices mmengine's AmpOptimWrapper trains on
+AMP_DEVICES = ('cuda', 'npu', 'mlu', 'musa')
 #: errors that mean "the config or an option in it is wrong" when the
 #: Runner is built from it
 CONFIG_ERRORS = (FileNotFoundError, KeyError, TypeError, ValueError,
@@ -112,6 +115,11 @@ def train_main(argv: list[str] | None = None) -> None:
     args = train_parser().parse_args(argv)
     cfg = _runner_config(args.config, args)
     if args.amp:
+        if get_device() not in AMP_DEVICES:
+            raise UserError(
+                f'--amp needs a GPU: mmengine\'s AmpOptimWrapper trains in '
+                f'mixed precision on {"/".join(AMP_DEVICES)} devices, and '
+                f'this machine has {get_device()} only')
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.loss_scale = 'dynamic'
     if args.auto_scale_lr:
@@ -125,10 +133,10 @@ def train_main(argv: list[str] | None = None) -> None:
         except UserError as error:
             raise UserError(f'{error}; resume from a checkpoint with '
                             '--resume PATH') from None
-        _check_checkpoint(latest)
+        _check_resumable(latest)
         cfg.resume, cfg.load_from = True, latest
     elif args.resume is not None:
-        _check_checkpoint(args.resume)
+        _check_resumable(args.resume)
         cfg.resume, cfg.load_from = True, args.resume
     if _is_rank_zero():
         with WorkDirLock(cfg.work_dir):
@@ -147,6 +155,15 @@ def _check_checkpoint(path: str | None) -> None:
     """A checkpoint to load must exist and load safely (one line if not)."""
     if path is not None:
         safe_load(path, mmap=True)
+
+
+def _check_resumable(path: str | None) -> None:
+    """A checkpoint to resume from must also carry the optimizer and the
+    MessageHub (the tools' exports and pruned models hold weights only)."""
+    if path is not None and not read_checkpoint(path, mmap=True).resumable:
+        raise UserError(f'{path} is not a resumable checkpoint: it holds '
+                        'weights only (no optimizer or MessageHub state); '
+                        f'start from it with --cfg-options load_from={path}')
 
 
 def test_parser() -> argparse.ArgumentParser:

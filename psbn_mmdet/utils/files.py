@@ -25,12 +25,20 @@ def check_writable(path, is_dir: bool = False) -> None:
         raise UserError(f'{path}: cannot write there')
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_atomically(files: Mapping[str | Path, bytes]) -> None:
     """Write every ``{path: content}``, or none of them.
 
     Each file is written and flushed to a temporary name in its own
     directory, and only when all are complete are they renamed into place;
-    on any error the temporaries are removed and nothing is replaced.
+    on any error the temporaries are removed and nothing is replaced.  The
+    files get the mode an ``open(path, 'w')`` would give them (0644 under
+    the usual umask), not the temporary's private 0600.
 
     Raises:
         UserError: a target is not a regular file, or a write failed (a full
@@ -38,6 +46,7 @@ def write_atomically(files: Mapping[str | Path, bytes]) -> None:
     """
     staged: list[tuple[str, Path]] = []
     created: list[Path] = []  # directories made here, removed on failure
+    mode = 0o666 & ~_umask()
     try:
         for path, content in files.items():
             path = Path(path)
@@ -49,6 +58,7 @@ def write_atomically(files: Mapping[str | Path, bytes]) -> None:
             fd, tmp = tempfile.mkstemp(dir=path.parent,
                                        prefix=f'.{path.name}.', suffix='.tmp')
             staged.append((tmp, path))
+            os.fchmod(fd, mode)
             with os.fdopen(fd, 'wb') as f:
                 f.write(content)
                 f.flush()

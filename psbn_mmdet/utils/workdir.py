@@ -2,13 +2,19 @@
 
 mmengine lets two runs share a ``work_dir`` and overwrite each other's
 checkpoints, config and logs.  :class:`WorkDirLock` refuses that: the run
-holds ``<work_dir>/.psbn.lock`` (its pid inside) from start to exit; a lock
-whose process is gone is stale and taken over.
+holds an exclusive ``flock`` on ``<work_dir>/.psbn.lock`` from start to exit.
+The kernel releases the lock when the process ends, however it ends, so a
+lock is never stale and no pid is guessed: the pid and host written inside
+only say, in the message, who holds it.  ``flock`` works across PID
+namespaces (containers) on one kernel; on NFS, Linux maps it to POSIX locks
+(lockd).  A file system that cannot lock is said so, not silently ignored.
 """
 from __future__ import annotations
 
-import atexit
+import errno
+import fcntl
 import os
+import socket
 from pathlib import Path
 
 from .errors import UserError
@@ -16,59 +22,87 @@ from .errors import UserError
 LOCK_NAME = '.psbn.lock'
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's live process
-        return True
-    return True
-
-
 class WorkDirLock:
     """Hold a work directory for this process (a context manager).
 
     Raises:
-        UserError: a live process holds it, naming the pid.
+        UserError: another run holds it (its pid and host named, and the
+            lock file), the lock file cannot be created, or the file system
+            cannot lock.
     """
 
     def __init__(self, work_dir) -> None:
         self.path = Path(work_dir) / LOCK_NAME
-        self.held = False
+        self.fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self.fd is not None
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(2):  # a stale lock is removed once, then retried
+        directory = self.path.parent
+        if directory.exists() and not directory.is_dir():
+            raise UserError(f'{directory}: not a directory (the work dir)')
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise UserError(f'cannot create the work dir {directory}: '
+                            f'{error.strerror}') from None
+        while True:
+            fd = self._open()
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                try:
-                    owner = int(self.path.read_text().strip() or 0)
-                except (OSError, ValueError):
-                    owner = 0
-                if owner and owner != os.getpid() and _alive(owner):
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as error:
+                os.close(fd)
+                if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
                     raise UserError(
-                        f'{self.path.parent} is in use by a live training '
-                        f'run (pid {owner}); choose another --work-dir, or '
-                        'wait for it to end') from None
-                self.path.unlink(missing_ok=True)
-                continue
-            with os.fdopen(fd, 'w') as f:
-                f.write(f'{os.getpid()}\n')
-            self.held = True
-            atexit.register(self.release)
-            return
-        raise UserError(f'{self.path}: cannot take the work dir lock')
+                        f'{directory} is in use by a live training run '
+                        f'({self._holder()}; lock {self.path}); choose another '
+                        'work dir, or wait for it to end') from None
+                raise UserError(f'{self.path}: the file system cannot lock '
+                                f'({error.strerror}); use a work dir on a '
+                                'local file system') from None
+            # The holder before us may have removed the file at release
+            # after we opened it: then we locked a file nobody else sees.
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, f'pid {os.getpid()} on {socket.gethostname()}\n'
+                 .encode())
+        self.fd = fd
+
+    def _open(self) -> int:
+        if self.path.is_dir():
+            raise UserError(f'{self.path} is a directory, not a lock file; '
+                            'remove it')
+        try:
+            return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            raise UserError(f'{self.path}: cannot create the lock file '
+                            f'({error.strerror})') from None
+
+    def _holder(self) -> str:
+        try:
+            return self.path.read_text().strip() or 'holder unknown'
+        except OSError:
+            return 'holder unknown'
 
     def release(self) -> None:
-        if self.held:
-            self.held = False
-            try:
-                if self.path.read_text().strip() == str(os.getpid()):
-                    self.path.unlink()
-            except OSError:
-                pass
+        """Remove the lock file, then release the lock (a rival that opened
+        the file before it was removed sees that, and retries)."""
+        if self.fd is None:
+            return
+        try:
+            self.path.unlink()
+        except OSError:
+            pass
+        os.close(self.fd)
+        self.fd = None
 
     def __enter__(self) -> 'WorkDirLock':
         self.acquire()

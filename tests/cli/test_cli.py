@@ -177,8 +177,8 @@ def test_a_work_dir_held_by_a_live_run_is_refused(workspace, tmp_path):
     second = run_tool(REPO / 'tools/train.py', DEMO_CONFIG, '--work-dir',
                       work_dir, cwd=workspace)
     assert first.poll() is None, 'the first run ended before the check'
-    _one_line_exit_2(second, f'in use by a live training run (pid '
-                     f'{first.pid})')
+    _one_line_exit_2(second, 'in use by a live training run',
+                     f'pid {first.pid} on ', str(lock))
     assert first.wait(timeout=900) == 0, first.stderr.read()[-3000:]
     assert not lock.exists()  # released at exit
     assert (work_dir / 'iter_3.pth').is_file()
@@ -206,3 +206,34 @@ def test_unparsable_cfg_option_is_an_argument_error(tmp_path):
     assert result.returncode == 2 and 'Traceback' not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith(
         'train: error: argument --cfg-options: cannot parse')
+
+
+# -------------------------------- what a second hostile pass found (issue 21)
+def test_resume_from_a_weights_only_checkpoint_is_one_line(tmp_path, capsys):
+    """Exports and pruned models hold weights only: not resumable."""
+    weights = tmp_path / 'weights.pth'
+    torch.save({'meta': {}, 'state_dict': {'a': torch.zeros(1)}}, weights)
+    code = train(DEMO_CONFIG, '--work-dir', tmp_path / 'w', '--resume',
+                 weights)
+    one_line_error(code, capsys.readouterr().err, 'not a resumable '
+                   'checkpoint', f'--cfg-options load_from={weights}')
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='a machine with a GPU')
+def test_amp_without_a_gpu_is_one_line(tmp_path, capsys):
+    code = train(DEMO_CONFIG, '--work-dir', tmp_path / 'w', '--amp')
+    one_line_error(code, capsys.readouterr().err, '--amp needs a GPU')
+
+
+def test_a_work_dir_that_is_a_file_is_one_line(tmp_path, capsys):
+    afile = tmp_path / 'afile'
+    afile.write_text('x')
+    code = train(DEMO_CONFIG, '--work-dir', afile)
+    one_line_error(code, capsys.readouterr().err, f'{afile}: not a directory')
+
+
+def test_a_lock_file_that_is_a_directory_is_one_line(tmp_path, capsys):
+    (tmp_path / 'w' / '.psbn.lock').mkdir(parents=True)
+    code = train(DEMO_CONFIG, '--work-dir', tmp_path / 'w')
+    one_line_error(code, capsys.readouterr().err, 'is a directory, not a '
+                   'lock file; remove it')

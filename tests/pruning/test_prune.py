@@ -495,6 +495,28 @@ def test_mmdet_tools_test_and_train_use_the_pruned_files(tool_files,
     assert weights['backbone.layer4.0.conv1.weight'].shape[0] == 64 - 20
 
 
+@pytest.mark.slow
+def test_export_of_a_pruned_model_loads_in_mmdet_test_tool(tool_files,
+                                                          workspace, tmp_path):
+    """export_bn keeps the import that registers PrunedResNet (and says
+    so), so tools/test.py runs the exported config (issue 21)."""
+    from conftest import run_tool
+    config, checkpoint, _ = tool_files
+    result = prune_dead(str(config), str(checkpoint), str(tmp_path / 'out'),
+                        num_images=2, evaluate_map=False)
+    exported = run_tool(REPO / 'tools' / 'export_bn.py', result.config,
+                        result.checkpoint, tmp_path / 'bn', cwd=workspace)
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    assert ('uses PrunedResNet: its config imports '
+            'psbn_mmdet.models.backbones.pruned_resnet') in exported.stderr
+    bn_config = tmp_path / 'bn' / 'r18_pruned_bn.py'
+    tested = run_tool(REPO / 'tools' / 'test.py', bn_config,
+                      tmp_path / 'bn' / 'r18_pruned_bn.pth', '--work-dir',
+                      tmp_path / 'test', cwd=workspace)
+    assert tested.returncode == 0, tested.stderr[-2000:]
+    assert 'coco/bbox_mAP' in tested.stdout + tested.stderr
+
+
 def test_channels_dead_on_calibration_images_may_wake_on_others(
         tool_files, tmp_path):
     """A channel pushed just below 0 on the first two test images and
