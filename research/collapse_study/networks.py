@@ -77,15 +77,33 @@ class ResNetClassifier(nn.Module):
 INPUT_SIZE = {'basicnet': 16, 'resnet18': 32}
 
 
-def build_network(network: str, variant: Variant) -> nn.Module:
+#: ResNetClassifier's base_channels at width 1
+RESNET_BASE_CHANNELS = 16
+
+
+def scaled_channels(channels: int, width: float) -> int:
+    """``channels`` × ``width``, rounded, at least 1."""
+    return max(1, round(channels * width))
+
+
+def build_network(network: str, variant: Variant, width: float = 1.0,
+                  num_classes: int = 10) -> nn.Module:
+    """``width`` multiplies every conv layer's channels (BasicNet's conv
+    widths, ResNet-18's ``base_channels``); BasicNet's FC head keeps its 64
+    hidden units.  Width 1 is the collapse study's network."""
     if network == 'basicnet':
-        model = BasicNet()
+        layers = tuple(layer if layer == 'M' else
+                       scaled_channels(layer, width)
+                       for layer in BASICNET_LAYERS)
+        model = BasicNet(layers, num_classes=num_classes)
         if variant.psbn:
             model = psBN.convert_bn(model, **variant.options)
     elif network == 'resnet18':
         norm_cfg = (dict(type='psBN', requires_grad=True, **variant.options)
                     if variant.psbn else dict(type='BN', requires_grad=True))
-        model = ResNetClassifier(norm_cfg)
+        model = ResNetClassifier(
+            norm_cfg, scaled_channels(RESNET_BASE_CHANNELS, width),
+            num_classes)
     else:
         raise ValueError(f'unknown network {network!r}')
     statistics_class = XHAT_STATISTICS[variant.xhat]

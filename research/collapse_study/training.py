@@ -27,7 +27,7 @@ from psbn_mmdet.collapse import ChannelMax, collapsed_gamma, dead_activation
 from psbn_mmdet.controller import PostShiftController, WindowResult
 from psbn_mmdet.norm import PSBN_TYPES
 
-from .data import load_digits
+from .data import load_dataset
 from .networks import INPUT_SIZE, build_network
 from .variants import VARIANTS
 
@@ -69,6 +69,8 @@ class Job:
     seed: int
     epochs: int = 15
     batch_size: int = 40
+    dataset: str = 'digits'  # a name for data.load_dataset
+    width: float = 1.0  # the network's channel multiplier
 
     @property
     def cell(self) -> tuple[str, str, str]:
@@ -115,6 +117,15 @@ def dead_percent(model: nn.Module, pre_relu: list[str], images: torch.Tensor,
     """% of pre-ReLU channels whose max post-ReLU activation is < 1e-12."""
     return _percent_dead(
         _pre_relu_max(model, pre_relu, images, train_mode, batch_size))
+
+
+def dead_masks(model: nn.Module, pre_relu: list[str], images: torch.Tensor,
+               train_mode: bool = False,
+               batch_size: int = 256) -> dict[str, torch.Tensor]:
+    """Per named layer, the bool mask of its dead channels over ``images``
+    (the criterion of :func:`dead_percent`)."""
+    maxima = _pre_relu_max(model, pre_relu, images, train_mode, batch_size)
+    return {name: dead_activation(m) for name, m in zip(pre_relu, maxima)}
 
 
 def head_pre_relu(model: nn.Module) -> list[str]:
@@ -224,10 +235,10 @@ def run(job: Job, probes=()) -> dict:
     act on the model, such as :mod:`.redo`).
     """
     started, cpu_started = time.perf_counter(), time.process_time()
-    data = load_digits(INPUT_SIZE[job.network])
+    data = load_dataset(job.dataset, INPUT_SIZE[job.network])
     variant, regime = VARIANTS[job.variant], REGIMES[job.regime]
     torch.manual_seed(job.seed)
-    model = build_network(job.network, variant)
+    model = build_network(job.network, variant, job.width, data.num_classes)
     optimizer = build_optimizer(model, regime)
     controller = PostShiftController(model, optimizer, shift=variant.psbn,
                                      **variant.controller_kwargs())
