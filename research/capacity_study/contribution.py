@@ -5,7 +5,8 @@ it finds the channels psBN shifted at least once that are alive at the end
 (eval mode over the training set, Mehta's criterion) and measures the test
 accuracy (eval mode) with them zeroed, and, for comparison, with as many
 random live channels of the same layers that were never shifted zeroed
-(``draws`` random draws).  A channel is zeroed by a forward hook that sets
+(``draws`` random draws), and the median of each group's largest output
+over the training set.  A channel is zeroed by a forward hook that sets
 its BN output to 0, so its ReLU output is 0 everywhere; the hooks are
 removed afterwards and the model is left as it was.
 """
@@ -15,7 +16,8 @@ import statistics
 
 import torch
 
-from research.collapse_study.training import accuracy, dead_masks
+from research.collapse_study.training import (accuracy, dead_masks,
+                                              pre_relu_maxima)
 
 
 class _Zeroed:
@@ -52,7 +54,8 @@ class Contribution:
         model, controller, data = self.model, self.controller, self.data
         names = list(controller.pre_relu)
         modules = dict(model.named_modules())
-        dead = dead_masks(model, names, data.train_x)
+        maxima = pre_relu_maxima(model, names, data.train_x)
+        dead = dead_masks(maxima)
         revived, candidates = {}, {}
         for name in names:
             shifted = controller.shift_counts.get(name)
@@ -79,6 +82,11 @@ class Contribution:
                 masks[name][take] = True
             random_acc.append(acc(masks))
         full = acc()
+
+        def median_max(masks):
+            values = torch.cat([maxima[n][masks[n]] for n in names])
+            return float(values.median()) if len(values) else None
+
         zero_revived = acc(revived)
         return dict(
             kind='contribution',
@@ -93,4 +101,8 @@ class Contribution:
             test_acc_random_zeroed=random_acc,
             drop_revived=full - zero_revived,
             drop_random=full - statistics.fmean(random_acc),
-            random_shortfall=shortfall // max(self.draws, 1))
+            random_shortfall=shortfall // max(self.draws, 1),
+            # the channels' largest BN output over the training set (eval
+            # mode), median over the channels: how strongly they fire
+            median_max_revived=median_max(revived),
+            median_max_live_never_shifted=median_max(candidates))

@@ -132,11 +132,16 @@ def paired_table(runs: list[dict], pairs=(('rho50_w10', 'bn'),
     return '\n'.join(lines)
 
 
+def _ratio(value) -> str:
+    return '–' if value is None else f'{value:.3g}'
+
+
 def contribution_table(runs: list[dict]) -> str:
     lines = ['| task | network | regime | norm | width | seed | revived '
              'alive / channels | test acc. % | drop, revived zeroed | drop, '
-             'as many random live zeroed (mean of draws) |',
-             '|' + '---|' * 10]
+             'as many random live zeroed (mean of draws) | median max. '
+             'output, revived / live never shifted |',
+             '|' + '---|' * 11]
     for run in runs:
         probe = next((p for p in run.get('probes', [])
                       if p.get('kind') == 'contribution'), None)
@@ -148,5 +153,7 @@ def contribution_table(runs: list[dict]) -> str:
             f'{job["variant"]} | {job["width"]} | {job["seed"]} | '
             f'{probe["revived_alive"]} / {probe["channels"]} | '
             f'{probe["test_acc"]:.2f} | {probe["drop_revived"]:+.2f} | '
-            f'{probe["drop_random"]:+.2f} |')
+            f'{probe["drop_random"]:+.2f} | '
+            f'{_ratio(probe.get("median_max_revived"))} / '
+            f'{_ratio(probe.get("median_max_live_never_shifted"))} |')
     return '\n'.join(lines)

@@ -119,13 +119,18 @@ def dead_percent(model: nn.Module, pre_relu: list[str], images: torch.Tensor,
         _pre_relu_max(model, pre_relu, images, train_mode, batch_size))
 
 
-def dead_masks(model: nn.Module, pre_relu: list[str], images: torch.Tensor,
-               train_mode: bool = False,
-               batch_size: int = 256) -> dict[str, torch.Tensor]:
-    """Per named layer, the bool mask of its dead channels over ``images``
-    (the criterion of :func:`dead_percent`)."""
-    maxima = _pre_relu_max(model, pre_relu, images, train_mode, batch_size)
-    return {name: dead_activation(m) for name, m in zip(pre_relu, maxima)}
+def pre_relu_maxima(model: nn.Module, pre_relu: list[str],
+                    images: torch.Tensor, train_mode: bool = False,
+                    batch_size: int = 256) -> dict[str, torch.Tensor]:
+    """Per named layer, each channel's maximum output over ``images``."""
+    return dict(zip(pre_relu, _pre_relu_max(model, pre_relu, images,
+                                            train_mode, batch_size)))
+
+
+def dead_masks(maxima: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Per layer, the bool mask of its dead channels given
+    :func:`pre_relu_maxima` (the criterion of :func:`dead_percent`)."""
+    return {name: dead_activation(m) for name, m in maxima.items()}
 
 
 def head_pre_relu(model: nn.Module) -> list[str]:

@@ -69,6 +69,7 @@ def test_contribution_zeroes_revived_channels_and_changes_nothing(
     assert result['shifted_ever'] == 3
     assert result['revived_alive'] <= 3
     assert len(result['test_acc_random_zeroed']) == 3
+    assert result['median_max_live_never_shifted'] > 0
     assert result['drop_revived'] == pytest.approx(
         result['test_acc'] - result['test_acc_revived_zeroed'])
     for key, value in model.state_dict().items():
