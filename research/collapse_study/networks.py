@@ -112,5 +112,10 @@ def build_network(network: str, variant: Variant, width: float = 1.0,
             if isinstance(module, PSBN_TYPES):
                 module.window_stats = statistics_class(module.window)
     # channels-last: on CPU mkldnn's convolutions and max-pools run the
-    # training step ~20% faster than in NCHW (docs/collapse_study.md)
+    # training step ~20% faster than in NCHW (docs/collapse_study.md).  Not
+    # for a ResNet-18 narrower than base 8: in channels-last its training
+    # steps corrupt the heap on torch 2.13 CPU (base 2, 4, 6; glibc aborts,
+    # "corrupted size vs. prev_size"), in NCHW they run
+    if network == 'resnet18' and model.backbone.base_channels < 8:
+        return model
     return model.to(memory_format=torch.channels_last)
