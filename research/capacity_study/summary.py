@@ -33,9 +33,21 @@ def _mean_sd(values: list[float], digits: int = 1) -> str:
     return f'{mean:.{digits}f} ± {sd:.{digits}f}'
 
 
+def unique(runs: list[dict]) -> list[dict]:
+    """The first run of each job: a rerun of the same job (a pilot's BN
+    seeds) is counted once (on one CPU thread reruns are bit-identical)."""
+    seen, kept = set(), []
+    for run in runs:
+        key = tuple(sorted(run['job'].items()))
+        if key not in seen:
+            seen.add(key)
+            kept.append(run)
+    return kept
+
+
 def cells(runs: list[dict]) -> dict[tuple, list[dict]]:
     grouped = defaultdict(list)
-    for run in runs:
+    for run in unique(runs):
         grouped[_job_key(run['job'])].append(run)
     return dict(sorted(grouped.items(), key=lambda kv: tuple(
         str(v) if not isinstance(v, float) else f'{v:08.3f}'
@@ -108,7 +120,7 @@ def paired_table(runs: list[dict], pairs=(('rho50_w10', 'bn'),
                                           ('rho50_w10', 'redo_20'))) -> str:
     """Paired-seed differences of test accuracy and dead %, per cell."""
     by_cell = defaultdict(dict)
-    for run in runs:
+    for run in unique(runs):
         job = run['job']
         by_cell[_job_key(job, 'variant')].setdefault(
             job['variant'], {})[job['seed']] = run
@@ -142,7 +154,7 @@ def contribution_table(runs: list[dict]) -> str:
              'as many random live zeroed (mean of draws) | median max. '
              'output, revived / live never shifted |',
              '|' + '---|' * 11]
-    for run in runs:
+    for run in unique(runs):
         probe = next((p for p in run.get('probes', [])
                       if p.get('kind') == 'contribution'), None)
         if probe is None:

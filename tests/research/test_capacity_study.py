@@ -100,3 +100,9 @@ def test_paired_differences_pair_seeds():
     table = summary.paired_table(runs)
     assert '| rho50_w10 − bn | 3 | +1.00 [+1.00, +1.00] | ' \
         '-29.00 [-29.00, -29.00] |' in table
+
+
+def test_a_rerun_of_the_same_job_counts_once():
+    runs = [_run('sgd', 'bn', 1.0, 0, 50.0, 0.0)] * 2
+    runs.append(_run('sgd', 'bn', 1.0, 1, 52.0, 0.0))
+    assert '| 2 | 51.0 ± 1.4 |' in summary.cell_table(runs)
