@@ -17,10 +17,15 @@ TEST_FRACTION = 0.2
 
 @dataclass
 class Digits:
+    """A classification data set: images ``(N, 1, size, size)``, labels."""
     train_x: torch.Tensor
     train_y: torch.Tensor
     test_x: torch.Tensor
     test_y: torch.Tensor
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.train_y.max()) + 1
 
 
 @functools.lru_cache(maxsize=2)
@@ -41,3 +46,14 @@ def load_digits(size: int) -> Digits:
     images = (images - mean) / std
     return Digits(images[train_idx], labels[train_idx], images[test_idx],
                   labels[test_idx])
+
+
+def load_dataset(name: str, size: int) -> Digits:
+    """The data set ``name`` at ``size``² pixels: ``'digits'`` (this module)
+    or a task of :data:`research.capacity_study.data.TASKS`."""
+    if name == 'digits':
+        return load_digits(size)
+    from research.capacity_study.data import TASKS
+    if name not in TASKS:
+        raise ValueError(f'unknown data set {name!r}')
+    return TASKS[name](size)

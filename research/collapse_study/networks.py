@@ -79,15 +79,33 @@ class ResNetClassifier(nn.Module):
 INPUT_SIZE = {'basicnet': 16, 'resnet18': 32}
 
 
-def build_network(network: str, variant: Variant) -> nn.Module:
+#: ResNetClassifier's base_channels at width 1
+RESNET_BASE_CHANNELS = 16
+
+
+def scaled_channels(channels: int, width: float) -> int:
+    """``channels`` × ``width``, rounded, at least 1."""
+    return max(1, round(channels * width))
+
+
+def build_network(network: str, variant: Variant, width: float = 1.0,
+                  num_classes: int = 10) -> nn.Module:
+    """``width`` multiplies every conv layer's channels (BasicNet's conv
+    widths, ResNet-18's ``base_channels``); BasicNet's FC head keeps its 64
+    hidden units.  Width 1 is the collapse study's network."""
     if network == 'basicnet':
-        model = BasicNet()
+        layers = tuple(layer if layer == 'M' else
+                       scaled_channels(layer, width)
+                       for layer in BASICNET_LAYERS)
+        model = BasicNet(layers, num_classes=num_classes)
         if variant.psbn:
             model = psBN.convert_bn(model, **variant.options)
     elif network == 'resnet18':
         norm_cfg = (dict(type='psBN', requires_grad=True, **variant.options)
                     if variant.psbn else dict(type='BN', requires_grad=True))
-        model = ResNetClassifier(norm_cfg)
+        model = ResNetClassifier(
+            norm_cfg, scaled_channels(RESNET_BASE_CHANNELS, width),
+            num_classes)
     else:
         raise ValueError(f'unknown network {network!r}')
     statistics_class = XHAT_STATISTICS[variant.xhat]
@@ -96,5 +114,10 @@ def build_network(network: str, variant: Variant) -> nn.Module:
             if isinstance(module, PSBN_TYPES):
                 module.window_stats = statistics_class(module.window)
     # channels-last: on CPU mkldnn's convolutions and max-pools run the
-    # training step ~20% faster than in NCHW (docs/collapse_study.md)
+    # training step ~20% faster than in NCHW (docs/collapse_study.md).  Not
+    # for a ResNet-18 narrower than base 8: in channels-last its training
+    # steps corrupt the heap on torch 2.13 CPU (base 2, 4, 6; glibc aborts,
+    # "corrupted size vs. prev_size"), in NCHW they run
+    if network == 'resnet18' and model.backbone.base_channels < 8:
+        return model
     return model.to(memory_format=torch.channels_last)

@@ -29,7 +29,7 @@ from psbn_mmdet.core import (ChannelMax, WindowResult, collapsed_gamma,
 from psbn_mmdet.models.layers import PSBN_TYPES
 
 from ..reshifts import ReshiftCounter
-from .data import load_digits
+from .data import load_dataset
 from .networks import INPUT_SIZE, build_network
 from .variants import VARIANTS
 
@@ -72,6 +72,8 @@ class Job:
     seed: int
     epochs: int = 15
     batch_size: int = 40
+    dataset: str = 'digits'  # a name for data.load_dataset
+    width: float = 1.0  # the network's channel multiplier
 
     @property
     def cell(self) -> tuple[str, str, str]:
@@ -118,6 +120,20 @@ def dead_percent(model: nn.Module, pre_relu: list[str], images: torch.Tensor,
     """% of pre-ReLU channels whose max post-ReLU activation is < 1e-12."""
     return _percent_dead(
         _pre_relu_max(model, pre_relu, images, train_mode, batch_size))
+
+
+def pre_relu_maxima(model: nn.Module, pre_relu: list[str],
+                    images: torch.Tensor, train_mode: bool = False,
+                    batch_size: int = 256) -> dict[str, torch.Tensor]:
+    """Per named layer, each channel's maximum output over ``images``."""
+    return dict(zip(pre_relu, _pre_relu_max(model, pre_relu, images,
+                                            train_mode, batch_size)))
+
+
+def dead_masks(maxima: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Per layer, the bool mask of its dead channels given
+    :func:`pre_relu_maxima` (the criterion of :func:`dead_percent`)."""
+    return {name: dead_activation(m) for name, m in maxima.items()}
 
 
 def head_pre_relu(model: nn.Module) -> list[str]:
@@ -227,10 +243,10 @@ def run(job: Job, probes=()) -> dict:
     act on the model, such as :mod:`.redo`).
     """
     started, cpu_started = time.perf_counter(), time.process_time()
-    data = load_digits(INPUT_SIZE[job.network])
+    data = load_dataset(job.dataset, INPUT_SIZE[job.network])
     variant, regime = VARIANTS[job.variant], REGIMES[job.regime]
     torch.manual_seed(job.seed)
-    model = build_network(job.network, variant)
+    model = build_network(job.network, variant, job.width, data.num_classes)
     optimizer = build_optimizer(model, regime)
     controller = PostShiftController(model, optimizer, shift=variant.psbn,
                                      **variant.controller_kwargs())

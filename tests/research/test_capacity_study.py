@@ -1,0 +1,108 @@
+"""The capacity study's pieces: generated tasks, network widths, the
+contribution probe and the summary tables (small and fast; the study's runs
+are in docs/capacity_runs/)."""
+import pytest
+import torch
+
+from psbn_mmdet import PostShiftController
+from research.capacity_study import data as tasks
+from research.capacity_study import summary
+from research.capacity_study.contribution import Contribution
+from research.collapse_study import VARIANTS, build_network
+
+
+@pytest.fixture
+def small_tasks(monkeypatch):
+    monkeypatch.setattr(tasks, 'TRAIN_SIZE', 64)
+    monkeypatch.setattr(tasks, 'TEST_SIZE', 48)
+    for loader in tasks.TASKS.values():
+        loader.cache_clear()
+    yield tasks.TASKS
+    for loader in tasks.TASKS.values():
+        loader.cache_clear()
+
+
+@pytest.mark.parametrize('name, classes', [('shapes16', 16),
+                                           ('hard_digits', 10)])
+def test_tasks_are_deterministic_and_standardized(small_tasks, name,
+                                                  classes):
+    first = small_tasks[name](16)
+    small_tasks[name].cache_clear()
+    again = small_tasks[name](16)
+    assert first.train_x.shape == (64, 1, 16, 16)
+    assert first.test_x.shape == (48, 1, 16, 16)
+    assert torch.equal(first.train_x, again.train_x)
+    assert torch.equal(first.test_y, again.test_y)
+    assert first.num_classes == classes
+    assert abs(float(first.train_x.mean())) < 1e-4
+    assert abs(float(first.train_x.std()) - 1) < 1e-3
+    assert not torch.equal(first.train_x[:48], first.test_x)
+
+
+def test_width_scales_every_conv_layer():
+    model = build_network('basicnet', VARIANTS['bn'], width=0.25,
+                          num_classes=16)
+    convs = [m.out_channels for m in model.modules()
+             if isinstance(m, torch.nn.Conv2d)]
+    assert convs == [8, 16, 16, 32, 32, 32]
+    assert model[-1].out_features == 16
+    resnet = build_network('resnet18', VARIANTS['bn'], width=0.5)
+    assert resnet.backbone.base_channels == 8
+    assert resnet.head.in_features == 32
+
+
+def test_contribution_zeroes_revived_channels_and_changes_nothing(
+        small_tasks):
+    data = small_tasks['shapes16'](16)
+    torch.manual_seed(0)
+    model = build_network('basicnet', VARIANTS['rho50_w10'], width=0.25,
+                          num_classes=16)
+    controller = PostShiftController(model)
+    first = controller.pre_relu[0]
+    channels = controller.bns[first].num_features
+    # as if psBN had shifted channels 0-2 of the first layer
+    controller.shift_counts[first] = torch.tensor(
+        [1, 2, 1] + [0] * (channels - 3))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = Contribution(model, None, controller, data, draws=3).close()
+    controller.close()
+    assert result['shifted_ever'] == 3
+    assert result['revived_alive'] <= 3
+    assert len(result['test_acc_random_zeroed']) == 3
+    assert result['median_max_live_never_shifted'] > 0
+    assert result['drop_revived'] == pytest.approx(
+        result['test_acc'] - result['test_acc_revived_zeroed'])
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+def _run(regime, variant, width, seed, acc, dead):
+    return dict(job=dict(dataset='t', network='n', regime=regime,
+                         variant=variant, width=width, epochs=1, seed=seed),
+                test_acc=acc, dead_pct=dead, seconds=1.0,
+                loss_curve=[[1, 0.5]])
+
+
+def test_effective_width_interpolates_the_control_in_log_width():
+    runs = [_run('sgd', 'bn', 0.5, 0, 40.0, 0.0),
+            _run('sgd', 'bn', 1.0, 0, 50.0, 0.0),
+            _run('adam_l2', 'bn', 1.0, 0, 42.0, 29.289)]
+    table = summary.effective_width_table(runs, control='sgd')
+    # (1 - 0.29289) x 1 = 2^-0.5: halfway between widths 0.5 and 1 in log2
+    assert '| 0.71 | 45.0 |' in table
+    assert '| 42.0 ± 0.0 | 29.3 | 50.0 |' in table
+
+
+def test_paired_differences_pair_seeds():
+    runs = [_run('adam_l2', 'bn', 1.0, s, 40.0 + s, 30.0) for s in range(3)]
+    runs += [_run('adam_l2', 'rho50_w10', 1.0, s, 41.0 + s, 1.0)
+             for s in range(3)]
+    table = summary.paired_table(runs)
+    assert '| rho50_w10 − bn | 3 | +1.00 [+1.00, +1.00] | ' \
+        '-29.00 [-29.00, -29.00] |' in table
+
+
+def test_a_rerun_of_the_same_job_counts_once():
+    runs = [_run('sgd', 'bn', 1.0, 0, 50.0, 0.0)] * 2
+    runs.append(_run('sgd', 'bn', 1.0, 1, 52.0, 0.0))
+    assert '| 2 | 51.0 ± 1.4 |' in summary.cell_table(runs)
