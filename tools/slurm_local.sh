@@ -122,10 +122,15 @@ wait_gone() {  # wait_gone SECONDS PID...: true when all have exited
     done
 }
 
+own_dir() {  # a directory of ours: created searchable by all (munged wants
+    # its socket's directories so); one that exists keeps its mode (it may be
+    # /tmp, whose sticky bit must stay)
+    [ -d "$1" ] || { mkdir -p "$1" && chmod 755 "$1"; }
+}
+
 write_config() {
-    mkdir -p "$STATE"/{munge,ctld,spool,log}
-    # munged wants its socket directory (and those above) searchable by all
-    chmod 755 "$STATE" "$STATE/munge"
+    local dir
+    for dir in "$STATE" "$STATE"/{munge,ctld,spool,log}; do own_dir "$dir"; done
     [ -s "$STATE/munge/munge.key" ] ||
         mungekey --create --keyfile="$STATE/munge/munge.key" >/dev/null
     chmod 600 "$STATE/munge/munge.key"

@@ -87,7 +87,6 @@ class ActivationProbe:
     def __init__(self, model_config, data_config, num_images: int | None,
                  batch_size: int = DEFAULT_BATCH_SIZE,
                  source: str | None = None):
-        from mmengine.dataset import pseudo_collate
         self.model_config = model_config
         source = source or str(data_config)
         data_cfg = (data_config if isinstance(data_config, Config) else
@@ -104,13 +103,18 @@ class ActivationProbe:
             raise UserError(f'{model_config}: no model.data_preprocessor')
         _, models = mmdet_registries()
         self.preprocessor = models.build(pre_cfg)
-        self.loader = torch.utils.data.DataLoader(
-            torch.utils.data.Subset(dataset, range(self.num_images)),
-            batch_size=batch_size, collate_fn=pseudo_collate)
+        self.batch_size = batch_size
+        self.images = torch.utils.data.Subset(dataset, range(self.num_images))
 
-    def batches(self) -> Iterator[tuple[torch.Tensor, list]]:
-        """Preprocessed batches: ``(inputs, data_samples)``."""
-        for data in self.loader:
+    def batches(self, batch_size: int | None = None
+                ) -> Iterator[tuple[torch.Tensor, list]]:
+        """Preprocessed batches (of ``batch_size`` images, default the
+        probe's): ``(inputs, data_samples)``."""
+        from mmengine.dataset import pseudo_collate
+        loader = torch.utils.data.DataLoader(
+            self.images, batch_size=batch_size or self.batch_size,
+            collate_fn=pseudo_collate)
+        for data in loader:
             with torch.inference_mode():
                 data = self.preprocessor(data, False)
             yield data['inputs'], data['data_samples']

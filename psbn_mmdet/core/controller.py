@@ -45,12 +45,16 @@ class WindowResult:
     """What one :meth:`PostShiftController.step` decided.
 
     ``dead`` and ``shifted`` count channels per stage; ``shifted_channels``
-    holds, per layer that shifted, the bool mask of its shifted channels.
+    holds, per layer that shifted, the bool mask of its shifted channels;
+    ``batches`` how many batches each layer's window saw.
     """
     step: int
     dead: dict[str, int] = field(default_factory=dict)
     shifted: dict[str, int] = field(default_factory=dict)
     shifted_channels: dict[str, torch.Tensor] = field(default_factory=dict)
+    #: per layer decided on: the training batches its window saw (on every
+    #: rank together)
+    batches: dict[str, int] = field(default_factory=dict)
 
 
 def _unwrap_optimizers(optimizer) -> list[torch.optim.Optimizer]:
@@ -146,6 +150,10 @@ class PostShiftController:
         #: called with every window's :class:`WindowResult` (research
         #: instruments that follow the shifted channels further)
         self.callbacks: list[Callable[[WindowResult], None]] = []
+        #: layers whose window a resume cut without its statistics
+        self._cut_windows: set[str] = set()
+        #: what :meth:`load_state_dict` could not restore, for the log
+        self.resume_note: str | None = None
 
     def _collect_hook(self, name: str):
         stats = self.stats[name]
@@ -190,8 +198,13 @@ class PostShiftController:
         dead_pairs, shifted_pairs = [], []
         for name in due:
             bn, stats = self.bns[name], self.stats[name]
+            if name in self._cut_windows:  # resumed without its statistics
+                self._cut_windows.discard(name)
+                stats.reset()
+                continue
             if stats.batches == 0:
                 continue
+            result.batches[name] = stats.batches
             dead = stats.dead_channels()
             self.last_dead[name] = dead
             dead_pairs.append((self.roles[name].stage, dead.sum()))
@@ -300,15 +313,46 @@ class PostShiftController:
 
     # ---------------------------------------------------------------- state
     def state_dict(self) -> dict:
+        """Steps, shift counts, and the windows in progress (``windows``: a
+        checkpoint that cuts a window lets a resumed run decide as the
+        uninterrupted one).  A distributed run's windows are spread over its
+        ranks while mmengine saves on one: there, ``windows`` is None."""
+        windows = None if self._distributed() else {
+            name: stats.state_dict() for name, stats in self.stats.items()}
         return dict(
             steps=self.steps,
-            shift_counts={k: v.tolist() for k, v in self.shift_counts.items()})
+            shift_counts={k: v.tolist() for k, v in self.shift_counts.items()},
+            windows=windows)
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore :meth:`state_dict` (keys that earlier versions also saved,
-        such as re-collapse counters, are ignored)."""
+        """Restore :meth:`state_dict`.
+
+        Without the windows in progress (a distributed run's checkpoint, one
+        of an earlier version, or a single process resuming a distributed
+        run), the window each layer is in is cut: its decision is skipped,
+        and :attr:`resume_note` says so.  Keys earlier versions also saved
+        (re-collapse counters) are ignored.
+        """
         self.steps = int(state['steps'])
         self.shift_counts = {
             k: torch.tensor(v, dtype=torch.long)
             for k, v in state['shift_counts'].items()
         }
+        windows = state.get('windows')
+        if windows is not None and not self._distributed():
+            for name, saved in windows.items():
+                if name in self.stats:
+                    weight = self.bns[name].weight
+                    self.stats[name].load_state_dict(
+                        saved, None if weight is None else weight.device)
+            return
+        self._cut_windows = {name for name in self.pre_relu
+                             if self.steps % self.window_of(name)}
+        if self._cut_windows:
+            why = ('a distributed run saves none' if 'windows' in state else
+                   'the checkpoint has none')
+            self.resume_note = (
+                f'resumed at step {self.steps}, inside the detection window '
+                f'of {len(self._cut_windows)} layer(s), without that '
+                f'window\'s statistics ({why}): their next window-end '
+                'decision is skipped')

@@ -56,8 +56,11 @@ class WindowStatistics:
     on: twice per window instead of every batch.  ``window=1`` computes them
     every batch.
 
-    Plain tensors, not buffers: they never enter a state dict.  Allocated on
-    the first update, on the input's device.
+    Plain tensors, not buffers: they never enter a model's state dict (BN and
+    psBN checkpoints keep the same keys).  Allocated on the first update, on
+    the input's device.  :meth:`state_dict` / :meth:`load_state_dict` carry
+    a window that a checkpoint cuts in two (the controller saves them under
+    its own checkpoint key).
 
     This class is the layer's extension point: ``layer.window_stats`` may be
     replaced by a subclass that changes how x̂ is estimated for the shift.  The
@@ -78,6 +81,25 @@ class WindowStatistics:
         self.max = self.nonfinite = None
         self.xhat_mean = self.xhat_var = None
         self.batches = 0
+
+    #: what :meth:`state_dict` holds
+    FIELDS = ('max', 'nonfinite', 'xhat_mean', 'xhat_var')
+
+    def state_dict(self) -> dict:
+        """The window so far: its tensors (on the CPU) and batch count."""
+        state = {name: None if getattr(self, name) is None else
+                 getattr(self, name).detach().cpu().clone()
+                 for name in self.FIELDS}
+        state['batches'] = self.batches
+        return state
+
+    def load_state_dict(self, state: dict, device=None) -> None:
+        """Continue the window :meth:`state_dict` saved."""
+        for name in self.FIELDS:
+            value = state[name]
+            setattr(self, name, None if value is None else
+                    torch.as_tensor(value).to(device))
+        self.batches = int(state['batches'])
 
     def wants_moments(self) -> bool:
         """True when the next batch's x̂ moments may be the window's last."""

@@ -1,16 +1,16 @@
 """What a backbone costs per stage (parameters, conv FLOPs), and what a plan saves."""
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from ..core.criteria import GAMMA_THRESHOLD
 from ..core.roles import STAGES
 from ..io.builders import load_backbone
-from .plan import SUPPORTED, ChannelPlan, find_removable
+from .calibrate import calibrate, compositions
+from .plan import SUPPORTED, ChannelPlan, find_removable, internal_bns
 
 
 def stage_of(name: str) -> str:
@@ -80,15 +80,11 @@ def removable_flops(backbone: nn.Module, plans: Sequence[ChannelPlan],
     return removed
 
 
-def removable_per_stage(backbone: nn.Module,
-                        dead: Mapping[str, torch.Tensor], input_shape,
-                        gamma_threshold: float = GAMMA_THRESHOLD
-                        ) -> dict[str, dict[str, int]]:
-    """What the tool would remove, per stage and ``total``: ``channels``,
-    the conv ``flops`` they cost and the stage's ``flops`` in all
-    (``stage_flops``), for one image of ``input_shape`` (the report's
-    removable column)."""
-    plans = find_removable(backbone, dead, gamma_threshold)
+def removable_per_stage(backbone: nn.Module, plans: Sequence[ChannelPlan],
+                        input_shape) -> dict[str, dict[str, int]]:
+    """What the plans remove, per stage and ``total``: ``channels``, the
+    conv ``flops`` they cost and the stage's ``flops`` in all
+    (``stage_flops``), for one image of ``input_shape``."""
     removed = removable_flops(backbone, plans, input_shape)
     costs = stage_costs(backbone, input_shape)
     rows = {stage: dict(channels=0, flops=removed[stage],
@@ -100,18 +96,19 @@ def removable_per_stage(backbone: nn.Module,
     return rows
 
 
-def removable_column(report, checkpoint, probe,
-                     config=None) -> dict[str, dict[str, int]] | None:
-    """The collapse report's ``removable`` column for a report measured
-    with ``probe``: :func:`removable_per_stage` of the backbone of
-    ``config`` (default: the probe's model config) with the report's dead
-    channels, at the first batch's input size; None for backbones the
-    pruning tool does not support."""
+def removable_column(report, checkpoint, probe, config=None
+                     ) -> dict[str, dict[str, int]] | None:
+    """The collapse report's ``removable`` column: what ``prune_dead``
+    removes when it calibrates on the probe's images (the same batch
+    compositions, :func:`~psbn_mmdet.pruning.calibrate.compositions`, and
+    the same rule, :func:`~psbn_mmdet.pruning.plan.find_removable`, at the
+    report's thresholds), for the backbone of ``config`` (default: the
+    probe's model config); None for backbones the tool does not support."""
     backbone = load_backbone(config or probe.model_config, checkpoint)
     if type(backbone).__name__ not in SUPPORTED:
         return None
-    dead = {layer.name.removeprefix(checkpoint.backbone_prefix): layer.dead
-            for layer in report.layers if layer.dead is not None}
-    inputs, _ = next(iter(probe.batches()))
-    return removable_per_stage(backbone, dead, tuple(inputs.shape[1:]),
-                               report.gamma_threshold)
+    positions = internal_bns(backbone)
+    calibration = calibrate(backbone, positions, compositions(probe))
+    plans = find_removable(backbone, calibration, report.gamma_threshold,
+                           report.activation_threshold)
+    return removable_per_stage(backbone, plans, calibration.shape)

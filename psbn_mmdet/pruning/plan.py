@@ -10,18 +10,25 @@ convolution, through a padded one only inside the image).
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from ..core.criteria import GAMMA_THRESHOLD, collapsed_gamma
+from ..core.criteria import (ACTIVATION_THRESHOLD, GAMMA_THRESHOLD,
+                             collapsed_gamma)
 from ..core.roles import STAGES, inner_links
 from ..utils.errors import UserError
+from .calibrate import Calibration
 
 #: backbone types whose block-internal channels can be removed
 SUPPORTED = ('ResNet', 'ResNetV1d', 'PrunedResNet')
+#: relative difference of features and detections the tool's self-check
+#: allows between the pruned detector and the original
+CHECK_TOLERANCE = 1e-5
+#: how much folding constants may change the next conv's output, relative
+#: to its largest magnitude on the calibration images
+FOLD_TOLERANCE = CHECK_TOLERANCE / 10
 
 
 @dataclass(frozen=True)
@@ -96,17 +103,27 @@ class ChannelPlan:
         return self.dead.numel()
 
 
-def find_removable(backbone: nn.Module, dead: Mapping[str, torch.Tensor],
+def find_removable(backbone: nn.Module, calibration: Calibration,
                    gamma_threshold: float = GAMMA_THRESHOLD,
+                   activation_threshold: float = ACTIVATION_THRESHOLD,
                    fold_padded: bool = False) -> list[ChannelPlan]:
-    """A plan per internal BN of ``backbone`` (a loaded mmdet ResNet).
+    """A plan per internal BN of ``backbone`` (a loaded mmdet ResNet), from
+    what ``calibration`` measured on it.
 
-    ``dead``: bool masks by BN name (:func:`~psbn_mmdet.core.criteria.
-    dead_activation` of the calibration maxima); a BN not in it has none.
-    ``fold_padded``: also fold non-zero constants through padded convs
-    (inexact at the border).  A block keeps at least one channel: when all
-    would go, its first dead channel (or first constant one, unfolded) stays.
+    *Dead*: never above ``activation_threshold`` after the ReLU, anywhere
+    the network computed (:class:`~psbn_mmdet.pruning.calibrate.
+    Calibration`).  *Constant*: ``|γ| < gamma_threshold`` and not dead; its
+    output ``ReLU(y)`` is folded as ``ReLU(β)``, which is exact only as far
+    as ``ReLU(y)`` stays at that value: a channel is folded when its
+    largest distance from it, times the L1 norm of its weights in the next
+    conv, keeps the summed change of that conv's output within
+    :data:`FOLD_TOLERANCE` of its largest magnitude (so that the tool's
+    self-check passes), the nearest first.  ``fold_padded``: also fold
+    non-zero constants through padded convs (inexact at the border).  A
+    block keeps at least one channel: when all would go, its first dead
+    channel (or first constant one, unfolded) stays.
     """
+    dead = calibration.dead(activation_threshold)
     plans = []
     for position in internal_bns(backbone):
         bn = backbone.get_submodule(position.name)
@@ -118,8 +135,10 @@ def find_removable(backbone: nn.Module, dead: Mapping[str, torch.Tensor],
                                                            dtype=torch.bool))
         constant = beta.clamp(min=0)
         collapsed = collapsed_gamma(gamma, gamma_threshold) & ~is_dead
-        foldable = collapsed & ((constant == 0) | position.exact_fold
-                                | fold_padded)
+        candidates = collapsed & ((constant == 0) | position.exact_fold
+                                  | fold_padded)
+        foldable = _within_tolerance(backbone, position, calibration,
+                                     candidates, constant)
         plan = ChannelPlan(position, is_dead.clone(), foldable,
                            collapsed & ~foldable, constant)
         if bool(plan.removed.all()):
@@ -129,6 +148,28 @@ def find_removable(backbone: nn.Module, dead: Mapping[str, torch.Tensor],
             plan.folded[keep] = False
         plans.append(plan)
     return plans
+
+
+def _within_tolerance(backbone: nn.Module, position: InternalBN,
+                      calibration: Calibration, candidates: torch.Tensor,
+                      constant: torch.Tensor) -> torch.Tensor:
+    """The candidates whose fold changes the next conv's output by at most
+    FOLD_TOLERANCE of its magnitude, in all (nearest first)."""
+    chosen = torch.zeros_like(candidates)
+    if not candidates.any() or position.name not in calibration.maxima:
+        return chosen
+    weight = backbone.get_submodule(position.next_conv).weight.detach()
+    cost = (calibration.deviation(position.name, constant)
+            * weight.abs().sum((0, 2, 3)).float())
+    budget = FOLD_TOLERANCE * calibration.next_scale[position.name]
+    spent = 0.0
+    for channel in candidates.nonzero().flatten()[
+            cost[candidates].argsort()].tolist():
+        if spent + float(cost[channel]) > budget:
+            break
+        spent += float(cost[channel])
+        chosen[channel] = True
+    return chosen
 
 
 def check_backbone(cfg) -> str:

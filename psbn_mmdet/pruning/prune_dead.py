@@ -38,12 +38,10 @@ import os.path as osp
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import torch
 from mmengine.config import Config
 
-from ..analysis.probe import ActivationProbe, extents
-from ..core.criteria import (ACTIVATION_THRESHOLD, GAMMA_THRESHOLD, ChannelMax,
-                             dead_activation)
+from ..analysis.probe import ActivationProbe
+from ..core.criteria import ACTIVATION_THRESHOLD, GAMMA_THRESHOLD
 from ..core.roles import STAGES
 from ..io.builders import load_detector
 from ..io.checkpoint import read_checkpoint, save_model
@@ -51,14 +49,17 @@ from ..utils.config import load_config
 from ..utils.errors import UserError
 from ..utils.files import check_writable
 from ..utils.table import text_table
+from .calibrate import calibrate, compositions
 from .costs import StageCost, stage_costs
-from .plan import ChannelPlan, check_backbone, find_removable, internal_bns
+from .plan import (CHECK_TOLERANCE, ChannelPlan, check_backbone,
+                   find_removable, internal_bns)
 from .surgery import block_widths, prune_state_dict, pruned_config
-from .verify import (CHECK_TOLERANCE, Evaluation, SelfCheck, evaluate,
-                     self_check)
+from .verify import Evaluation, SelfCheck, TestSet, self_check
 
 #: calibration images when the tool is given no number
 DEFAULT_NUM_IMAGES = 100
+#: test images for mAP before and after, when the tool is given no number
+DEFAULT_EVAL_IMAGES = 100
 
 
 def calibration_config(cfg, config_path):
@@ -100,20 +101,25 @@ def prune_dead(config: str, checkpoint: str, out_dir: str, *,
                gamma_threshold: float = GAMMA_THRESHOLD,
                activation_threshold: float = ACTIVATION_THRESHOLD,
                fold_padded: bool = False, channels_last: bool = False,
-               evaluate_map: bool = True, write: bool = True) -> PruneResult:
+               eval_images: int | None = DEFAULT_EVAL_IMAGES,
+               write: bool = True) -> PruneResult:
     """Prune, check, evaluate, then write ``OUT_DIR/<name>_pruned.py`` and
     ``.pth`` (both or neither; nothing when the self-check fails).
 
     Calibration images: ``data_config``'s test (or val) set, like the
     report's; without it, the first ``num_images`` training images of
-    ``config`` through its test pipeline.  With ``channels_last`` the pruned
-    backbone computes in NHWC (:class:`~psbn_mmdet.models.backbones.PrunedResNet`);
-    the self-check then covers that path.
+    ``config`` through its test pipeline; in the batch compositions of
+    :func:`~psbn_mmdet.pruning.calibrate.compositions`, which the self-check
+    runs too.  With ``channels_last`` the pruned backbone computes in NHWC
+    (:class:`~psbn_mmdet.models.backbones.PrunedResNet`); the self-check then
+    covers that path.  ``eval_images``: how many of the config's test images
+    measure mAP before and after (None: all; 0: none).
 
     Raises:
         UserError: bad input (a config or checkpoint that cannot be read or
-            do not match, an unsupported backbone, no removable channel, an
-            out dir that cannot be written), before anything is written.
+            do not match, an unsupported backbone, test images that are
+            missing, no removable channel, an out dir that cannot be
+            written), before anything is written.
     """
     from ..models import backbones  # noqa: F401  PrunedResNet (imports mmdet)
     check_writable(out_dir, is_dir=True)
@@ -125,43 +131,40 @@ def prune_dead(config: str, checkpoint: str, out_dir: str, *,
     name = osp.splitext(osp.basename(config))[0]
     out_config = osp.join(out_dir, f'{name}_pruned.py')
     out_checkpoint = osp.join(out_dir, f'{name}_pruned.pth')
+    test_set = (TestSet(cfg, config, eval_images) if eval_images != 0
+                else None)  # its images are checked before any work
     probe = ActivationProbe(
         config, data_config or calibration_config(cfg, config), num_images,
         batch_size, source=data_config or f'{config} (training images)')
 
     positions = internal_bns(original.backbone)
-    input_shape = None
-    with ChannelMax({p.name: original.backbone.get_submodule(p.name)
-                     for p in positions}) as maxima, torch.inference_mode():
-        for inputs, samples in probe.batches():
-            maxima.extents = extents(inputs, samples)
-            original.backbone(inputs)
-            input_shape = input_shape or tuple(inputs.shape[1:])
-    dead = {n: dead_activation(m, activation_threshold)
-            for n, m in maxima.maxima.items()}
-    plans = find_removable(original.backbone, dead, gamma_threshold,
-                           fold_padded)
+    calibration = calibrate(original.backbone, positions,
+                            compositions(probe))
+    plans = find_removable(original.backbone, calibration, gamma_threshold,
+                           activation_threshold, fold_padded)
     if not any(plan.removed.any() for plan in plans):
         kept = sum(int(p.kept_constant.sum()) for p in plans)
         raise UserError(
             f'no removable channel in {checkpoint}: no block-internal '
             f'channel is dead on the {probe.num_images} calibration images '
-            f'or has |γ| < {gamma_threshold:g}'
-            + (f' with a constant that folds exactly ({kept} before padded '
-               'convs kept)' if kept else '') + '; nothing written')
+            f'or has |γ| < {gamma_threshold:g} with a constant that folds '
+            'exactly' + (f' ({kept} constant ones kept)' if kept else '')
+            + '; nothing written')
 
     widths = block_widths(original.backbone, plans)
     new_cfg = pruned_config(cfg, widths, osp.abspath(out_checkpoint),
                             channels_last)
     new_state = prune_state_dict(ckpt.state, plans)
     pruned = load_detector(new_cfg, new_state, 'the pruned checkpoint')
-    before = stage_costs(original.backbone, input_shape)
-    after = stage_costs(pruned.backbone, input_shape)
-    check = self_check(original, pruned, probe.batches())
-    evaluation = (evaluate(cfg, original, pruned, plans,
-                           activation_threshold) if evaluate_map else None)
+    before = stage_costs(original.backbone, calibration.shape)
+    after = stage_costs(pruned.backbone, calibration.shape)
+    check = self_check(original, pruned, compositions(probe))
+    evaluation = (None if test_set is None else
+                  test_set.evaluate(original, pruned, plans,
+                                    activation_threshold))
     result = PruneResult(out_config, out_checkpoint, plans, before, after,
-                         input_shape, check, evaluation, probe.num_images)
+                         calibration.shape, check, evaluation,
+                         probe.num_images)
     if write and check.passed:
         save_model(new_cfg, new_state, ckpt.meta, out_config, out_checkpoint)
         result.written = True
@@ -214,16 +217,19 @@ def format_result(result: PruneResult) -> str:
         f'{result.calibration_images} calibration images; backbone '
         f'parameters and conv FLOPs (multiply-accumulates) per {h}x{w} image',
         text_table([header, *table]),
-        f'self-check on the {check.images} calibration images: backbone '
-        f'features differ by {check.features:.2e} at most, detections by '
-        f'{check.detections:.2e} (relative; limit {CHECK_TOLERANCE:g}'
+        f'self-check on the {result.calibration_images} calibration images: '
+        f'backbone features differ by {check.features:.2e} at most, '
+        f'detections by {check.detections:.2e} (relative; limit '
+        f'{CHECK_TOLERANCE:g}; {check.images} passes: each image alone, '
+        'batched, and padded to the largest batch'
         + (f'; {check.differing_images} image(s) with other boxes or labels'
            if check.differing_images else '')
         + f'): {"ok" if check.passed else "FAILED"}',
     ]
     ev = result.evaluation
     if ev is None:
-        lines.append('test images: none in the config, mAP not measured')
+        lines.append('test images: none measured (none in the config, or '
+                     'none asked for)')
     else:
         removed = sum(ev.removed_dead.values())
         woken = sum(ev.woken.values())

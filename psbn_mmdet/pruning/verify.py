@@ -4,19 +4,20 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import json
+import os.path as osp
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
+from mmengine.config import Config
 from mmengine.logging import MMLogger
 from torch import nn
 
-from ..analysis.probe import extents
+from ..analysis.probe import build_dataset, check_images, extents
 from ..core.criteria import ACTIVATION_THRESHOLD, channel_max, dead_activation
-from .plan import ChannelPlan
-
-#: relative difference of features and detections the self-check allows
-CHECK_TOLERANCE = 1e-5
+from .plan import CHECK_TOLERANCE, ChannelPlan
 
 
 def relative_difference(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -94,19 +95,73 @@ def self_check(original, pruned, batches) -> SelfCheck:
     return check
 
 
-def evaluate(cfg, original, pruned, plans: Sequence[ChannelPlan],
-             activation_threshold: float = ACTIVATION_THRESHOLD
-             ) -> Evaluation | None:
-    """bbox mAP of both detectors on ``cfg``'s test (or val) set with its
-    evaluator, and per image which channels removed as dead are active
-    (max post-ReLU activation at or above the threshold on the image's own
-    pixels).  None when the config has no test data or evaluator."""
+class TestSet:
+    """The first ``num_images`` (None: all) of a config's test (or val) set
+    with its evaluator, to measure two detectors on.  Built, and its images
+    checked, when constructed: before any other work.  A COCO evaluator is
+    given the annotations of those images only, so that mAP is of them.
+    ``available`` is False when the config has no test data or evaluator.
+
+    Raises:
+        UserError: the data set cannot be built or its images are missing.
+    """
+
+    def __init__(self, cfg, config_path, num_images: int | None) -> None:
+        loader_cfg = cfg.get('test_dataloader') or cfg.get('val_dataloader')
+        metric_cfg = cfg.get('test_evaluator') or cfg.get('val_evaluator')
+        self.available = bool(loader_cfg and metric_cfg
+                              and 'dataset' in loader_cfg)
+        if not self.available:
+            return
+        self.loader_cfg = copy.deepcopy(loader_cfg)
+        self.metric_cfg = copy.deepcopy(metric_cfg)
+        dataset = build_dataset(Config(dict(test_dataloader=loader_cfg)),
+                                config_path)
+        self.images = min(num_images or len(dataset), len(dataset))
+        check_images(dataset, self.images, config_path)
+        if self.images < len(dataset):
+            self.loader_cfg.dataset.indices = self.images
+            self._subset_annotations(
+                [dataset.get_data_info(i)['img_id']
+                 for i in range(self.images)])
+
+    def _subset_annotations(self, img_ids: list) -> None:
+        """Point a COCO metric at the annotations of ``img_ids`` only."""
+        metrics = (self.metric_cfg if isinstance(self.metric_cfg, list)
+                   else [self.metric_cfg])
+        self._tmp = tempfile.TemporaryDirectory()
+        for index, metric in enumerate(metrics):
+            ann_file = metric.get('ann_file')
+            if not ann_file:
+                continue
+            with open(ann_file) as f:
+                coco = json.load(f)
+            keep = set(img_ids)
+            coco['images'] = [i for i in coco['images'] if i['id'] in keep]
+            coco['annotations'] = [a for a in coco.get('annotations', [])
+                                   if a['image_id'] in keep]
+            metric['ann_file'] = osp.join(self._tmp.name, f'{index}.json')
+            with open(metric['ann_file'], 'w') as f:
+                json.dump(coco, f)
+
+    def evaluate(self, original, pruned, plans: Sequence[ChannelPlan],
+                 activation_threshold: float = ACTIVATION_THRESHOLD
+                 ) -> Evaluation | None:
+        """bbox mAP of both detectors on the images with the config's
+        evaluator, and per image which channels removed as dead are active
+        (max post-ReLU activation at or above the threshold on the image's
+        own pixels).  None when the config has no test data or evaluator."""
+        if not self.available:
+            return None
+        return _evaluate(self.loader_cfg, self.metric_cfg, original, pruned,
+                         plans, activation_threshold)
+
+
+def _evaluate(loader_cfg, metric_cfg, original, pruned,
+              plans: Sequence[ChannelPlan], activation_threshold: float
+              ) -> Evaluation:
     from mmengine.evaluator import Evaluator
     from mmengine.runner import Runner
-    loader_cfg = cfg.get('test_dataloader') or cfg.get('val_dataloader')
-    metric_cfg = cfg.get('test_evaluator') or cfg.get('val_evaluator')
-    if not loader_cfg or not metric_cfg:
-        return None
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools' chatter
         loader = Runner.build_dataloader(copy.deepcopy(loader_cfg))
         evaluators = [Evaluator(copy.deepcopy(metric_cfg)) for _ in range(2)]

@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -413,3 +414,28 @@ def test_a_failing_task_ends_the_job(cluster, slurm_ws):
     while cluster.run('squeue', '-h', '-n', 'psbn-fail').stdout.strip():
         assert time.monotonic() < deadline, 'the failed job is still queued'
         time.sleep(0.5)
+
+
+def test_start_leaves_the_mode_of_a_state_dir_it_did_not_create(cluster,
+                                                                 tmp_path):
+    """PSBN_SLURM_DIR=/tmp as root must keep /tmp's sticky bit: a second
+    cluster in a world-writable sticky directory (issue 21); its own files
+    stay private where munge requires it."""
+    state = tmp_path / 'sticky'
+    state.mkdir()
+    state.chmod(0o1777)
+    second = Cluster(state, dict(
+        cluster.env, PSBN_SLURM_DIR=str(state),
+        PSBN_SLURM_PORT=str(_free_port(pair=True)),
+        SLURM_CONF=str(state / 'slurm.conf')), 0.0)
+    try:
+        started = second.local('start')
+        assert started.returncode == 0, started.stderr
+        assert stat.S_IMODE(state.stat().st_mode) == 0o1777
+        assert stat.S_IMODE((state / 'munge').stat().st_mode) == 0o755
+        key = state / 'munge' / 'munge.key'
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    finally:
+        stopped = second.local('stop')
+    assert stopped.returncode == 0, stopped.stderr
+    assert _cluster_processes(state) == []

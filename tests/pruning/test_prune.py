@@ -20,7 +20,8 @@ from psbn_mmdet.pruning import (CHECK_TOLERANCE, block_widths,
                                 find_removable, prune_dead, prune_state_dict,
                                 relative_difference, removable_flops,
                                 stage_costs)
-from psbn_mmdet.pruning.plan import internal_bns
+from psbn_mmdet.pruning import calibrate as measure
+from psbn_mmdet.pruning import internal_bns
 
 pytest.importorskip('mmdet')
 from psbn_mmdet.models.backbones import PrunedResNet  # noqa: E402
@@ -88,11 +89,8 @@ def measure_statistics(backbone, shape) -> None:
 
 
 def calibrate(net, inputs):
-    names = [p.name for p in internal_bns(net)]
-    with ChannelMax({n: net.get_submodule(n) for n in names}) as maxima, \
-            torch.no_grad():
-        net(inputs)
-    return {n: dead_activation(m) for n, m in maxima.maxima.items()}
+    """What the tool measures, on one batch of ``inputs``."""
+    return measure(net, internal_bns(net), [(inputs, [None] * len(inputs))])
 
 
 def pruned_copy(net, plans, depth):
@@ -177,9 +175,9 @@ def test_constant_through_padded_conv_changes_only_the_border():
     with torch.no_grad():
         block.bn1.weight[3], block.bn1.bias[3] = 0.0, k
     inputs = torch.randn(2, *SHAPE)
-    dead = calibrate(net, inputs)
-    assert not find_removable(net, dead)[0].folded[3]  # kept by default
-    plans = find_removable(net, dead, fold_padded=True)
+    measured = calibrate(net, inputs)
+    assert not find_removable(net, measured)[0].folded[3]  # kept by default
+    plans = find_removable(net, measured, fold_padded=True)
     assert plans[0].folded.nonzero().flatten().tolist() == [3]
     pruned = pruned_copy(net, plans, 18)
     outputs = []
@@ -464,7 +462,7 @@ def test_channels_last_is_written_and_self_checked_on_detections(
                               x.contiguous(memory_format=torch.channels_last))
     monkeypatch.setattr(PrunedResNet, 'forward', leaky)
     result = prune_dead(str(config), str(checkpoint), str(tmp_path / 'leaky'),
-                        num_images=4, channels_last=True, evaluate_map=False)
+                        num_images=4, channels_last=True, eval_images=0)
     assert result.check.features < CHECK_TOLERANCE
     assert not result.check.passed and not result.written
 
@@ -475,7 +473,7 @@ def test_mmdet_tools_test_and_train_use_the_pruned_files(tool_files,
     from conftest import run_tool
     config, checkpoint, _ = tool_files
     result = prune_dead(str(config), str(checkpoint), str(tmp_path / 'out'),
-                        num_images=2, evaluate_map=False)
+                        num_images=2, eval_images=0)
     assert result.written
     tested = run_tool(REPO / 'tools' / 'test.py', result.config,
                       result.checkpoint, '--work-dir', tmp_path / 'test',
@@ -503,7 +501,7 @@ def test_export_of_a_pruned_model_loads_in_mmdet_test_tool(tool_files,
     from conftest import run_tool
     config, checkpoint, _ = tool_files
     result = prune_dead(str(config), str(checkpoint), str(tmp_path / 'out'),
-                        num_images=2, evaluate_map=False)
+                        num_images=2, eval_images=0)
     exported = run_tool(REPO / 'tools' / 'export_bn.py', result.config,
                         result.checkpoint, tmp_path / 'bn', cwd=workspace)
     assert exported.returncode == 0, exported.stderr[-2000:]
@@ -561,7 +559,7 @@ def test_psbn_config_is_pruned_too(tool_files, workspace, tmp_path):
     psbn_config = write_config(tmp_path, workspace, 'r18_psbn', norm='psBN')
     result = prune_dead(str(psbn_config), str(checkpoint),
                         str(tmp_path / 'out'), num_images=2,
-                        evaluate_map=False, write=False)
+                        eval_images=0, write=False)
     assert result.check.passed
     assert sum(int(p.dead.sum()) for p in result.plans) == 23
 
@@ -642,7 +640,7 @@ def test_report_counts_what_the_tool_removes(tool_files, tmp_path, capsys):
     assert report['total']['removable'] == 23
     result = prune_dead(str(config), str(checkpoint), str(tmp_path / 'out'),
                         data_config=str(config), num_images=2,
-                        evaluate_map=False, write=False)
+                        eval_images=0, write=False)
     for stage in ('layer2', 'layer4', 'total'):
         before, after = result.before[stage].flops, result.after[stage].flops
         row = stages.get(stage, report['total'])

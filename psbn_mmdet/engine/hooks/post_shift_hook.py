@@ -100,6 +100,9 @@ class PostShiftHook(Hook):
             optimizer_reset=self.optimizer_reset)
         if self._resumed_state is not None:
             self.controller.load_state_dict(self._resumed_state)
+            if self.controller.resume_note:
+                runner.logger.warning(
+                    f'{type(self).__name__}: {self.controller.resume_note}')
         unplaced = self.controller.unplaced
         if unplaced:
             runner.logger.warning(
