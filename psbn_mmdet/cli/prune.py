@@ -7,8 +7,7 @@ from ..pruning import (CHECK_TOLERANCE, DEFAULT_EVAL_IMAGES,
                        DEFAULT_NUM_IMAGES, SUPPORTED, format_result,
                        prune_dead)
 from ..utils.errors import UserError
-from .common import (add_thresholds, check_at_least_one, check_thresholds,
-                     tool)
+from .common import add_thresholds, check_at_least_one, check_thresholds, tool
 
 
 def prune_parser() -> argparse.ArgumentParser:

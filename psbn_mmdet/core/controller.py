@@ -125,20 +125,19 @@ class PostShiftController:
             sorted({r.stage for r in self.roles.values()} - set(STAGES)))
         self.stats: dict[str, WindowStatistics] = {}
         self._handles = []
-        # Only pre-ReLU layers are ever read: the others (pre-add, no role)
-        # would pay for statistics nobody uses, on the widest tensors.
-        self._disabled = [
-            bn for name, bn in self.bns.items()
-            if isinstance(bn, PostShiftable) and name not in self.pre_relu
-            and bn.window_stats.enabled
-        ]
-        for bn in self._disabled:
-            bn.window_stats.enabled = False
+        # A post-shifting layer collects statistics only while a controller
+        # reads them, and only the pre-ReLU ones are read: the others
+        # (pre-add, no role) cost what BN costs.
+        self._attached = [bn for bn in self.bns.values()
+                          if isinstance(bn, PostShiftable)]
+        for bn in self._attached:
+            bn.window_stats.attached = True
         for name in self.pre_relu:
             bn = self.bns[name]
             if isinstance(bn, PostShiftable):
                 self.stats[name] = bn.window_stats
                 self.stats[name].window = self.window_of(name)
+                self.stats[name].enabled = True
             else:
                 self.stats[name] = WindowStatistics(self.window_of(name))
                 self._handles.append(
@@ -165,14 +164,21 @@ class PostShiftController:
         return hook
 
     def close(self) -> None:
-        """Remove the forward hooks placed on plain BN layers and re-enable
-        the statistics this controller switched off."""
+        """Remove the forward hooks placed on plain BN layers and stop the
+        statistics of the post-shifting ones (they cost what BN costs
+        again)."""
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
-        for bn in self._disabled:
-            bn.window_stats.enabled = True
-        self._disabled.clear()
+        for bn in self._attached:
+            bn.window_stats.enabled = bn.window_stats.attached = False
+        self._attached.clear()
+
+    @property
+    def shiftable(self) -> list[str]:
+        """The pre-ReLU layers this controller can post-shift."""
+        return [name for name in self.pre_relu
+                if isinstance(self.bns[name], PostShiftable)]
 
     # ------------------------------------------------------------ decisions
     def window_of(self, name: str) -> int:

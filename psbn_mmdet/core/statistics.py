@@ -47,8 +47,9 @@ class WindowStatistics:
     far below 1 once σ² nears eps, so assuming std 1 would leave a shifted
     channel dead (docs/collapse_study.md).
 
-    ``enabled``: False stops collection (a controller disables the layers it
-    never reads, such as pre-add BNs, so they cost nothing).
+    ``enabled``: collection on, set by a controller for the layers it reads
+    (pre-ReLU ones) and off by default, so that a layer nobody reads costs
+    what BN costs; ``attached``: a controller drives the layer.
 
     ``window`` is the number of batches the owner expects per window.  The x̂
     moments are only needed at the window's end, so they are computed for the
@@ -74,7 +75,8 @@ class WindowStatistics:
 
     def __init__(self, window: int = 1) -> None:
         self.window = window
-        self.enabled = True
+        self.enabled = False
+        self.attached = False
         self.reset()
 
     def reset(self) -> None:

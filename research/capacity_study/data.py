@@ -188,9 +188,10 @@ def _affine_digits(images: torch.Tensor, count: int, size: int,
 @functools.lru_cache(maxsize=2)
 def load_hard_digits(size: int) -> Digits:
     """The ``hard_digits`` task at ``size``² pixels."""
-    from research.collapse_study.data import SPLIT_SEED, TEST_FRACTION
     from sklearn.datasets import load_digits as sklearn_digits
     from sklearn.model_selection import train_test_split
+
+    from research.collapse_study.data import SPLIT_SEED, TEST_FRACTION
     data = sklearn_digits()
     images = torch.tensor(data.images / 16.0, dtype=torch.float32)[:, None]
     train_idx, test_idx = train_test_split(

@@ -237,7 +237,8 @@ def test_frozen_stages_cost_nothing_and_are_never_shifted():
 
 def test_pre_add_layers_collect_nothing_while_a_controller_runs():
     """Statistics nobody reads cost nothing: pre-add BNs (the widest) are
-    switched off by the controller and back on by ``close()``."""
+    never switched on, and after ``close()`` no layer collects (issue 22:
+    without a controller psBN costs what BN costs)."""
     from mmdet.models.backbones import ResNet
     net = ResNet(depth=18, norm_cfg=dict(type='psBN', window=2))
     net.init_weights()
@@ -250,7 +251,8 @@ def test_pre_add_layers_collect_nothing_while_a_controller_runs():
     assert block.downsample[1].window_stats.batches == 0  # pre-add
     controller.close()
     net(torch.randn(2, 3, 32, 32))
-    assert block.bn2.window_stats.batches == 1
+    assert block.bn1.window_stats.batches == 1
+    assert block.bn2.window_stats.batches == 0
 
 
 # --------------------------------------------- batches without information

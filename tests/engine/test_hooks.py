@@ -48,11 +48,11 @@ class CraftedResNet18(BaseModel):
         return dict(loss=sum(f.mean() for f in feats) * 0.0)
 
 
-def _runner(tmp_path, norm_type, hook, accumulative_counts=1):
+def _runner(tmp_path, norm_type, hook, accumulative_counts=1, model=None):
     # seeded: the random init decides whether each revived channel also fires
     # on the next window's batches, and with it the exact counts
     return Runner(
-        model=dict(type='CraftedResNet18', norm_type=norm_type),
+        model=model or dict(type='CraftedResNet18', norm_type=norm_type),
         work_dir=str(tmp_path),
         randomness=dict(seed=0),
         train_dataloader=dict(
@@ -179,3 +179,25 @@ def test_bad_hook_option_fails_when_the_runner_is_built(tmp_path):
                                        optimizer_reset='bogus'))
     with pytest.raises(ValueError, match='window must be an integer >= 1'):
         _runner(tmp_path, 'psBN', dict(type='PostShiftHook', window=0))
+
+
+@MODELS.register_module(force=True)
+class ConvOnly(BaseModel):
+    """A model without BN."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+
+    def forward(self, inputs, data_samples=None, mode='loss'):
+        x = torch.stack(inputs) if isinstance(inputs, list) else inputs
+        return dict(loss=torch.relu(self.conv(x)).mean())
+
+
+def test_monitor_hook_on_a_model_without_bn_says_so_once(tmp_path):
+    runner = _runner(tmp_path, 'BN', dict(type='CollapseMonitorHook',
+                                          interval=1),
+                     model=dict(type='ConvOnly'))
+    runner.train()
+    log = next(tmp_path.glob('*/*.log')).read_text()
+    assert log.count('the model has no pre-ReLU BN layer') == 1

@@ -9,6 +9,13 @@ from torch import nn
 from psbn_mmdet import psBN, psSyncBN
 
 
+def collecting(layer):
+    """The layer with its window statistics on, as a controller turns them
+    on (without one a psBN layer collects nothing: it costs what BN costs)."""
+    layer.window_stats.enabled = layer.window_stats.attached = True
+    return layer
+
+
 def _pair(c=6, seed=0):
     torch.manual_seed(seed)
     bn = nn.BatchNorm2d(c)
@@ -17,7 +24,7 @@ def _pair(c=6, seed=0):
         bn.bias.uniform_(-0.5, 0.5)
         bn.running_mean.uniform_(-0.2, 0.2)
         bn.running_var.uniform_(0.5, 2.0)
-    ps = psBN(c)
+    ps = collecting(psBN(c))
     ps.load_state_dict(bn.state_dict())
     return bn, ps
 
@@ -49,7 +56,7 @@ def test_state_dict_keys_are_batchnorms_and_round_trip_is_lossless():
     back.load_state_dict(ps.state_dict(), strict=True)
     for key, value in ps.state_dict().items():
         assert torch.equal(back.state_dict()[key], value), key
-    again = psBN(6)
+    again = collecting(psBN(6))
     again.load_state_dict(back.state_dict(), strict=True)
     for key, value in ps.state_dict().items():
         assert torch.equal(again.state_dict()[key], value), key
@@ -57,7 +64,7 @@ def test_state_dict_keys_are_batchnorms_and_round_trip_is_lossless():
 
 def test_sync_variant_matches_batchnorm_outside_distributed():
     bn, _ = _pair()
-    sync = psSyncBN(6)
+    sync = collecting(psSyncBN(6))
     sync.load_state_dict(bn.state_dict())
     x = torch.randn(3, 6, 5, 5)
     assert torch.equal(bn(x), sync(x))
@@ -81,7 +88,7 @@ def test_bad_option_raises_naming_it(cls, option, value, message):
 
 
 def test_statistics_only_while_training_the_layer():
-    ps = psBN(3)
+    ps = collecting(psBN(3))
     x = torch.randn(2, 3, 4, 4)
     with torch.no_grad():
         ps(x)
@@ -96,7 +103,7 @@ def test_statistics_only_while_training_the_layer():
 
 
 def test_last_batch_xhat_statistics_under_frozen_running_stats():
-    ps = psBN(2, window=2).eval()
+    ps = collecting(psBN(2, window=2).eval())
     with torch.no_grad():
         ps.running_mean.copy_(torch.tensor([1.0, -2.0]))
         ps.running_var.copy_(torch.tensor([4.0, 0.25]))
@@ -116,7 +123,7 @@ def test_last_batch_xhat_statistics_under_frozen_running_stats():
 
 def test_batch_statistics_xhat_std_shrinks_with_a_decayed_filter():
     """x̂ = (x - μ) / sqrt(σ² + eps): std ≈ 1 normally, ≪ 1 when σ² ≪ eps."""
-    ps = psBN(2, eps=1e-5)
+    ps = collecting(psBN(2, eps=1e-5))
     x = torch.randn(8, 2, 6, 6)
     x[:, 1] *= 1e-4  # σ² ≈ 1e-8, far below eps
     ps(x)
@@ -131,7 +138,7 @@ def test_batch_statistics_xhat_std_shrinks_with_a_decayed_filter():
 @pytest.mark.parametrize('train', [True, False])
 def test_xhat_variance_does_not_cancel_when_mean_dwarfs_spread(train):
     """E[x²] − E[x]² in float32 would give 0 (or noise) for mean 1e3, std 1e-2."""
-    ps = psBN(1, window=1).train(train)
+    ps = collecting(psBN(1, window=1).train(train))
     if not train:
         with torch.no_grad():
             ps.running_mean.fill_(1000.0)
@@ -153,7 +160,7 @@ def test_xhat_variance_does_not_cancel_when_mean_dwarfs_spread(train):
 
 
 def test_xhat_moments_are_computed_for_the_first_and_last_batch_only():
-    ps = psBN(1, window=3)
+    ps = collecting(psBN(1, window=3))
     ps(torch.full((2, 1, 2, 2), 0.0) + torch.arange(4.0).view(1, 1, 2, 2))
     first = ps.window_stats.xhat_var.clone()
     ps(10 * torch.arange(8.0).view(2, 1, 2, 2))  # batch 2 of 3: skipped
@@ -167,7 +174,7 @@ def test_xhat_moments_are_computed_for_the_first_and_last_batch_only():
 
 
 def test_dead_channel_found_and_single_active_element_is_not_dead():
-    ps = psBN(3).eval()  # frozen statistics, as in mmdet finetuning
+    ps = collecting(psBN(3).eval())  # frozen statistics, as in mmdet finetuning
     with torch.no_grad():
         ps.bias.copy_(torch.tensor([-100.0, 0.0, -100.0]))
     x = torch.randn(4, 3, 5, 5)
@@ -178,7 +185,7 @@ def test_dead_channel_found_and_single_active_element_is_not_dead():
 
 @pytest.mark.parametrize('bad', [math.nan, math.inf, -math.inf])
 def test_nonfinite_batch_never_makes_a_channel_dead(bad):
-    ps = psBN(2)
+    ps = collecting(psBN(2))
     with torch.no_grad():
         ps.bias.fill_(-100.0)
     ps(torch.randn(4, 2, 3, 3))
@@ -191,7 +198,7 @@ def test_nonfinite_batch_never_makes_a_channel_dead(bad):
 @pytest.mark.parametrize('gamma', [0.5, -0.5, 0.0, 1e-5])
 def test_post_shift_makes_active_fraction_positive(gamma):
     torch.manual_seed(0)
-    ps = psBN(1, active_fraction=0.05, gamma_min=0.1)
+    ps = collecting(psBN(1, active_fraction=0.05, gamma_min=0.1))
     with torch.no_grad():
         ps.weight.fill_(gamma)
         ps.bias.fill_(-50.0)
@@ -212,7 +219,7 @@ def test_post_shift_makes_active_fraction_positive(gamma):
 
 
 def test_relative_gamma_floor_uses_healthy_median():
-    ps = psBN(5)
+    ps = collecting(psBN(5))
     with torch.no_grad():
         ps.weight.copy_(torch.tensor([0.0, 2.0, 4.0, 6.0, 1e-4]))
     dead = torch.tensor([True, False, False, False, True])
@@ -220,7 +227,7 @@ def test_relative_gamma_floor_uses_healthy_median():
 
 
 def test_post_shift_leaves_other_channels_untouched():
-    ps = psBN(4)
+    ps = collecting(psBN(4))
     with torch.no_grad():
         ps.weight.copy_(torch.tensor([0.3, 1.0, 0.7, 2.0]))
         ps.bias.copy_(torch.tensor([-90.0, 0.1, -80.0, 0.2]))
@@ -292,3 +299,25 @@ def test_conversion_of_bn_without_affine_parameters_or_bias():
     y = ps(x.requires_grad_())  # trains, nothing to shift: no statistics
     y.sum().backward()
     assert ps.window_stats.batches == 0
+
+
+# ------------------------------------------------ without a controller
+def test_without_a_controller_psbn_collects_nothing_and_says_so_once(
+        recwarn):
+    """psBN with no controller attached (the config forgot the hook) is BN:
+    no statistics, and one warning saying why nothing is recovered."""
+    from psbn_mmdet.models.layers import psbn as layers
+    layers._WARNED.clear()
+    net = nn.Sequential(psBN(4), nn.ReLU(), psBN(4))
+    for _ in range(3):
+        net(torch.randn(2, 4, 3, 3)).sum().backward()
+    assert all(layer.window_stats.max is None
+               and layer.window_stats.batches == 0
+               for layer in (net[0], net[2]))
+    said = [w for w in recwarn if 'without a post-shift controller' in
+            str(w.message)]
+    assert len(said) == 1
+    with torch.no_grad():  # inference says nothing
+        layers._WARNED.clear()
+        net(torch.randn(2, 4, 3, 3))
+    assert not layers._WARNED

@@ -22,3 +22,11 @@ class CollapseMonitorHook(PostShiftHook):
     def __init__(self, interval: int = 50,
                  window: int | None = DEFAULT_WINDOW) -> None:
         super().__init__(interval=interval, window=window, shift=False)
+
+    def _check_layers(self, runner) -> None:
+        """A model without BN has nothing to count: said once."""
+        if not self.controller.pre_relu:
+            runner.logger.warning(
+                f'{type(self).__name__}: the model has no pre-ReLU BN layer '
+                f'({len(self.controller.bns)} BN layer(s) in all): there are '
+                'no dead channels to count')

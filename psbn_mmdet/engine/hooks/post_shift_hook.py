@@ -20,6 +20,8 @@ from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 
 from ...core.controller import PostShiftController, check_options
+from ...models.layers import restore_post_shift
+from ...utils.errors import UserError
 
 #: the checkpoint entry holding the controller's state
 CHECKPOINT_KEY = 'psbn'
@@ -89,15 +91,24 @@ class PostShiftHook(Hook):
 
     def before_train(self, runner) -> None:
         # Resume loads the checkpoint (``after_load_checkpoint``) before this
-        # builds the controller.
+        # builds the controller.  The Runner has converted SyncBN by now
+        # (reverted in a one-process run, ``sync_bn`` in a distributed one):
+        # layers that were psBN post-shift again.
         model = runner.model.module if is_model_wrapper(
             runner.model) else runner.model
+        _, restored = restore_post_shift(model)
+        if restored:
+            runner.logger.info(
+                f'{type(self).__name__}: {restored} BN layer(s) that the '
+                'Runner converted (SyncBN reverted in a one-process run, or '
+                'sync_bn) post-shift again, as psBN / psSyncBN')
         self.controller = PostShiftController(
             model,
             runner.optim_wrapper,
             shift=self.shift,
             window=self.window,
             optimizer_reset=self.optimizer_reset)
+        self._check_layers(runner)
         if self._resumed_state is not None:
             self.controller.load_state_dict(self._resumed_state)
             if self.controller.resume_note:
@@ -110,6 +121,16 @@ class PostShiftHook(Hook):
                 f'{len(unplaced)} BN layer(s), left untouched: '
                 f'{", ".join(unplaced[:8])}{" ..." if len(unplaced) > 8 else ""}')
         self._publish(runner)
+
+    def _check_layers(self, runner) -> None:
+        """Never run without the layers the hook is for."""
+        if not self.controller.shiftable:
+            pre_relu = len(self.controller.pre_relu)
+            raise UserError(
+                f'{type(self).__name__} found no psBN layer to post-shift '
+                f'among the model\'s {pre_relu} pre-ReLU BN layer(s): set '
+                "the backbone's norm_cfg=dict(type='psBN') (or psSyncBN), "
+                'or use CollapseMonitorHook to count dead channels only')
 
     def after_train(self, runner) -> None:
         self.controller.close()

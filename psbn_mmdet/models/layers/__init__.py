@@ -3,6 +3,8 @@
 Importing this package registers both in mmengine's ``MODELS``, where mmcv's
 ``build_norm_layer`` finds ``norm_cfg=dict(type='psBN')``.
 """
-from .psbn import PSBN_OPTIONS, PSBN_TYPES, PostShiftMixin, psBN, psSyncBN
+from .psbn import (PSBN_OPTIONS, PSBN_TYPES, PostShiftMixin, psBN, psSyncBN,
+                   restore_post_shift)
 
-__all__ = ['PSBN_OPTIONS', 'PSBN_TYPES', 'PostShiftMixin', 'psBN', 'psSyncBN']
+__all__ = ['PSBN_OPTIONS', 'PSBN_TYPES', 'PostShiftMixin', 'psBN', 'psSyncBN',
+           'restore_post_shift']

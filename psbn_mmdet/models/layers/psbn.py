@@ -22,6 +22,8 @@ in both directions (BN -> psBN -> BN is lossless).
 from __future__ import annotations
 
 import math
+import warnings
+import weakref
 from statistics import NormalDist
 
 import torch
@@ -33,6 +35,18 @@ from ...core.statistics import (DEFAULT_WINDOW, WindowStatistics,
                                 is_training_pass)
 
 PSBN_OPTIONS = ('window', 'active_fraction', 'gamma_min')
+#: the warning below is said once per process
+_WARNED = []
+
+
+def _warn_unattached() -> None:
+    if not _WARNED:
+        _WARNED.append(True)
+        warnings.warn('psBN layers are training without a post-shift '
+                      'controller: they compute BN and recover nothing. Add '
+                      "custom_hooks=[dict(type='PostShiftHook')] (mmengine) "
+                      'or step a PostShiftController (PyTorch).',
+                      stacklevel=3)
 
 
 def _validate_options(cls_name: str, window, active_fraction, gamma_min,
@@ -79,6 +93,13 @@ class PostShiftMixin:
         self.gamma_min = None if gamma_min is None else float(gamma_min)
         # Not a buffer: checkpoints keep exactly BN's keys.
         self.window_stats = WindowStatistics(window)
+        _remember(self)
+
+    @property
+    def options(self) -> dict:
+        """The psBN options of this layer, as its constructor takes them."""
+        return dict(window=self.window, active_fraction=self.active_fraction,
+                    gamma_min=self.gamma_min)
 
     @property
     def collects_statistics(self) -> bool:
@@ -95,6 +116,8 @@ class PostShiftMixin:
         y = super().forward(x)
         if self.collects_statistics:
             self.window_stats.update(self, x, y)
+        elif not self.window_stats.attached and is_training_pass(self):
+            _warn_unattached()
         return y
 
     def dead_channels(self) -> torch.Tensor:
@@ -152,13 +175,17 @@ class PostShiftMixin:
         ``active_fraction``, ``gamma_min``).  Returns the converted module
         (a new object when ``module`` itself is a BN).
         """
-        return _convert(module, _TO_PSBN, options)
+        return _convert(module, lambda layer: (
+            (_TO_PSBN[type(layer)], options, None)
+            if type(layer) in _TO_PSBN else None))
 
     @classmethod
     def revert(cls, module: nn.Module) -> nn.Module:
         """The inverse of :meth:`convert_bn`: psBN -> ``BatchNorm2d``,
         psSyncBN -> ``SyncBatchNorm``, sharing Parameters and buffers."""
-        return _convert(module, _TO_BN, {})
+        return _convert(module, lambda layer: (
+            (_TO_BN[type(layer)], {}, None) if type(layer) in _TO_BN
+            else None))
 
 
 # ``_BatchNorm`` is listed again as a direct base on purpose: mmengine's
@@ -271,18 +298,82 @@ PSBN_TYPES = (psBN, psSyncBN)
 _TO_PSBN = {nn.BatchNorm2d: psBN, nn.SyncBatchNorm: psSyncBN}
 _TO_BN = {psBN: nn.BatchNorm2d, psSyncBN: nn.SyncBatchNorm}
 
+#: γ (or, without one, the running mean) of every psBN layer made in this
+#: process -> its options and window statistics.  mmengine's Runner replaces
+#: BN layers wholesale (``revert_sync_batchnorm`` in a one-process run,
+#: ``convert_sync_batchnorm`` for ``sync_bn``) but keeps their Parameters:
+#: :func:`restore_post_shift` finds the layers that were psBN by them.
+#: (By identity: tensors do not hash by value; an entry goes with its
+#: tensor.)
+_MADE: dict[int, tuple[dict, WindowStatistics]] = {}
 
-def _convert(module: nn.Module, mapping: dict, options: dict) -> nn.Module:
+
+def _key(module: nn.Module) -> int | None:
+    tensor = getattr(module, 'weight', None)
+    if tensor is None:
+        tensor = getattr(module, 'running_mean', None)
+    return None if tensor is None else id(tensor)
+
+
+def _remember(layer) -> None:
+    key = _key(layer)
+    if key is not None:
+        if key not in _MADE:
+            tensor = (layer.weight if layer.weight is not None else
+                      layer.running_mean)
+            weakref.finalize(tensor, _MADE.pop, key, None)
+        _MADE[key] = (layer.options, layer.window_stats)
+
+
+def _is_sync(module: nn.Module) -> bool:
+    """torch's SyncBatchNorm, or mmcv's (``sync_bn='mmcv'``)."""
+    return any(cls.__name__ == 'SyncBatchNorm' for cls in type(module).__mro__)
+
+
+def restore_post_shift(module: nn.Module) -> tuple[nn.Module, int]:
+    """Make psBN layers of the BN layers a conversion made of them.
+
+    mmengine's Runner reverts every SyncBatchNorm to a plain BN in a
+    one-process run, and converts every BN to torch's or mmcv's SyncBatchNorm
+    for ``sync_bn``: psBN and psSyncBN layers lose their post-shift.  A BN
+    layer (not psBN) holding the γ of a psBN layer of this process becomes a
+    psSyncBN again when it synchronizes, else a psBN, with the same
+    Parameters and buffers, options and window statistics (as
+    :meth:`psBN.convert_bn`).  Returns the module (a new object when
+    ``module`` itself is such a layer) and how many layers were restored.
+    """
+    restored = 0
+
+    def target_of(layer):
+        nonlocal restored
+        # mmcv's SyncBatchNorm is no _BatchNorm: any norm layer holding a
+        # psBN layer's γ was made of one
+        key = (_key(layer) if hasattr(layer, 'num_features')
+               and not isinstance(layer, PSBN_TYPES) else None)
+        if key is None or key not in _MADE:
+            return None
+        restored += 1
+        options, stats = _MADE[key]
+        return (psSyncBN if _is_sync(layer) else psBN), options, stats
+
+    return _convert(module, target_of), restored
+
+
+def _convert(module: nn.Module, target_of) -> nn.Module:
+    """Replace each layer for which ``target_of(layer)`` gives ``(class,
+    options, window statistics or None)`` by one of that class holding the
+    same Parameters and buffers."""
     output = module
-    target = mapping.get(type(module))
+    target = target_of(module)
     if target is not None:
+        cls, options, stats = target
         kwargs = dict(eps=module.eps, momentum=module.momentum,
                       affine=module.affine,
                       track_running_stats=module.track_running_stats,
                       device='meta', **options)
-        if issubclass(target, nn.SyncBatchNorm):
-            kwargs['process_group'] = module.process_group
-        output = target(module.num_features, **kwargs)
+        if issubclass(cls, nn.SyncBatchNorm):
+            kwargs['process_group'] = getattr(module, 'process_group', None)
+        output = cls(module.num_features, **kwargs)
         # the same objects, not copies: optimizers keep working
         for name in ('weight', 'bias'):
             setattr(output, name, getattr(module, name))
@@ -291,8 +382,12 @@ def _convert(module: nn.Module, mapping: dict, options: dict) -> nn.Module:
         output.train(module.training)
         if hasattr(module, 'qconfig'):
             output.qconfig = module.qconfig
+        if isinstance(output, PSBN_TYPES):
+            if stats is not None:
+                output.window_stats = stats
+            _remember(output)
     for name, child in module.named_children():
-        new = _convert(child, mapping, options)
+        new = _convert(child, target_of)
         if new is not child:
             output.add_module(name, new)
     return output
