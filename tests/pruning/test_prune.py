@@ -15,7 +15,7 @@ import torch
 
 import psbn_mmdet  # noqa: F401
 from conftest import REPO, one_line_error, resnet, tool
-from psbn_mmdet.core import ChannelMax, dead_activation
+from psbn_mmdet.core import ChannelMax
 from psbn_mmdet.pruning import (CHECK_TOLERANCE, block_widths,
                                 find_removable, prune_dead, prune_state_dict,
                                 relative_difference, removable_flops,
