@@ -32,6 +32,7 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -42,11 +43,12 @@ from psbn_mmdet.utils import UserError, check_writable, write_atomically
 from .benchmark import compare, machine
 
 PROG = 'gpu_check'
+REPO = Path(__file__).resolve().parents[1]  # research runs from the checkout
 #: model (mmdet config) and input size per --size
 SIZES = {
     'full': ('mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py',
              (800, 1333)),
-    'tiny': ('configs/demo/faster_rcnn_r18_demo_psbn_finetune.py',
+    'tiny': (str(REPO / 'configs/demo/faster_rcnn_r18_demo_psbn_finetune.py'),
              (192, 256)),
 }
 

@@ -316,7 +316,8 @@ def render(results: list[Measured], pairs: int, num_images: int,
             f'(-{_pct(m.flops_removed)}), parameters '
             f'{r.before["total"].params / 1e6:.2f}M -> '
             f'{r.after["total"].params / 1e6:.2f}M',
-            f'- self-check on {r.check.images} calibration images: features '
+            f'- self-check on {r.calibration_images} calibration images '
+            f'({r.check.images} passes: alone, batched, padded): features '
             f'{r.check.features:.1e}, detections {r.check.detections:.1e} '
             f'(relative): {"ok" if r.check.passed else "FAILED"}',
         ]
@@ -330,7 +331,7 @@ def render(results: list[Measured], pairs: int, num_images: int,
         if m.border is not None:
             b = m.border
             detections = (
-                f'{b.check.differing_images} of {b.check.images} images '
+                f'{b.check.differing_images} of {b.check.images} image passes '
                 'get other boxes or labels' if b.check.differing_images else
                 f'detections by {b.check.detections:.1e} (relative)')
             lines.append(

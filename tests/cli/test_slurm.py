@@ -421,8 +421,9 @@ def test_start_leaves_the_mode_of_a_state_dir_it_did_not_create(cluster,
     """PSBN_SLURM_DIR=/tmp as root must keep /tmp's sticky bit: a second
     cluster in a world-writable sticky directory (issue 21); its own files
     stay private where munge requires it."""
-    state = tmp_path / 'sticky'
-    state.mkdir()
+    # munged wants every directory above its socket searchable by all: not
+    # pytest's private tmp_path, a directory of /tmp's own
+    state = Path(tempfile.mkdtemp(prefix='psbn-sticky-'))
     state.chmod(0o1777)
     second = Cluster(state, dict(
         cluster.env, PSBN_SLURM_DIR=str(state),
@@ -439,3 +440,4 @@ def test_start_leaves_the_mode_of_a_state_dir_it_did_not_create(cluster,
         stopped = second.local('stop')
     assert stopped.returncode == 0, stopped.stderr
     assert _cluster_processes(state) == []
+    shutil.rmtree(state, ignore_errors=True)

@@ -28,7 +28,7 @@ def test_counts_must_be_positive(tmp_path, capsys, option):
 
 @pytest.mark.slow
 def test_small_detector_is_pruned_timed_and_written(workspace, tmp_path):
-    from test_prune import detector_checkpoint, write_config
+    from pruning.test_prune import detector_checkpoint, write_config
     config = write_config(tmp_path, workspace)
     checkpoint = detector_checkpoint(config, tmp_path / 'r18.pth')
     page = tmp_path / 'benchmarks.md'
