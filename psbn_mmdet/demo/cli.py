@@ -21,7 +21,8 @@ import sys
 from ..cli import tool
 from ..cli.common import check_at_least_one
 from ..utils.errors import UserError
-from .compare import DEFAULT_NUM_IMAGES, check_pretrained, compare, load_run
+from .compare import (DEFAULT_NUM_IMAGES, check_pretrained, compare,
+                      load_run, read_evidence)
 from .data import DEMO_CLASSES
 from .data import make_demo_data as make_data
 
@@ -84,6 +85,10 @@ def parser() -> argparse.ArgumentParser:
     comp.add_argument('--num-images', type=int, default=DEFAULT_NUM_IMAGES,
                       help='val images for the dead-channel criterion '
                       '(default: %(default)s)')
+    comp.add_argument('--evidence', metavar='SUMMARY.json',
+                      help='a committed benchmark summary of the same '
+                      'setting: its paired differences are printed under '
+                      'the table')
     comp.add_argument('--out-dir', required=True)
     return main
 
@@ -101,12 +106,14 @@ def main(argv=None) -> int:
             return 1
         return 0
     check_at_least_one('--num-images', args.num_images)
+    evidence = read_evidence(args.evidence) if args.evidence else None
     runs = [load_run(label, work_dir) for label, work_dir in args.runs]
     pretrained = (load_run('pretrained', args.pretrained)
                   if args.pretrained else None)
     print(f'measuring dead channels of {", ".join(r.label for r in runs)}',
           file=sys.stderr)
-    comparison = compare(runs, args.out_dir, pretrained, args.num_images)
+    comparison = compare(runs, args.out_dir, pretrained, args.num_images,
+                         evidence)
     print(comparison.text, end='')
     print(f'wrote {args.out_dir}/: {", ".join(comparison.files)}')
     return 0

@@ -376,6 +376,45 @@ def dead_channels_figure(runs: list[Run]):
     return figure
 
 
+# ------------------------------------------------------------ the evidence
+def read_evidence(path) -> dict:
+    """A committed benchmark's paired differences for the demo's setting
+    (written by the research benchmark): ``setting``, ``source`` (the page
+    and records), ``metric``, ``seeds`` and ``differences``, a list of
+    ``{name, mean, low, high}`` (mean and 95% t interval over paired seeds).
+
+    Raises:
+        UserError: the file is missing or not such a summary.
+    """
+    try:
+        with open(path) as f:
+            evidence = json.load(f)
+        for difference in evidence['differences']:
+            float(difference['mean']), float(difference['low'])
+            float(difference['high']), str(difference['name'])
+        str(evidence['setting']), int(evidence['seeds'])
+    except OSError as error:
+        raise UserError(f'{path}: {error.strerror}') from None
+    except (ValueError, KeyError, TypeError) as error:
+        raise UserError(f'{path}: not a benchmark summary '
+                        f'({type(error).__name__}: {error})') from None
+    return evidence
+
+
+def format_evidence(evidence: dict) -> str:
+    """The lines under the demo's table that put its one seed in
+    context."""
+    metric = evidence.get('metric', 'bbox mAP')
+    lines = [f'The committed benchmark of {evidence["setting"]} '
+             f'({evidence["seeds"]} paired seeds; {evidence["source"]}), '
+             f'{metric}, mean and 95% t interval over the seeds:']
+    lines += [f'  {d["name"]}: {d["mean"]:+.3f} [{d["low"]:+.3f}, '
+              f'{d["high"]:+.3f}]' for d in evidence['differences']]
+    lines.append('One demo run is one seed: read its difference against '
+                 'these intervals.')
+    return '\n'.join(lines) + '\n'
+
+
 @dataclass
 class Comparison:
     """What :func:`compare` measured, printed and wrote."""
@@ -385,14 +424,19 @@ class Comparison:
 
 
 def compare(runs: list[Run], out_dir, pretrained: Run | None = None,
-            num_images: int | None = DEFAULT_NUM_IMAGES) -> Comparison:
-    """Measure the runs, render the table, write the files into
+            num_images: int | None = DEFAULT_NUM_IMAGES,
+            evidence: dict | None = None) -> Comparison:
+    """Measure the runs, render the table (and under it the committed
+    benchmark's ``evidence``, :func:`read_evidence`), write the files into
     ``out_dir`` (all or none)."""
     check_writable(out_dir, is_dir=True)
     columns = measure(([pretrained] if pretrained else []) + runs,
                       num_images)
     numbers = summary(columns)
     text = format_comparison(numbers)
+    if evidence is not None:
+        numbers['benchmark'] = evidence
+        text += '\n' + format_evidence(evidence)
     finetuned = columns[1:] if pretrained else columns
     files = {'comparison.txt': text.encode(),
              'comparison.json': (json.dumps(numbers, indent=2) + '\n').encode(),

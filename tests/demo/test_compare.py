@@ -271,3 +271,18 @@ def test_compare_writes_the_table_json_and_plots(in_workspace, tmp_path,
                                             numbers['psBN']['checkpoint'])
     assert (out_dir / 'report/summary.png').read_bytes() == b'\x89PNG summary'
     assert (out_dir / 'dead_channels.png').read_bytes().startswith(b'\x89PNG')
+
+
+def test_the_benchmark_summary_is_read_and_printed_under_the_table(tmp_path):
+    from psbn_mmdet.demo.compare import format_evidence, read_evidence
+    path = tmp_path / 'evidence.json'
+    path.write_text(json.dumps(dict(
+        setting='the demo finetune', source='docs/demo_finetune.md',
+        metric='bbox mAP', seeds=8, differences=[
+            dict(name='psBN − BN', mean=0.0123, low=-0.02, high=0.045)])))
+    text = format_evidence(read_evidence(path))
+    assert '8 paired seeds; docs/demo_finetune.md' in text
+    assert 'psBN − BN: +0.012 [-0.020, +0.045]' in text
+    path.write_text('{"setting": "x"}')
+    with pytest.raises(UserError, match='not a benchmark summary'):
+        read_evidence(path)
