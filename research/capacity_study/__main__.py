@@ -2,7 +2,7 @@
 
     python -m research.capacity_study --task shapes16 --network basicnet
         --widths 0.5 1 2 --regimes sgd --variants bn --seeds 0 1 2
-        [--epochs 10] [--contribution] --json docs/capacity_runs/NAME.json
+        [--epochs 10] [--contribution] [--trace] --json docs/capacity_runs/NAME.json
     python -m research.capacity_study --summary RUNS.json [RUNS.json ...]
         [--control sgd]
 
@@ -34,6 +34,7 @@ from ..records import read_records
 from . import summary
 from .contribution import Contribution
 from .data import TASKS
+from .trace import RevivedTrace
 
 PROG = 'capacity_study'
 
@@ -54,6 +55,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--batch-size', type=int, default=40)
     parser.add_argument('--contribution', action='store_true',
                         help='psBN runs: zero the revived channels at the end')
+    parser.add_argument('--trace', action='store_true',
+                        help='follow shifted (psBN) or dead (BN) channels\' '
+                        'weight and gradient norms (.trace)')
     parser.add_argument('--json', help='the record, rewritten after each run')
     parser.add_argument('--summary', nargs='+', metavar='RUNS.json',
                         help='print the tables of earlier records')
@@ -78,6 +82,8 @@ def train(args, argv: list[str]) -> dict:
         if args.contribution and VARIANTS[job.variant].psbn:
             probes.append(functools.partial(Contribution, data=data,
                                             seed=job.seed))
+        if args.trace:
+            probes.append(RevivedTrace)
         result = run(job, probes=probes)
         record['runs'].append(result)
         record['wall_seconds'] = time.perf_counter() - started
