@@ -55,6 +55,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--batch-size', type=int, default=40)
     parser.add_argument('--contribution', action='store_true',
                         help='psBN runs: zero the revived channels at the end')
+    parser.add_argument('--pretrain', metavar='TASK:REGIME:EPOCHS',
+                        help='finetune a BN network pretrained so (its '
+                        'classifier drawn anew) instead of training from '
+                        'scratch')
+    parser.add_argument('--pairs', nargs='+', metavar='A:B',
+                        help='--summary: the paired differences A − B '
+                        '(default psBN, ReDo and BN)')
     parser.add_argument('--trace', action='store_true',
                         help='follow shifted (psBN) or dead (BN) channels\' '
                         'weight and gradient norms (.trace)')
@@ -71,7 +78,7 @@ def train(args, argv: list[str]) -> dict:
     record = dict(command='python -m research.capacity_study ' + ' '.join(
         shlex.quote(a) for a in argv), machine=machine(), runs=[])
     jobs = [Job(args.network, regime, variant, seed, args.epochs,
-                args.batch_size, args.task, width)
+                args.batch_size, args.task, width, args.pretrain)
             for width in args.widths for regime in args.regimes
             for variant in args.variants for seed in args.seeds]
     # generated once per process (cached): not part of any run's seconds
@@ -88,7 +95,9 @@ def train(args, argv: list[str]) -> dict:
         record['runs'].append(result)
         record['wall_seconds'] = time.perf_counter() - started
         print(f'[{index}/{len(jobs)}] {job.dataset} {job.network} '
-              f'w{job.width:g} {job.regime} {job.variant} seed {job.seed}: '
+              f'w{job.width:g} {job.regime}'
+              f'{" after " + job.pretrain if job.pretrain else ""} '
+              f'{job.variant} seed {job.seed}: '
               f'acc {result["test_acc"]:.2f}% dead {result["dead_pct"]:.1f}% '
               f'loss {result["loss_curve"][-1][1]:.3f} '
               f'({result["seconds"]:.0f} s)', flush=True)
@@ -97,12 +106,14 @@ def train(args, argv: list[str]) -> dict:
     return record
 
 
-def print_summary(runs: list[dict], control: str) -> None:
+def print_summary(runs: list[dict], control: str, pairs=None) -> None:
+    paired = (summary.paired_table(runs, [p.split(':') for p in pairs])
+              if pairs else summary.paired_table(runs))
     for title, table in (
             ('Cells', summary.cell_table(runs)),
             (f'Collapse against the control ({control})',
              summary.effective_width_table(runs, control)),
-            ('Paired differences', summary.paired_table(runs)),
+            ('Paired differences', paired),
             ('Contribution of the revived channels',
              summary.contribution_table(runs))):
         if table.count('\n') > 1:
@@ -117,7 +128,7 @@ def main(argv=None) -> int:
     else:
         runs = train(args, sys.argv[1:] if argv is None else list(argv))[
             'runs']
-    print_summary(runs, args.control)
+    print_summary(runs, args.control, args.pairs)
     return 0
 
 

@@ -21,7 +21,8 @@ from scipy import stats
 
 
 def _job_key(job: dict, *drop: str) -> tuple:
-    keys = ('dataset', 'network', 'regime', 'variant', 'width', 'epochs')
+    keys = ('dataset', 'network', 'regime', 'variant', 'width', 'epochs',
+            'pretrain')
     return tuple(job.get(k) for k in keys if k not in drop)
 
 
@@ -38,7 +39,8 @@ def unique(runs: list[dict]) -> list[dict]:
     seeds) is counted once (on one CPU thread reruns are bit-identical)."""
     seen, kept = set(), []
     for run in runs:
-        key = tuple(sorted(run['job'].items()))
+        # records from before Job.pretrain existed trained from scratch
+        key = tuple(sorted({'pretrain': None, **run['job']}.items()))
         if key not in seen:
             seen.add(key)
             kept.append(run)
@@ -55,9 +57,9 @@ def cells(runs: list[dict]) -> dict[tuple, list[dict]]:
 
 
 def cell_table(runs: list[dict]) -> str:
-    lines = ['| task | network | regime | norm | width | epochs | seeds | '
-             'test acc. % | dead % (eval, train set) | train loss (last '
-             'epoch) | s per run |', '|' + '---|' * 11]
+    lines = ['| task | network | regime | norm | width | epochs | pretrain '
+             '| seeds | test acc. % | dead % (eval, train set) | train loss '
+             '(last epoch) | s per run |', '|' + '---|' * 12]
     for key, group in cells(runs).items():
         lines.append('| ' + ' | '.join(str(k) for k in key) + f' | '
                      f'{len(group)} | '
@@ -85,15 +87,15 @@ def effective_width_table(runs: list[dict], control: str = 'sgd') -> str:
              'dead % | control acc. % (same width) | effective width | '
              'control acc. % at effective width (interpolated) |',
              '|' + '---|' * 10]
-    for (dataset, network, regime, variant, width, epochs), group in \
-            by_cell.items():
-        if variant != 'bn' or regime == control:
+    for (dataset, network, regime, variant, width, epochs, pretrain), group \
+            in by_cell.items():
+        if variant != 'bn' or regime == control or pretrain is not None:
             continue
         curve = sorted(
             (key[4], statistics.fmean(r['test_acc'] for r in g))
             for key, g in by_cell.items()
             if key[:4] == (dataset, network, control, 'bn')
-            and key[5] == epochs)
+            and key[5] == epochs and key[6] is None)
         same = dict(curve).get(width)
         dead = statistics.fmean(r['dead_pct'] for r in group)
         effective = width * (1 - dead / 100)
@@ -124,9 +126,9 @@ def paired_table(runs: list[dict], pairs=(('rho50_w10', 'bn'),
         job = run['job']
         by_cell[_job_key(job, 'variant')].setdefault(
             job['variant'], {})[job['seed']] = run
-    lines = ['| task | network | regime | width | epochs | difference | '
-             'seeds | test acc. (points), mean [95% t interval] | dead % '
-             '(points) |', '|' + '---|' * 9]
+    lines = ['| task | network | regime | width | epochs | pretrain | '
+             'difference | seeds | test acc. (points), mean [95% t interval] '
+             '| dead % (points) |', '|' + '---|' * 10]
     for key, variants in sorted(by_cell.items(), key=lambda kv: str(kv[0])):
         for a, b in pairs:
             if a not in variants or b not in variants:

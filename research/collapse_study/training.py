@@ -88,6 +88,10 @@ class Job:
     batch_size: int = 40
     dataset: str = 'digits'  # a name for data.load_dataset
     width: float = 1.0  # the network's channel multiplier
+    #: 'task:regime:epochs': start from a BN network trained so (every
+    #: variant of a seed from the same weights), its classifier layer drawn
+    #: anew; None: from scratch
+    pretrain: str | None = None
 
     @property
     def cell(self) -> tuple[str, str, str]:
@@ -239,6 +243,56 @@ def _revival(model, optimizer, controller, seed=0, **rule):
     return Revival(model, optimizer, controller, Rule(**rule), seed=seed)
 
 
+def _train_epochs(model, optimizer, data, epochs: int, batch_size: int,
+                  seed: int, lr_drop: bool = True) -> None:
+    """Plain training (no controller): the pretraining of a finetune."""
+    order = torch.Generator().manual_seed(seed)
+    drop_at = epochs - round(LR_DROP_FRACTION * epochs)
+    model.train()
+    for epoch in range(epochs):
+        if lr_drop and epoch == drop_at:
+            for group in optimizer.param_groups:
+                group['lr'] /= 10
+        permutation = torch.randperm(len(data.train_y), generator=order)
+        for start in range(0, len(permutation), batch_size):
+            batch = permutation[start:start + batch_size]
+            loss = nn.functional.cross_entropy(model(data.train_x[batch]),
+                                               data.train_y[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+
+#: the seed of a pretraining is the job's plus this (its own draws)
+PRETRAIN_SEED_OFFSET = 1000
+
+
+@functools.lru_cache(maxsize=8)
+def pretrained(network: str, width: float, seed: int, spec: str,
+               batch_size: int) -> tuple[dict, float]:
+    """A BN network trained by ``spec`` ('task:regime:epochs') from seed
+    ``seed + PRETRAIN_SEED_OFFSET``: its state dict and test accuracy (%).
+    Cached: the variants of a seed finetune the same weights."""
+    task, regime, epochs = spec.split(':')
+    data = load_dataset(task, INPUT_SIZE[network])
+    torch.manual_seed(seed + PRETRAIN_SEED_OFFSET)
+    model = build_network(network, VARIANTS['bn'], width, data.num_classes)
+    _train_epochs(model, build_optimizer(model, REGIMES[regime]), data,
+                  int(epochs), batch_size, seed + PRETRAIN_SEED_OFFSET)
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return state, accuracy(model, data.test_x, data.test_y)
+
+
+def _load_pretrained(model: nn.Module, state: dict) -> None:
+    """Every tensor of ``state`` but the classifier's (the last Linear),
+    which keeps ``model``'s fresh draw."""
+    last = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
+    kept = {k: v for k, v in state.items()
+            if not k.startswith(last + '.')}
+    missing, unexpected = model.load_state_dict(kept, strict=False)
+    assert not unexpected and all(k.startswith(last + '.') for k in missing)
+
+
 def run(job: Job, probes=()) -> dict:
     """Train one network; return final metrics and curves.
 
@@ -264,8 +318,14 @@ def run(job: Job, probes=()) -> dict:
     started, cpu_started = time.perf_counter(), time.process_time()
     data = load_dataset(job.dataset, INPUT_SIZE[job.network])
     variant, regime = VARIANTS[job.variant], REGIMES[job.regime]
+    pretrain_acc = None
+    if job.pretrain is not None:  # before the run's seed: its own draws
+        state, pretrain_acc = pretrained(job.network, job.width, job.seed,
+                                         job.pretrain, job.batch_size)
     torch.manual_seed(job.seed)
     model = build_network(job.network, variant, job.width, data.num_classes)
+    if job.pretrain is not None:
+        _load_pretrained(model, state)
     optimizer = build_optimizer(model, regime)
     controller = PostShiftController(model, optimizer, shift=variant.psbn,
                                      **variant.controller_kwargs())
@@ -372,6 +432,7 @@ def run(job: Job, probes=()) -> dict:
         window_curve=window_curve,
         loss_curve=loss_curve,
         intervention_loss=intervention_loss,
+        **({'pretrain_test_acc': pretrain_acc} if job.pretrain else {}),
         **({'probes': extra} if extra else {}),
         seconds=time.perf_counter() - started,
         cpu_seconds=time.process_time() - cpu_started)
