@@ -114,6 +114,7 @@ def print_summary(runs: list[dict], control: str, pairs=None) -> None:
             (f'Collapse against the control ({control})',
              summary.effective_width_table(runs, control)),
             ('Paired differences', paired),
+            ('Interventions', summary.intervention_table(runs)),
             ('Contribution of the revived channels',
              summary.contribution_table(runs))):
         if table.count('\n') > 1:

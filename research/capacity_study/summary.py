@@ -171,3 +171,39 @@ def contribution_table(runs: list[dict]) -> str:
             f'{_ratio(probe.get("median_max_revived"))} / '
             f'{_ratio(probe.get("median_max_live_never_shifted"))} |')
     return '\n'.join(lines)
+
+
+def _probe(run: dict, kind: str):
+    return next((p for p in run.get('probes', []) if p.get('kind') == kind),
+                None)
+
+
+def intervention_table(runs: list[dict]) -> str:
+    """Per cell of a run that changes the model (psBN, a revival rule,
+    ReDo): shifts, the loss change at a shift (the training batch's loss
+    after the step's intervention against before, %, mean over the
+    interventions of a run, then over runs; the largest run mean) and, for
+    a revival rule, the :func:`research.collapse_study.revival.shift_bound`
+    (largest over the shifts of a run, median over runs)."""
+    lines = ['| task | network | regime | norm | width | epochs | pretrain | '
+             'seeds | shifts per run | loss change at a shift, % (mean; '
+             'largest run mean) | shift bound on the next layer\'s input '
+             '(largest per run, median over runs) |', '|' + '---|' * 11]
+    for key, group in cells(runs).items():
+        changes = [r['intervention_loss_pct'] for r in group
+                   if r.get('intervention_loss_pct') is not None]
+        if not changes:
+            continue
+        bounds = [p['max_shift_bound'] for p in
+                  (_probe(r, 'revival') for r in group)
+                  if p and p.get('max_shift_bound') is not None]
+        lines.append(
+            '| ' + ' | '.join(str(k) for k in key) + f' | {len(group)} | '
+            f'{statistics.fmean(r["shifts"] for r in group):.0f} | '
+            f'{statistics.fmean(changes):+.3f}; {max(changes, key=abs):+.3f}'
+            f' | {statistics.median(bounds):.3g} |' if bounds else
+            '| ' + ' | '.join(str(k) for k in key) + f' | {len(group)} | '
+            f'{statistics.fmean(r["shifts"] for r in group):.0f} | '
+            f'{statistics.fmean(changes):+.3f}; {max(changes, key=abs):+.3f}'
+            ' | – |')
+    return '\n'.join(lines)

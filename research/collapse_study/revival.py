@@ -45,6 +45,7 @@ would all-reduce the statistics it reads (``'fresh'`` reads a batch).
 """
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 
 import torch
@@ -108,12 +109,21 @@ def shift_bound(unit, x: torch.Tensor, mask: torch.Tensor) -> float:
     channel's maximum)."""
     if not mask.any():
         return 0.0
+    return float(channel_reach(unit, x, mask).sum())
+
+
+@torch.no_grad()
+def channel_reach(unit, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per ``mask`` channel, ‖W_next[:, c]‖₁,max · max ReLU(y_c) on batch
+    ``x``: the most it moves any element of the next layer's input (the
+    terms of :func:`shift_bound`; for live channels, the scale the bound is
+    compared with)."""
     peak = _channel_outputs(unit, x, mask).amax(dim=(0, 2, 3))
     weights = unit.outgoing[0].weight.detach()
     c = weights.shape[1]
     l1 = weights.abs().transpose(0, 1).reshape(c, weights.shape[0], -1).sum(
         2).amax(1)[mask]
-    return float((l1 * peak).sum())
+    return l1 * peak
 
 
 class Revival:
@@ -142,6 +152,8 @@ class Revival:
                         for n, u in self.units.items()]
         self.changed = 0
         self.bounds: list[float] = []
+        #: each shift's bound over a median live channel's reach
+        self.relative: list[float] = []
         controller.callbacks.append(self)
 
     def _keep(self, name: str):
@@ -165,8 +177,14 @@ class Revival:
             self.apply(unit, shifted, live, self.inputs.get(name))
             self.changed += int(shifted.sum())
             if name in self.inputs:
-                self.bounds.append(shift_bound(unit, self.inputs[name],
-                                               shifted))
+                x = self.inputs[name]
+                bound = shift_bound(unit, x, shifted)
+                self.bounds.append(bound)
+                # against one median live channel's reach (same batch)
+                live_reach = float(channel_reach(
+                    unit, x, live & ~shifted).median())
+                if live_reach > 0:
+                    self.relative.append(bound / live_reach)
 
     @torch.no_grad()
     def apply(self, unit, shifted: torch.Tensor, live: torch.Tensor,
@@ -252,4 +270,9 @@ class Revival:
                     changed=self.changed,
                     max_shift_bound=max(self.bounds) if self.bounds else None,
                     mean_shift_bound=(sum(self.bounds) / len(self.bounds)
-                                      if self.bounds else None))
+                                      if self.bounds else None),
+                    max_relative_bound=(max(self.relative) if self.relative
+                                        else None),
+                    median_relative_bound=(
+                        statistics.median(self.relative) if self.relative
+                        else None))
