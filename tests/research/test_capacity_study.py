@@ -132,3 +132,21 @@ def test_a_finetune_starts_from_the_pretrained_bn_network(small_tasks):
     assert result['pretrain_test_acc'] == acc
     assert result['job']['pretrain'] == spec
     training.pretrained.cache_clear()
+
+
+def test_final_tables_pair_the_four_methods_per_cell():
+    from research.capacity_study import final
+    runs = []
+    for seed in range(3):
+        for variant, acc in (('bn', 80.0), ('ps_keep', 81.0),
+                             ('ps_rescale_gamma', 80.5), ('redo_20', 79.0)):
+            run = _run('adam_l2', variant, 0.25, seed, acc + seed,
+                       30.0 if variant == 'bn' else 0.0)
+            run.update(shifts=10, intervention_loss_pct=(
+                None if variant == 'bn' else 0.01))
+            runs.append(run)
+    methods, paired = final.tables(runs)
+    assert '| adam_l2, w0.25 | psBN | 3 | 82.00 ± 1.00 | 0.0 |' in methods
+    assert '| adam_l2, w0.25 | psBN − BN | 3 | +1.00 [+1.00, +1.00] | ' \
+        '-30.00 [-30.00, -30.00] |' in paired
+    assert '| rule (b) − ReDo | 3 | +1.50 [+1.50, +1.50] |' in paired
