@@ -2,7 +2,7 @@
 
     python -m research.capacity_study --task shapes16 --network basicnet
         --widths 0.5 1 2 --regimes sgd --variants bn --seeds 0 1 2
-        [--epochs 10] [--contribution] --json docs/capacity_runs/NAME.json
+        [--epochs 10] [--contribution] [--trace] --json docs/capacity_runs/NAME.json
     python -m research.capacity_study --summary RUNS.json [RUNS.json ...]
         [--control sgd]
 
@@ -34,6 +34,7 @@ from ..records import read_records
 from . import summary
 from .contribution import Contribution
 from .data import TASKS
+from .trace import RevivedTrace
 
 PROG = 'capacity_study'
 
@@ -54,6 +55,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--batch-size', type=int, default=40)
     parser.add_argument('--contribution', action='store_true',
                         help='psBN runs: zero the revived channels at the end')
+    parser.add_argument('--pretrain', metavar='TASK:REGIME:EPOCHS',
+                        help='finetune a BN network pretrained so (its '
+                        'classifier drawn anew) instead of training from '
+                        'scratch')
+    parser.add_argument('--pairs', nargs='+', metavar='A:B',
+                        help='--summary: the paired differences A − B '
+                        '(default psBN, ReDo and BN)')
+    parser.add_argument('--trace', action='store_true',
+                        help='follow shifted (psBN) or dead (BN) channels\' '
+                        'weight and gradient norms (.trace)')
     parser.add_argument('--json', help='the record, rewritten after each run')
     parser.add_argument('--summary', nargs='+', metavar='RUNS.json',
                         help='print the tables of earlier records')
@@ -67,7 +78,7 @@ def train(args, argv: list[str]) -> dict:
     record = dict(command='python -m research.capacity_study ' + ' '.join(
         shlex.quote(a) for a in argv), machine=machine(), runs=[])
     jobs = [Job(args.network, regime, variant, seed, args.epochs,
-                args.batch_size, args.task, width)
+                args.batch_size, args.task, width, args.pretrain)
             for width in args.widths for regime in args.regimes
             for variant in args.variants for seed in args.seeds]
     # generated once per process (cached): not part of any run's seconds
@@ -78,11 +89,15 @@ def train(args, argv: list[str]) -> dict:
         if args.contribution and VARIANTS[job.variant].psbn:
             probes.append(functools.partial(Contribution, data=data,
                                             seed=job.seed))
+        if args.trace:
+            probes.append(RevivedTrace)
         result = run(job, probes=probes)
         record['runs'].append(result)
         record['wall_seconds'] = time.perf_counter() - started
         print(f'[{index}/{len(jobs)}] {job.dataset} {job.network} '
-              f'w{job.width:g} {job.regime} {job.variant} seed {job.seed}: '
+              f'w{job.width:g} {job.regime}'
+              f'{" after " + job.pretrain if job.pretrain else ""} '
+              f'{job.variant} seed {job.seed}: '
               f'acc {result["test_acc"]:.2f}% dead {result["dead_pct"]:.1f}% '
               f'loss {result["loss_curve"][-1][1]:.3f} '
               f'({result["seconds"]:.0f} s)', flush=True)
@@ -91,12 +106,15 @@ def train(args, argv: list[str]) -> dict:
     return record
 
 
-def print_summary(runs: list[dict], control: str) -> None:
+def print_summary(runs: list[dict], control: str, pairs=None) -> None:
+    paired = (summary.paired_table(runs, [p.split(':') for p in pairs])
+              if pairs else summary.paired_table(runs))
     for title, table in (
             ('Cells', summary.cell_table(runs)),
             (f'Collapse against the control ({control})',
              summary.effective_width_table(runs, control)),
-            ('Paired differences', summary.paired_table(runs)),
+            ('Paired differences', paired),
+            ('Interventions', summary.intervention_table(runs)),
             ('Contribution of the revived channels',
              summary.contribution_table(runs))):
         if table.count('\n') > 1:
@@ -111,7 +129,7 @@ def main(argv=None) -> int:
     else:
         runs = train(args, sys.argv[1:] if argv is None else list(argv))[
             'runs']
-    print_summary(runs, args.control)
+    print_summary(runs, args.control, args.pairs)
     return 0
 
 

@@ -21,7 +21,8 @@ from scipy import stats
 
 
 def _job_key(job: dict, *drop: str) -> tuple:
-    keys = ('dataset', 'network', 'regime', 'variant', 'width', 'epochs')
+    keys = ('dataset', 'network', 'regime', 'variant', 'width', 'epochs',
+            'pretrain')
     return tuple(job.get(k) for k in keys if k not in drop)
 
 
@@ -38,7 +39,8 @@ def unique(runs: list[dict]) -> list[dict]:
     seeds) is counted once (on one CPU thread reruns are bit-identical)."""
     seen, kept = set(), []
     for run in runs:
-        key = tuple(sorted(run['job'].items()))
+        # records from before Job.pretrain existed trained from scratch
+        key = tuple(sorted({'pretrain': None, **run['job']}.items()))
         if key not in seen:
             seen.add(key)
             kept.append(run)
@@ -55,9 +57,9 @@ def cells(runs: list[dict]) -> dict[tuple, list[dict]]:
 
 
 def cell_table(runs: list[dict]) -> str:
-    lines = ['| task | network | regime | norm | width | epochs | seeds | '
-             'test acc. % | dead % (eval, train set) | train loss (last '
-             'epoch) | s per run |', '|' + '---|' * 11]
+    lines = ['| task | network | regime | norm | width | epochs | pretrain '
+             '| seeds | test acc. % | dead % (eval, train set) | train loss '
+             '(last epoch) | s per run |', '|' + '---|' * 12]
     for key, group in cells(runs).items():
         lines.append('| ' + ' | '.join(str(k) for k in key) + f' | '
                      f'{len(group)} | '
@@ -85,15 +87,15 @@ def effective_width_table(runs: list[dict], control: str = 'sgd') -> str:
              'dead % | control acc. % (same width) | effective width | '
              'control acc. % at effective width (interpolated) |',
              '|' + '---|' * 10]
-    for (dataset, network, regime, variant, width, epochs), group in \
-            by_cell.items():
-        if variant != 'bn' or regime == control:
+    for (dataset, network, regime, variant, width, epochs, pretrain), group \
+            in by_cell.items():
+        if variant != 'bn' or regime == control or pretrain is not None:
             continue
         curve = sorted(
             (key[4], statistics.fmean(r['test_acc'] for r in g))
             for key, g in by_cell.items()
             if key[:4] == (dataset, network, control, 'bn')
-            and key[5] == epochs)
+            and key[5] == epochs and key[6] is None)
         same = dict(curve).get(width)
         dead = statistics.fmean(r['dead_pct'] for r in group)
         effective = width * (1 - dead / 100)
@@ -124,9 +126,9 @@ def paired_table(runs: list[dict], pairs=(('rho50_w10', 'bn'),
         job = run['job']
         by_cell[_job_key(job, 'variant')].setdefault(
             job['variant'], {})[job['seed']] = run
-    lines = ['| task | network | regime | width | epochs | difference | '
-             'seeds | test acc. (points), mean [95% t interval] | dead % '
-             '(points) |', '|' + '---|' * 9]
+    lines = ['| task | network | regime | width | epochs | pretrain | '
+             'difference | seeds | test acc. (points), mean [95% t interval] '
+             '| dead % (points) |', '|' + '---|' * 10]
     for key, variants in sorted(by_cell.items(), key=lambda kv: str(kv[0])):
         for a, b in pairs:
             if a not in variants or b not in variants:
@@ -168,4 +170,40 @@ def contribution_table(runs: list[dict]) -> str:
             f'{probe["drop_random"]:+.2f} | '
             f'{_ratio(probe.get("median_max_revived"))} / '
             f'{_ratio(probe.get("median_max_live_never_shifted"))} |')
+    return '\n'.join(lines)
+
+
+def _probe(run: dict, kind: str):
+    return next((p for p in run.get('probes', []) if p.get('kind') == kind),
+                None)
+
+
+def intervention_table(runs: list[dict]) -> str:
+    """Per cell of a run that changes the model (psBN, a revival rule,
+    ReDo): shifts, the loss change at a shift (the training batch's loss
+    after the step's intervention against before, %, mean over the
+    interventions of a run, then over runs; the largest run mean) and, for
+    a revival rule, the :func:`research.collapse_study.revival.shift_bound`
+    (largest over the shifts of a run, median over runs)."""
+    lines = ['| task | network | regime | norm | width | epochs | pretrain | '
+             'seeds | shifts per run | loss change at a shift, % (mean; '
+             'largest run mean) | shift bound on the next layer\'s input '
+             '(largest per run, median over runs) |', '|' + '---|' * 11]
+    for key, group in cells(runs).items():
+        changes = [r['intervention_loss_pct'] for r in group
+                   if r.get('intervention_loss_pct') is not None]
+        if not changes:
+            continue
+        bounds = [p['max_shift_bound'] for p in
+                  (_probe(r, 'revival') for r in group)
+                  if p and p.get('max_shift_bound') is not None]
+        lines.append(
+            '| ' + ' | '.join(str(k) for k in key) + f' | {len(group)} | '
+            f'{statistics.fmean(r["shifts"] for r in group):.0f} | '
+            f'{statistics.fmean(changes):+.3f}; {max(changes, key=abs):+.3f}'
+            f' | {statistics.median(bounds):.3g} |' if bounds else
+            '| ' + ' | '.join(str(k) for k in key) + f' | {len(group)} | '
+            f'{statistics.fmean(r["shifts"] for r in group):.0f} | '
+            f'{statistics.fmean(changes):+.3f}; {max(changes, key=abs):+.3f}'
+            ' | – |')
     return '\n'.join(lines)

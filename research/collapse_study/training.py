@@ -41,6 +41,9 @@ class Regime:
     lr: float
     weight_decay: float
     momentum: float = 0.0
+    #: the lr of the Linear layers (BasicNet's BN-free FC head, ResNet's
+    #: classifier); None: ``lr`` as every other parameter
+    head_lr: float | None = None
 
 
 REGIMES = {
@@ -48,11 +51,22 @@ REGIMES = {
     'adamw': Regime('AdamW', 'adamw', 1e-2, 5e-2),
     'sgd_high': Regime('SGD+m, high lr', 'sgd', 0.5, 5e-4, 0.9),
     'sgd': Regime('SGD+m, ordinary lr', 'sgd', 0.05, 5e-4, 0.9),
+    # Zhou's large lr on the conv and BN layers only: the FC head, which has
+    # no BN, keeps the ordinary lr (at lr 0.5 83-94% of its units die)
+    'sgd_high_body': Regime('SGD+m, high lr on conv/BN, ordinary on the head',
+                            'sgd', 0.5, 5e-4, 0.9, head_lr=0.05),
 }
 
 
 def build_optimizer(model: nn.Module, regime: Regime):
     params = model.parameters()
+    if regime.head_lr is not None:
+        head = [p for m in model.modules() if isinstance(m, nn.Linear)
+                for p in m.parameters(recurse=False)]
+        ids = {id(p) for p in head}
+        params = [dict(params=[p for p in model.parameters()
+                               if id(p) not in ids]),
+                  dict(params=head, lr=regime.head_lr)]
     if regime.optimizer == 'adam':
         return torch.optim.Adam(params, lr=regime.lr,
                                 weight_decay=regime.weight_decay)
@@ -74,6 +88,10 @@ class Job:
     batch_size: int = 40
     dataset: str = 'digits'  # a name for data.load_dataset
     width: float = 1.0  # the network's channel multiplier
+    #: 'task:regime:epochs': start from a BN network trained so (every
+    #: variant of a seed from the same weights), its classifier layer drawn
+    #: anew; None: from scratch
+    pretrain: str | None = None
 
     @property
     def cell(self) -> tuple[str, str, str]:
@@ -220,6 +238,61 @@ def _redo(model, optimizer, controller, **options):
     return ReDo(units_of(model), optimizer, **options)
 
 
+def _revival(model, optimizer, controller, seed=0, **rule):
+    from .revival import Revival, Rule
+    return Revival(model, optimizer, controller, Rule(**rule), seed=seed)
+
+
+def _train_epochs(model, optimizer, data, epochs: int, batch_size: int,
+                  seed: int, lr_drop: bool = True) -> None:
+    """Plain training (no controller): the pretraining of a finetune."""
+    order = torch.Generator().manual_seed(seed)
+    drop_at = epochs - round(LR_DROP_FRACTION * epochs)
+    model.train()
+    for epoch in range(epochs):
+        if lr_drop and epoch == drop_at:
+            for group in optimizer.param_groups:
+                group['lr'] /= 10
+        permutation = torch.randperm(len(data.train_y), generator=order)
+        for start in range(0, len(permutation), batch_size):
+            batch = permutation[start:start + batch_size]
+            loss = nn.functional.cross_entropy(model(data.train_x[batch]),
+                                               data.train_y[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+
+#: the seed of a pretraining is the job's plus this (its own draws)
+PRETRAIN_SEED_OFFSET = 1000
+
+
+@functools.lru_cache(maxsize=8)
+def pretrained(network: str, width: float, seed: int, spec: str,
+               batch_size: int) -> tuple[dict, float]:
+    """A BN network trained by ``spec`` ('task:regime:epochs') from seed
+    ``seed + PRETRAIN_SEED_OFFSET``: its state dict and test accuracy (%).
+    Cached: the variants of a seed finetune the same weights."""
+    task, regime, epochs = spec.split(':')
+    data = load_dataset(task, INPUT_SIZE[network])
+    torch.manual_seed(seed + PRETRAIN_SEED_OFFSET)
+    model = build_network(network, VARIANTS['bn'], width, data.num_classes)
+    _train_epochs(model, build_optimizer(model, REGIMES[regime]), data,
+                  int(epochs), batch_size, seed + PRETRAIN_SEED_OFFSET)
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return state, accuracy(model, data.test_x, data.test_y)
+
+
+def _load_pretrained(model: nn.Module, state: dict) -> None:
+    """Every tensor of ``state`` but the classifier's (the last Linear),
+    which keeps ``model``'s fresh draw."""
+    last = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
+    kept = {k: v for k, v in state.items()
+            if not k.startswith(last + '.')}
+    missing, unexpected = model.load_state_dict(kept, strict=False)
+    assert not unexpected and all(k.startswith(last + '.') for k in missing)
+
+
 def run(job: Job, probes=()) -> dict:
     """Train one network; return final metrics and curves.
 
@@ -245,8 +318,14 @@ def run(job: Job, probes=()) -> dict:
     started, cpu_started = time.perf_counter(), time.process_time()
     data = load_dataset(job.dataset, INPUT_SIZE[job.network])
     variant, regime = VARIANTS[job.variant], REGIMES[job.regime]
+    pretrain_acc = None
+    if job.pretrain is not None:  # before the run's seed: its own draws
+        state, pretrain_acc = pretrained(job.network, job.width, job.seed,
+                                         job.pretrain, job.batch_size)
     torch.manual_seed(job.seed)
     model = build_network(job.network, variant, job.width, data.num_classes)
+    if job.pretrain is not None:
+        _load_pretrained(model, state)
     optimizer = build_optimizer(model, regime)
     controller = PostShiftController(model, optimizer, shift=variant.psbn,
                                      **variant.controller_kwargs())
@@ -257,6 +336,9 @@ def run(job: Job, probes=()) -> dict:
     order = torch.Generator().manual_seed(job.seed)
     drop_at = job.epochs - round(LR_DROP_FRACTION * job.epochs)
     probe = ShiftProbe(controller)
+    if variant.revival is not None:
+        probes = [*probes, functools.partial(_revival, seed=job.seed,
+                                             **variant.revival)]
     if variant.redo is not None:
         probes = [*probes, functools.partial(_redo, seed=job.seed,
                                              **variant.redo)]
@@ -279,7 +361,7 @@ def run(job: Job, probes=()) -> dict:
     for epoch in range(job.epochs):
         if epoch == drop_at:
             for group in optimizer.param_groups:
-                group['lr'] = regime.lr / 10
+                group['lr'] /= 10  # every group: its own lr / 10
         permutation = torch.randperm(len(data.train_y), generator=order)
         losses = []
         for start in range(0, len(permutation), job.batch_size):
@@ -350,6 +432,7 @@ def run(job: Job, probes=()) -> dict:
         window_curve=window_curve,
         loss_curve=loss_curve,
         intervention_loss=intervention_loss,
+        **({'pretrain_test_acc': pretrain_acc} if job.pretrain else {}),
         **({'probes': extra} if extra else {}),
         seconds=time.perf_counter() - started,
         cpu_seconds=time.process_time() - cpu_started)

@@ -76,6 +76,9 @@ class Variant:
     xhat: str = 'shipped'  # a key of XHAT_STATISTICS
     redo: dict | None = None  # ReDo's options (research.redo) on BN: a peer
     controller: dict = field(default_factory=dict)  # more controller options
+    # a research.collapse_study.revival.Rule's fields: what else a shift
+    # changes (None: nothing; {} measures psBN's own shift bound)
+    revival: dict | None = None
 
     @property
     def period(self) -> int:
@@ -102,6 +105,12 @@ def _fixed(label: str, optimizer_reset: str = 'healthy',
     return Variant(label, True, xhat='exact-last',
                    optimizer_reset=optimizer_reset,
                    options={**FIRST_STUDY_DEFAULTS, **(options or {})})
+
+
+def _revival(label: str, rule: dict) -> Variant:
+    """The shipped defaults (``rho50_w10``'s options) plus a rule."""
+    return Variant(label, True, options=dict(window=10, active_fraction=0.5),
+                   revival=rule)
 
 
 VARIANTS = {
@@ -133,6 +142,19 @@ VARIANTS = {
                        redo=dict(tau=0.0, period=20)),
     'redo': Variant('ReDo (tau 0, period 100) on BN', False,
                     redo=dict(tau=0.0, period=100)),
+    # issue 23, step 4: psBN's defaults + a revival rule (revival.Rule)
+    'ps_keep': _revival('psBN defaults (rule: nothing more; measures the '
+                        'shift bound)', {}),
+    'ps_rescale': _revival('psBN + incoming filter rescaled to the live '
+                           'median norm', dict(filter='rescale')),
+    'ps_rescale_gamma': _revival(
+        'psBN + filter rescaled + |γ| floor at the live median |γ|',
+        dict(filter='rescale', gamma='live')),
+    'ps_fresh': _revival('psBN + fresh random filter at the live median '
+                         'norm', dict(filter='fresh')),
+    'ps_rescale_gamma_out25': _revival(
+        'psBN + filter rescaled + live |γ| + outgoing raised to 0.25 x the '
+        'live median', dict(filter='rescale', gamma='live', outgoing=0.25)),
     'fix_window_mean': Variant('psBN, exact x̂ std, window mean', True,
                                xhat='exact-window',
                                optimizer_reset='healthy',

@@ -106,3 +106,47 @@ def test_a_rerun_of_the_same_job_counts_once():
     runs = [_run('sgd', 'bn', 1.0, 0, 50.0, 0.0)] * 2
     runs.append(_run('sgd', 'bn', 1.0, 1, 52.0, 0.0))
     assert '| 2 | 51.0 ± 1.4 |' in summary.cell_table(runs)
+
+
+def test_a_finetune_starts_from_the_pretrained_bn_network(small_tasks):
+    from research.collapse_study import training
+    training.pretrained.cache_clear()
+    spec = 'shapes16:sgd:1'
+    state, acc = training.pretrained('basicnet', 0.25, 0, spec, 16)
+    assert 0 <= acc <= 100
+    again = training.pretrained('basicnet', 0.25, 0, spec, 16)
+    assert again[0] is state  # cached: every variant of a seed shares it
+    torch.manual_seed(0)
+    model = build_network('basicnet', VARIANTS['rho50_w10'], width=0.25)
+    fresh_head = model[-1].weight.clone()
+    training._load_pretrained(model, state)
+    for key, value in model.state_dict().items():
+        if key.startswith(f'{len(model) - 1}.'):  # the new 10-class layer
+            continue
+        assert torch.equal(value, state[key]), key
+    assert torch.equal(model[-1].weight, fresh_head)
+    job = training.Job('basicnet', 'adam_l2', 'rho50_w10', 0, epochs=1,
+                       batch_size=16, dataset='hard_digits', width=0.25,
+                       pretrain=spec)
+    result = training.run(job)
+    assert result['pretrain_test_acc'] == acc
+    assert result['job']['pretrain'] == spec
+    training.pretrained.cache_clear()
+
+
+def test_final_tables_pair_the_four_methods_per_cell():
+    from research.capacity_study import final
+    runs = []
+    for seed in range(3):
+        for variant, acc in (('bn', 80.0), ('ps_keep', 81.0),
+                             ('ps_rescale_gamma', 80.5), ('redo_20', 79.0)):
+            run = _run('adam_l2', variant, 0.25, seed, acc + seed,
+                       30.0 if variant == 'bn' else 0.0)
+            run.update(shifts=10, intervention_loss_pct=(
+                None if variant == 'bn' else 0.01))
+            runs.append(run)
+    methods, paired = final.tables(runs)
+    assert '| adam_l2, w0.25 | psBN | 3 | 82.00 ± 1.00 | 0.0 |' in methods
+    assert '| adam_l2, w0.25 | psBN − BN | 3 | +1.00 [+1.00, +1.00] | ' \
+        '-30.00 [-30.00, -30.00] |' in paired
+    assert '| rule (b) − ReDo | 3 | +1.50 [+1.50, +1.50] |' in paired
