@@ -23,8 +23,9 @@ from ..cli.common import check_at_least_one
 from ..utils.errors import UserError
 from .compare import (DEFAULT_NUM_IMAGES, check_pretrained, compare,
                       load_run, read_evidence)
-from .data import DEMO_CLASSES
+from .data import TASKS
 from .data import make_demo_data as make_data
+from .shapes import DOMAINS
 
 
 def demo_data_main(argv: list[str] | None = None) -> None:
@@ -43,15 +44,37 @@ def demo_data_main(argv: list[str] | None = None) -> None:
                         help='random seed (default: 0)')
     parser.add_argument('--force', action='store_true',
                         help='regenerate even if the output is up to date')
+    parser.add_argument('--image-size', type=int, nargs=2, default=(256, 192),
+                        metavar=('WIDTH', 'HEIGHT'),
+                        help='default: 256 192')
+    parser.add_argument('--task', choices=list(TASKS), default='shapes',
+                        help="'shapes': the demo's 5 coloured shapes "
+                        "(default); 'textured': 20 classes of shape x "
+                        'texture, clutter, small and touching objects')
+    parser.add_argument('--domain', choices=DOMAINS,
+                        help="--task textured: the appearance (default: "
+                        "source)")
+    parser.add_argument('--clutter', type=int,
+                        help='--task textured: the most unannotated '
+                        "distractors per image (default: the domain's)")
+    parser.add_argument('--no-touching', dest='touching',
+                        action='store_false', default=None,
+                        help='--task textured: keep objects apart')
     args = parser.parse_args(argv)
     try:
         paths = make_data(args.out_dir, num_train=args.num_train,
-                          num_val=args.num_val, seed=args.seed,
-                          force=args.force)
+                          num_val=args.num_val,
+                          image_size=tuple(args.image_size), seed=args.seed,
+                          force=args.force, task=args.task,
+                          domain=args.domain, clutter=args.clutter,
+                          touching=args.touching)
     except ValueError as error:
         raise UserError(str(error)) from None
+    classes = TASKS[args.task]
+    names = (', '.join(classes) if len(classes) <= 5 else
+             f'{len(classes)} classes ({classes[0]}, ..., {classes[-1]})')
     print(f'demo data in {paths["root"]}: {args.num_train} train and '
-          f'{args.num_val} val images of {", ".join(DEMO_CLASSES)}')
+          f'{args.num_val} val images of {names}')
 
 
 make_demo_data = tool('make_demo_data', demo_data_main)

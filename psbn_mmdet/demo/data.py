@@ -15,6 +15,12 @@ drawn from inside COCO's small / medium / large ranges (with a margin from the
 32² and 96² boundaries), so ``bbox_mAP_s/m/l`` are all meaningful.  Objects
 never overlap, so no mask hides part of another.
 
+``task='textured'`` draws the harder task of :mod:`.shapes` instead: 20
+classes of shape × texture in random colours, unannotated clutter, small and
+touching objects, and two appearance domains (``domain='source'`` or
+``'target'``) for a transfer finetune.  The default task's output is what it
+always was.
+
 Output is a function of the parameters alone (numpy ``Generator`` seeded per
 image, fixed JPEG settings).  A stamp file records the parameters: a second
 call with the same ones returns at once without touching the files.
@@ -32,10 +38,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from . import shapes
+from .shapes import DOMAINS, TEXTURED_CLASSES
+
 DEMO_CLASSES = ('circle', 'square', 'triangle', 'ellipse', 'star')
 
 # Bump whenever the drawing changes, so stamped outputs get regenerated.
 GENERATOR_VERSION = 1
+TEXTURED_VERSION = 1  # the same for task 'textured' (.shapes)
+#: task -> its classes ('shapes': the demo's)
+TASKS = {'shapes': DEMO_CLASSES, 'textured': TEXTURED_CLASSES}
 
 SPLITS = ('train', 'val')
 STAMP_NAME = 'demo_data_stamp.json'
@@ -62,7 +74,12 @@ def make_demo_data(out_dir: str | Path = 'data/demo',
                    num_val: int = 16,
                    image_size: tuple[int, int] = (256, 192),
                    seed: int = 0,
-                   force: bool = False) -> dict[str, str]:
+                   force: bool = False,
+                   *,
+                   task: str = 'shapes',
+                   domain: str | None = None,
+                   clutter: int | None = None,
+                   touching: bool | None = None) -> dict[str, str]:
     """Write the demo data set to ``out_dir`` unless it is already there.
 
     Args:
@@ -72,13 +89,22 @@ def make_demo_data(out_dir: str | Path = 'data/demo',
         image_size: ``(width, height)`` of every image, each >= 64.
         seed: Seed of the numpy random generators.
         force: Regenerate even if the stamp says the output is up to date.
+        task: ``'shapes'`` (the demo's 5 coloured shapes) or ``'textured'``
+            (:mod:`.shapes`: 20 classes of shape × texture).
+        domain: Task ``'textured'`` only: ``'source'`` (default) or
+            ``'target'``, the same classes in another appearance.
+        clutter: Task ``'textured'`` only: the most unannotated distractors
+            per image (default: the domain's, 2 or 4).
+        touching: Task ``'textured'`` only: whether objects may touch
+            (default ``True``).
 
     Returns:
         Paths (as strings): ``root``, ``train_ann_file``, ``val_ann_file``,
         ``train_img_dir`` and ``val_img_dir``.
 
     Raises:
-        ValueError: If a count or the image size is out of range.
+        ValueError: If a count or the image size is out of range, or an
+            option does not belong to the task.
     """
     for name, count in (('num_train', num_train), ('num_val', num_val)):
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
@@ -88,6 +114,8 @@ def make_demo_data(out_dir: str | Path = 'data/demo',
         raise ValueError(f'image_size must be at least {MIN_IMAGE_SIDE}x'
                          f'{MIN_IMAGE_SIDE}, got {width}x{height}')
 
+    options = _task_options(task, domain, clutter, touching)
+
     root = Path(out_dir)
     counts = dict(train=num_train, val=num_val)
     paths = dict(root=str(root))
@@ -96,6 +124,8 @@ def make_demo_data(out_dir: str | Path = 'data/demo',
         paths[f'{split}_img_dir'] = str(root / split)
     stamp = dict(version=GENERATOR_VERSION, num_train=num_train,
                  num_val=num_val, image_size=[width, height], seed=seed)
+    if options:  # the default task's stamp is what it always was
+        stamp.update(task=task, task_version=TEXTURED_VERSION, **options)
     stamp_file = root / STAMP_NAME
     if not force and _is_up_to_date(root, stamp_file, stamp, counts):
         return paths
@@ -112,12 +142,42 @@ def make_demo_data(out_dir: str | Path = 'data/demo',
     try:
         for split_index, split in enumerate(SPLITS):
             _write_split(staging, split, split_index, counts[split],
-                         (width, height), seed)
+                         (width, height), seed, options)
         (staging / STAMP_NAME).write_text(json.dumps(stamp) + '\n')
         _replace_dir(staging, root)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return paths
+
+
+def _task_options(task: str, domain: str | None, clutter: int | None,
+                  touching: bool | None) -> dict:
+    """The textured task's options, defaults filled in (``{}`` for the
+    default task, which takes none)."""
+    if task not in TASKS:
+        raise ValueError(f'task must be one of {", ".join(TASKS)}, got '
+                         f'{task!r}')
+    given = dict(domain=domain, clutter=clutter, touching=touching)
+    if task == 'shapes':
+        extra = [name for name, value in given.items() if value is not None]
+        if extra:
+            raise ValueError(f'{", ".join(extra)}: only for task '
+                             "'textured'")
+        return {}
+    domain = 'source' if domain is None else domain
+    if domain not in DOMAINS:
+        raise ValueError(f'domain must be one of {", ".join(DOMAINS)}, got '
+                         f'{domain!r}')
+    if clutter is None:
+        clutter = shapes.APPEARANCES[domain].clutter
+    if isinstance(clutter, bool) or not isinstance(clutter, int) \
+            or clutter < 0:
+        raise ValueError(f'clutter must be an integer >= 0, got {clutter!r}')
+    if touching is None:
+        touching = True
+    if not isinstance(touching, bool):
+        raise ValueError(f'touching must be True or False, got {touching!r}')
+    return dict(domain=domain, clutter=clutter, touching=touching)
 
 
 def _replace_dir(new: Path, root: Path) -> None:
@@ -162,14 +222,22 @@ def _is_up_to_date(root: Path, stamp_file: Path, stamp: dict,
 
 
 def _write_split(root: Path, split: str, split_index: int, num_images: int,
-                 image_size: tuple[int, int], seed: int) -> None:
+                 image_size: tuple[int, int], seed: int,
+                 options: dict) -> None:
     image_dir = root / split
     image_dir.mkdir(parents=True, exist_ok=True)
     images, annotations = [], []
+    classes = TASKS['textured' if options else 'shapes']
     for image_id in range(1, num_images + 1):
         # A generator per image: image k is the same whatever the split sizes.
-        rng = np.random.default_rng([seed, split_index, image_id])
-        image, objects = _draw_image(rng, image_size)
+        if not options:
+            rng = np.random.default_rng([seed, split_index, image_id])
+            image, objects = _draw_image(rng, image_size)
+        else:  # the domains draw independent images
+            rng = np.random.default_rng([
+                seed, split_index, image_id,
+                1 + DOMAINS.index(options['domain'])])
+            image, objects = shapes.draw_textured(rng, image_size, **options)
         file_name = _image_name(image_id)
         image.save(image_dir / file_name, **JPEG_SETTINGS)
         images.append(dict(id=image_id, file_name=file_name,
@@ -184,14 +252,19 @@ def _write_split(root: Path, split: str, split_index: int, num_images: int,
         if stale.name not in written:
             stale.unlink()
 
+    info = dict(description='psbn-mmdet synthetic shapes demo data',
+                version=str(GENERATOR_VERSION))
+    if options:
+        info = dict(description='psbn-mmdet synthetic textured shapes, '
+                    f'{options["domain"]} domain',
+                    version=str(TEXTURED_VERSION))
     coco = dict(
-        info=dict(description='psbn-mmdet synthetic shapes demo data',
-                  version=str(GENERATOR_VERSION)),
+        info=info,
         licenses=[],
         images=images,
         annotations=annotations,
         categories=[dict(id=index + 1, name=name, supercategory='shape')
-                    for index, name in enumerate(DEMO_CLASSES)])
+                    for index, name in enumerate(classes)])
     ann_file = _ann_file(root, split)
     ann_file.parent.mkdir(parents=True, exist_ok=True)
     ann_file.write_text(json.dumps(coco) + '\n')

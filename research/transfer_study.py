@@ -1,0 +1,480 @@
+"""Transfer finetune benchmark (issue 23): BN vs psBN vs ReDo where it counts.
+
+    python -m research.transfer_study [--quick] [--widths 1] [--regimes control adam_l2]
+        [--norms BN psBN ReDo] [--seeds 0 1 ...] [--iterations 200] [--val-images 500]
+        [--pretrained-map] [--json RUNS.json]
+    python -m research.transfer_study --noise [--widths 1] [--json NOISE.json]
+    python -m research.transfer_study --from-json RUNS.json ... [--out PAGE.md]
+
+The demo's Faster R-CNN (ResNet-18, base width 16/32/64 for 0.5x/1x/2x) is
+pretrained from random init on the *source* domain of the demo data's
+textured task (:mod:`psbn_mmdet.demo.shapes`: 20 classes of shape x texture,
+clutter, small and touching objects; ``research/configs/transfer/``) and
+finetuned on its *target* domain (the same classes in another appearance) as
+mmdet finetunes: stem and layer1 frozen, ``norm_eval=True``.  A cell is a
+width, an optimizer regime (:data:`REGIMES`) and a norm (BN, psBN, ReDo);
+the runs of a seed share it.  Every finetune is a ``tools/train.py`` process
+on one thread (one at a time), evaluated on the first ``--val-images`` of
+the target val images (CocoMetric bbox mAP); dead pre-ReLU channels are
+counted on 64 of them at the end (:func:`psbn_mmdet.demo.compare.measure`).
+
+``--pretrained-map`` also evaluates each width's source-pretrained detector
+on the target val images (the finetune must beat it).  ``--noise`` measures
+evaluation noise alone: one checkpoint (the 1x control finetune of seed 0,
+or the pretrained detector) on the two disjoint halves of the target val
+images.  Tables (cells; paired differences with 95% t intervals) are
+rendered from the JSON records only.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from psbn_mmdet.cli import run_tool
+from psbn_mmdet.core import STAGES
+from psbn_mmdet.demo import compare as demo
+from psbn_mmdet.demo.data import make_demo_data
+from psbn_mmdet.io import safe_load
+from psbn_mmdet.utils import UserError
+
+from .benchmark import machine
+from .markdown import write_generated
+from .records import read_records
+
+PROG = 'transfer_study'
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = 'research/configs/transfer'
+PRETRAIN = f'{CONFIGS}/textured_source_pretrain.py'
+#: the generated data: source (pretrain) and target (finetune) domains
+DATA = {
+    'source': dict(out_dir='data/textured/source', task='textured',
+                   domain='source', image_size=(160, 120), num_train=2000,
+                   num_val=200),
+    'target': dict(out_dir='data/textured/target', task='textured',
+                   domain='target', image_size=(160, 120), num_train=400,
+                   num_val=1000),
+}
+#: width multiplier -> (config suffix, ResNet-18 base_channels)
+WIDTHS = {0.5: ('_w05', 16), 1.0: ('', 32), 2.0: ('_w2', 64)}
+PRETRAIN_ITERS = 1200
+#: norm -> the 1x finetune config (other widths: + :func:`width_options`)
+NORMS = {'BN': f'{CONFIGS}/textured_target_finetune.py',
+         'psBN': f'{CONFIGS}/textured_target_finetune_psbn.py',
+         'ReDo': f'{CONFIGS}/textured_target_finetune_redo.py'}
+NUM_IMAGES = 64  # val images of the dead-channel count
+PAIRS = (('psBN', 'BN'), ('ReDo', 'BN'), ('psBN', 'ReDo'))
+
+
+@dataclass(frozen=True)
+class Regime:
+    label: str
+    options: tuple[str, ...]  # --cfg-options over the finetune configs
+
+
+def _optimizer(kind: str, **values) -> tuple[str, ...]:
+    return ('optim_wrapper.optimizer._delete_=True',
+            f'optim_wrapper.optimizer.type={kind}',
+            *(f'optim_wrapper.optimizer.{k}={v}' for k, v in values.items()))
+
+
+#: declared before the runs (docs/transfer_study_notes.md): the control is
+#: the configs' own optimizer
+REGIMES = {
+    'control': Regime('SGD+m, lr 0.01 (control)', ()),
+    'sgd_high': Regime('SGD+m, lr 0.1 (large lr)', _optimizer(
+        'SGD', lr=0.1, momentum=0.9, weight_decay=1e-4)),
+    'adam_l2': Regime('Adam lr 2e-3 + coupled L2 5e-3', _optimizer(
+        'Adam', lr=2e-3, weight_decay=5e-3)),
+}
+
+
+@dataclass(frozen=True)
+class Job:
+    width: float
+    regime: str
+    norm: str
+    seed: int
+    iterations: int | None = None  # None: the config's
+
+    @property
+    def name(self) -> str:
+        return (f'w{self.width:g}_{self.regime}_{self.norm.lower()}_'
+                f'seed{self.seed}')
+
+
+def grid(widths, regimes, norms, seeds, iterations=None) -> list[Job]:
+    return [Job(float(w), r, n, s, iterations)
+            for w in widths for r in regimes for s in seeds for n in norms]
+
+
+def width_options(width: float, pretrain_dir: str = 'work_dirs/transfer'
+                  ) -> list[str]:
+    """``--cfg-options`` turning a 1x config into ``width``'s, loading that
+    width's source-pretrained checkpoint."""
+    suffix, base = WIDTHS[width]
+    return [f'model.backbone.base_channels={base}',
+            'model.neck.in_channels=[' + ','.join(
+                str(base * 2**i) for i in range(4)) + ']',
+            f'load_from={pretrain_dir}/textured_source_pretrain{suffix}/'
+            f'iter_{PRETRAIN_ITERS}.pth']
+
+
+# ------------------------------------------------------------------ running
+def prepare_data(quick: bool = False) -> None:
+    for spec in DATA.values():
+        spec = dict(spec)
+        if quick:  # the test: a few images of each
+            spec.update(num_train=16, num_val=8)
+        make_demo_data(spec.pop('out_dir'), **spec)
+
+
+def val_subset(first: int, last: int, out_dir: Path) -> str:
+    """An annotation file of target val images ``first..last`` (ids), absolute."""
+    source = Path(DATA['target']['out_dir']) / 'annotations/instances_val.json'
+    coco = json.loads(source.read_text())
+    ids = set(range(first, last + 1))
+    if not ids <= {image['id'] for image in coco['images']}:
+        raise UserError(f'{source}: has no images {first}..{last}')
+    coco['images'] = [i for i in coco['images'] if i['id'] in ids]
+    coco['annotations'] = [a for a in coco['annotations']
+                           if a['image_id'] in ids]
+    path = out_dir / f'instances_val_{first}_{last}.json'
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(coco))
+    return str(path.absolute())
+
+
+def val_options(ann_file: str) -> list[str]:
+    return [f'val_dataloader.dataset.ann_file={ann_file}',
+            f'val_evaluator.ann_file={ann_file}',
+            f'test_dataloader.dataset.ann_file={ann_file}',
+            f'test_evaluator.ann_file={ann_file}']
+
+
+def train_process(config: str, work_dir: Path, options: list[str]) -> float:
+    """One ``tools/train.py`` process on one thread; its wall seconds."""
+    command = [sys.executable, str(REPO / 'tools' / 'train.py'),
+               str(REPO / config), '--work-dir', str(work_dir),
+               '--cfg-options', *options]
+    env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1',
+               PYTHONPATH=os.pathsep.join(
+                   [str(REPO), *filter(None, [os.environ.get('PYTHONPATH')])]))
+    work_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    with open(work_dir.with_suffix('.log'), 'w') as log:
+        done = subprocess.run(command, env=env, stdout=log,
+                              stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        raise UserError(f'training failed: {shlex.join(command)} (log: '
+                        f'{work_dir.with_suffix(".log")})')
+    return time.perf_counter() - started
+
+
+def pretrained(width: float, work_dirs: Path, iterations: int | None = None
+               ) -> str:
+    """The width's source-pretrained checkpoint: reused when finished."""
+    suffix, _ = WIDTHS[width]
+    config = f'{CONFIGS}/textured_source_pretrain{suffix}.py'
+    work_dir = work_dirs / Path(config).stem
+    if iterations is None:
+        try:
+            return str(demo.check_pretrained(REPO / config, work_dir))
+        except UserError:
+            pass
+    else:
+        work_dir = work_dir.with_name(f'{work_dir.name}_{iterations}')
+    iterations = iterations or PRETRAIN_ITERS
+    print(f'pretraining {config} into {work_dir}', flush=True)
+    train_process(config, work_dir, [
+        f'train_cfg.max_iters={iterations}',
+        f'train_cfg.val_interval={iterations}',
+        f'default_hooks.checkpoint.interval={iterations}'])
+    return str(demo.last_checkpoint(work_dir))
+
+
+def finetune(job: Job, checkpoint: str, ann_file: str,
+             work_dirs: Path) -> float:
+    options = [*width_options(job.width)[:2], f'load_from={checkpoint}',
+               f'randomness.seed={job.seed}', *val_options(ann_file),
+               *REGIMES[job.regime].options]
+    if job.iterations is not None:
+        options += [f'train_cfg.max_iters={job.iterations}',
+                    f'train_cfg.val_interval={job.iterations}',
+                    f'default_hooks.checkpoint.interval={job.iterations}']
+    return train_process(NORMS[job.norm], work_dirs / job.name, options)
+
+
+def record(job: Job, work_dirs: Path, seconds: float) -> dict:
+    """A finished job's record, read back from its work dir."""
+    loaded = demo.load_run(job.name, work_dirs / job.name)
+    numbers = demo.summary(demo.measure([loaded], NUM_IMAGES))[job.name]
+    redo = safe_load(loaded.checkpoint).get('redo') or {}
+    metrics = loaded.metrics
+    return dict(
+        job=asdict(job), seconds=seconds,
+        bbox_mAP=numbers['bbox_mAP'], bbox_mAP_50=numbers['bbox_mAP_50'],
+        bbox_mAP_s=metrics.get('coco/bbox_mAP_s'),
+        stages=numbers['stages'], dead_series=loaded.series['dead'],
+        recycled=redo.get('recycled'))
+
+
+def evaluate(config: str, checkpoint: str, options: list[str],
+             work_dir: Path) -> dict:
+    """CocoMetric of ``checkpoint`` under ``config`` (mmengine's test loop,
+    in this process)."""
+    from mmengine.runner import Runner
+
+    from psbn_mmdet.utils.config import load_config
+    cfg = load_config(REPO / config)
+    cfg.merge_from_dict(dict(option.split('=', 1) for option in options
+                             if not option.startswith('load_from=')))
+    cfg.load_from, cfg.work_dir = checkpoint, str(work_dir)
+    started = time.perf_counter()
+    metrics = Runner.from_cfg(cfg).test()
+    return dict(seconds=time.perf_counter() - started,
+                **{k: float(v) for k, v in metrics.items()})
+
+
+# ---------------------------------------------------------------- rendering
+def _mean_sd(values, digits: int = 3) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return '–'
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f'{statistics.fmean(values):.{digits}f} ± {sd:.{digits}f}'
+
+
+def interval(diffs: list[float], digits: int = 3) -> str:
+    """Mean [95% t interval] of paired differences."""
+    from scipy import stats
+    mean = statistics.fmean(diffs)
+    if len(diffs) < 2:
+        return f'{mean:+.{digits}f}'
+    half = (stats.t.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs)
+            / math.sqrt(len(diffs)))
+    return (f'{mean:+.{digits}f} [{mean - half:+.{digits}f}, '
+            f'{mean + half:+.{digits}f}]')
+
+
+def dead_pct(run: dict) -> float:
+    trained = [s for s in STAGES if not run['stages'][s]['frozen']]
+    dead = sum(run['stages'][s]['dead'] for s in trained)
+    total = sum(run['stages'][s]['pre_relu_channels'] for s in trained)
+    return 100.0 * dead / total if total else 0.0
+
+
+def _cells(runs: list[dict]) -> dict[tuple, list[dict]]:
+    grouped = defaultdict(list)
+    for run in runs:
+        job = run['job']
+        grouped[(job['width'], job['regime'], job['norm'],
+                 job['iterations'])].append(run)
+    order = list(REGIMES), list(NORMS)
+    return dict(sorted(grouped.items(), key=lambda kv: (
+        kv[0][0], order[0].index(kv[0][1]) if kv[0][1] in order[0] else 9,
+        order[1].index(kv[0][2]) if kv[0][2] in order[1] else 9,
+        kv[0][3] or 0)))
+
+
+def cell_table(runs: list[dict]) -> str:
+    lines = ['| width | regime | norm | iterations | seeds | bbox mAP | '
+             'mAP@50 | dead % (trained stages) | min / run |',
+             '|' + '---|' * 9]
+    for (width, regime, norm, iterations), group in _cells(runs).items():
+        label = REGIMES[regime].label if regime in REGIMES else regime
+        lines.append(
+            f'| {width:g}x | {label} | {norm} | {iterations or "config"} | '
+            f'{len(group)} | {_mean_sd([r["bbox_mAP"] for r in group])} | '
+            f'{_mean_sd([r["bbox_mAP_50"] for r in group])} | '
+            f'{_mean_sd([dead_pct(r) for r in group], 1)} | '
+            f'{statistics.fmean(r["seconds"] for r in group) / 60:.1f} |')
+    return '\n'.join(lines)
+
+
+def paired_table(runs: list[dict], pairs=PAIRS) -> str:
+    by_cell = defaultdict(lambda: defaultdict(dict))
+    for run in runs:
+        job = run['job']
+        by_cell[(job['width'], job['regime'], job['iterations'])][
+            job['norm']][job['seed']] = run
+    lines = ['| width | regime | iterations | difference | pairs | bbox mAP, '
+             'mean [95% t interval] | dead % (points) |', '|' + '---|' * 7]
+    for (width, regime, iterations), norms in sorted(
+            by_cell.items(), key=lambda kv: (kv[0][0], str(kv[0][1:]))):
+        for a, b in pairs:
+            seeds = sorted(set(norms.get(a, {})) & set(norms.get(b, {})))
+            if not seeds:
+                continue
+            mAP = [norms[a][s]['bbox_mAP'] - norms[b][s]['bbox_mAP']
+                   for s in seeds]
+            dead = [dead_pct(norms[a][s]) - dead_pct(norms[b][s])
+                    for s in seeds]
+            lines.append(f'| {width:g}x | {regime} | {iterations or "config"}'
+                         f' | {a} − {b} | {len(seeds)} | {interval(mAP)} | '
+                         f'{interval(dead, 1)} |')
+    return '\n'.join(lines)
+
+
+def pretrained_table(records: list[dict]) -> str:
+    rows = [(r['width'], r) for record in records
+            for r in record.get('pretrained_eval', [])]
+    if not rows:
+        return ''
+    lines = ['| width | pretrained on source, target bbox mAP | mAP@50 | '
+             'val images |', '|---|---|---|---|']
+    for width, r in sorted(rows, key=lambda x: x[0]):
+        lines.append(f'| {width:g}x | {r["coco/bbox_mAP"]:.3f} | '
+                     f'{r["coco/bbox_mAP_50"]:.3f} | {r["val_images"]} |')
+    return '\n'.join(lines)
+
+
+def render(records: list[dict]) -> str:
+    runs = [run for record in records for run in record.get('runs', [])]
+    parts = [f'Machine: {"; ".join(sorted({r["machine"] for r in records}))}'
+             '.', '']
+    parts += [f'- `python -m research.transfer_study {shlex.join(r["argv"])}`'
+              f' ({len(r.get("runs", []))} runs, '
+              f'{r["wall_seconds"] / 60:.1f} min)' for r in records]
+    for table in (pretrained_table(records), cell_table(runs) if runs else '',
+                  paired_table(runs) if runs else ''):
+        if table:
+            parts += ['', table]
+    return '\n'.join(parts)
+
+
+# ---------------------------------------------------------------------- CLI
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=PROG,
+                                     description=__doc__.split('\n')[0])
+    parser.add_argument('--quick', action='store_true',
+                        help='the test: 16-image data, a 20-iteration 0.5x '
+                        'pretrain, BN and psBN for 10 iterations (Adam + L2)')
+    parser.add_argument('--widths', nargs='+', type=float, default=[1.0],
+                        choices=list(WIDTHS))
+    parser.add_argument('--regimes', nargs='+', choices=list(REGIMES),
+                        default=['control', 'adam_l2'])
+    parser.add_argument('--norms', nargs='+', choices=list(NORMS),
+                        default=list(NORMS))
+    parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
+    parser.add_argument('--iterations', type=int,
+                        help="finetune iterations (default: the config's)")
+    parser.add_argument('--val-images', type=int, default=500,
+                        help='the first N target val images for mAP '
+                        '(default: %(default)s)')
+    parser.add_argument('--pretrained-map', action='store_true',
+                        help="evaluate each width's pretrained detector on "
+                        'the target val images too')
+    parser.add_argument('--noise', action='store_true',
+                        help='evaluation noise: the pretrained detector and '
+                        'the control finetune of seed 0 on the two halves '
+                        'of the target val images; no training')
+    parser.add_argument('--workspace', default=str(REPO),
+                        help='where data/textured/ is (made when missing) '
+                        'and the runs go (default: the checkout)')
+    parser.add_argument('--work-dirs', default='work_dirs/transfer',
+                        help='relative to --workspace')
+    parser.add_argument('--json', help="write the invocation's record here")
+    parser.add_argument('--out', help='markdown page for the tables')
+    parser.add_argument('--from-json', nargs='+',
+                        help='render earlier records, train nothing')
+    args = parser.parse_args(argv)
+    for name in ('json', 'out', 'workspace'):
+        if getattr(args, name):
+            setattr(args, name, str(Path(getattr(args, name)).absolute()))
+    if args.from_json:
+        args.from_json = [str(Path(p).absolute()) for p in args.from_json]
+    if not 1 <= args.val_images <= DATA['target']['num_val']:
+        raise UserError(f'--val-images must be in 1..'
+                        f'{DATA["target"]["num_val"]}, got {args.val_images}')
+    return args
+
+
+def run(args, argv) -> dict:
+    import torch
+    torch.set_num_threads(1)  # the in-process evaluations
+    os.chdir(args.workspace)  # the configs read data/ from here
+    started, load = time.perf_counter(), os.getloadavg()[0]
+    prepare_data(args.quick)
+    work_dirs = Path(args.work_dirs)
+    subsets = work_dirs / 'annotations'
+    result = dict(machine=machine(), argv=list(argv), runs=[],
+                  pretrained_eval=[], noise=[])
+    if args.quick:
+        args.widths, args.val_images = [0.5], 8
+        jobs = grid([0.5], ['adam_l2'], ['BN', 'psBN'], [0], iterations=10)
+        checkpoints = {0.5: pretrained(0.5, work_dirs / 'quick', 20)}
+        work_dirs = work_dirs / 'quick'
+    else:
+        jobs = grid(args.widths, args.regimes, args.norms, args.seeds,
+                    args.iterations)
+        checkpoints = {w: pretrained(w, work_dirs) for w in args.widths}
+    ann_file = val_subset(1, args.val_images, subsets)
+    if args.pretrained_map or args.noise:
+        halves = ([(1, 500), (501, 1000)] if args.noise else
+                  [(1, args.val_images)])
+        for width in args.widths:
+            suffix, _ = WIDTHS[width]
+            config = f'{CONFIGS}/textured_target_finetune{suffix}.py'
+            targets = [('pretrained', checkpoints[width])]
+            if args.noise:
+                control = work_dirs / Job(width, 'control', 'BN', 0).name
+                targets.append(('control seed 0',
+                                str(demo.last_checkpoint(control))))
+            for label, checkpoint in targets:
+                for first, last in halves:
+                    metrics = evaluate(
+                        config, checkpoint,
+                        val_options(val_subset(first, last, subsets)),
+                        work_dirs / 'eval')
+                    entry = dict(width=width, label=label,
+                                 checkpoint=checkpoint,
+                                 val_images=last - first + 1,
+                                 first=first, last=last, **metrics)
+                    result['noise' if args.noise else
+                           'pretrained_eval'].append(entry)
+                    print(json.dumps(entry), flush=True)
+    if not args.noise:
+        for index, job in enumerate(jobs, 1):
+            seconds = finetune(job, checkpoints[job.width], ann_file,
+                               work_dirs)
+            result['runs'].append(record(job, work_dirs, seconds))
+            print(f'[{index}/{len(jobs)}] {job.name}: bbox mAP '
+                  f'{result["runs"][-1]["bbox_mAP"]:.3f}, dead '
+                  f'{dead_pct(result["runs"][-1]):.1f}%, {seconds:.0f} s',
+                  flush=True)
+    result.update(wall_seconds=time.perf_counter() - started,
+                  load=[load, os.getloadavg()[0]], val_images=args.val_images)
+    return result
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)
+    if args.from_json:
+        records = read_records(args.from_json)
+    else:
+        records = [run(args, argv)]
+        if args.json:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps(records[0], indent=1)
+                                       + '\n')
+    text = render(records)
+    print(text)
+    if args.out:
+        write_generated(args.out, 'transfer', text,
+                        title='Transfer finetune benchmark: BN, psBN, ReDo')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(run_tool(PROG, main))

@@ -1,0 +1,177 @@
+"""The transfer benchmark (issue 23): its configs agree with the data and the
+width options, its regimes build, its tables come from records alone, and
+(slow) its quick cell runs end to end."""
+import json
+
+import pytest
+from mmengine.config import Config
+
+from conftest import REPO
+from psbn_mmdet.demo.shapes import TEXTURED_CLASSES
+from research import transfer_study as study
+
+STAGES = ('stem', 'layer1', 'layer2', 'layer3', 'layer4')
+CONFIGS = REPO / study.CONFIGS
+
+
+def _config(name: str, options=()) -> Config:
+    import argparse
+
+    from mmengine.config import DictAction
+    cfg = Config.fromfile(str(CONFIGS / name))
+    if options:
+        parser = argparse.ArgumentParser()
+        parser.add_argument('--o', nargs='+', action=DictAction)
+        cfg.merge_from_dict(parser.parse_args(['--o', *options]).o)
+    return cfg
+
+
+def test_configs_use_the_textured_classes_and_data():
+    for name in ('textured_source_pretrain.py', 'textured_target_finetune.py'):
+        cfg = _config(name)
+        assert tuple(cfg.classes) == TEXTURED_CLASSES
+        assert cfg.model.roi_head.bbox_head.num_classes == 20
+        assert cfg.train_dataloader.dataset.metainfo['classes'] == \
+            TEXTURED_CLASSES
+        domain = 'source' if 'source' in name else 'target'
+        assert cfg.train_dataloader.dataset.data_root == \
+            study.DATA[domain]['out_dir'] + '/'
+        assert cfg.val_evaluator.ann_file.startswith(
+            study.DATA[domain]['out_dir'])
+    finetune = _config('textured_target_finetune.py')
+    assert finetune.model.backbone.frozen_stages == 1
+    assert finetune.model.backbone.norm_eval is True
+
+
+@pytest.mark.parametrize('width', [0.5, 2.0])
+def test_width_configs_are_the_1x_ones_with_the_width_options(width):
+    suffix, base = study.WIDTHS[width]
+    for stem in ('textured_target_finetune',):
+        wide = _config(f'{stem}{suffix}.py')
+        one = _config(f'{stem}.py', study.width_options(width))
+        wide, one = wide.to_dict(), one.to_dict()
+        assert wide.pop('base_channels') == base  # the variable only
+        one.pop('base_channels')
+        assert wide == one
+    pretrain = _config(f'textured_source_pretrain{suffix}.py')
+    assert pretrain.model.backbone.base_channels == base
+    assert pretrain.model.neck.in_channels == [base, 2 * base, 4 * base,
+                                               8 * base]
+
+
+def test_norm_configs_differ_from_bn_only_in_norm_and_hooks():
+    bn = _config('textured_target_finetune.py')
+    psbn = _config('textured_target_finetune_psbn.py')
+    assert psbn.model.backbone.norm_cfg.type == 'psBN'
+    assert [h['type'] for h in psbn.custom_hooks] == ['PostShiftHook']
+    redo = _config('textured_target_finetune_redo.py')
+    assert [h['type'] for h in redo.custom_hooks] == [
+        'CollapseMonitorHook', 'ReDoHook']
+    for other in (psbn, redo):
+        other.model.backbone.norm_cfg.type = 'BN'
+        other.custom_hooks = bn.custom_hooks
+        other.custom_imports = bn.custom_imports
+        assert other.to_dict() == bn.to_dict()
+
+
+@pytest.mark.parametrize('regime', list(study.REGIMES))
+def test_regimes_build_their_optimizer(regime):
+    import torch
+    from mmengine.optim import build_optim_wrapper
+    cfg = _config('textured_target_finetune.py',
+                  study.REGIMES[regime].options)
+    model = torch.nn.Linear(2, 2)
+    wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    kind = type(wrapper.optimizer).__name__
+    assert kind == ('Adam' if regime == 'adam_l2' else 'SGD')
+    group = wrapper.optimizer.param_groups[0]
+    assert group['lr'] == {'control': 0.01, 'sgd_high': 0.1,
+                           'adam_l2': 2e-3}[regime]
+
+
+def test_grid_pairs_norms_within_a_seed():
+    jobs = study.grid([1], ['control', 'adam_l2'], ['BN', 'psBN'], [0, 1])
+    assert len(jobs) == 8 and len({j.name for j in jobs}) == 8
+    assert jobs[0].name == 'w1_control_bn_seed0'
+    assert [j.norm for j in jobs[:2]] == ['BN', 'psBN']
+
+
+def _run(norm, seed, mAP, dead4, regime='adam_l2', width=1.0):
+    stages = {s: dict(pre_relu_channels=100, dead=0,
+                      frozen=s in ('stem', 'layer1')) for s in STAGES}
+    stages['layer4']['dead'] = dead4
+    return dict(job=dict(width=width, regime=regime, norm=norm, seed=seed,
+                         iterations=None), seconds=90.0, bbox_mAP=mAP,
+                bbox_mAP_50=mAP + 0.2, stages=stages)
+
+
+RUNS = [_run('BN', 0, 0.30, 60), _run('psBN', 0, 0.32, 3),
+        _run('BN', 1, 0.28, 50), _run('psBN', 1, 0.31, 0),
+        _run('BN', 2, 0.29, 55), _run('psBN', 2, 0.31, 6),
+        _run('BN', 0, 0.40, 0, 'control')]
+
+
+def test_interval_is_the_t_interval():
+    # mean 0.02, sd 0.01, n 3: t(0.975, 2) = 4.303 -> ± 0.0248
+    assert study.interval([0.01, 0.02, 0.03]) == '+0.020 [-0.005, +0.045]'
+    assert study.interval([0.5]) == '+0.500'
+
+
+def test_tables_from_records():
+    cells = study.cell_table(RUNS).splitlines()
+    assert len(cells) == 2 + 3
+    bn = next(line for line in cells if 'Adam' in line and '| BN |' in line)
+    assert '| 0.290 ± 0.010 |' in bn and '| 18.3 ± 1.7 |' in bn
+    paired = study.paired_table(RUNS).splitlines()
+    assert len(paired) == 2 + 1  # no ReDo runs, control has BN only
+    assert 'psBN − BN | 3 | +0.023' in paired[2]
+
+
+def test_render_and_from_json(tmp_path):
+    record = dict(machine='test', argv=['--seeds', '0'], wall_seconds=60.0,
+                  runs=RUNS, pretrained_eval=[dict(
+                      width=1.0, label='pretrained', val_images=500,
+                      **{'coco/bbox_mAP': 0.2, 'coco/bbox_mAP_50': 0.4})])
+    path = tmp_path / 'r.json'
+    path.write_text(json.dumps(record))
+    out = tmp_path / 'page.md'
+    assert study.main(['--from-json', str(path), '--out', str(out)]) == 0
+    page = out.read_text()
+    assert '<!-- transfer:begin -->' in page
+    assert '| 1x | 0.200 | 0.400 | 500 |' in page
+    assert 'psBN − BN' in page
+
+
+def test_val_subset_keeps_the_images_asked_for(tmp_path, monkeypatch):
+    root = tmp_path / study.DATA['target']['out_dir'] / 'annotations'
+    root.mkdir(parents=True)
+    (root / 'instances_val.json').write_text(json.dumps(dict(
+        images=[dict(id=i) for i in range(1, 5)],
+        annotations=[dict(id=i, image_id=i) for i in range(1, 5)],
+        categories=[])))
+    monkeypatch.chdir(tmp_path)
+    subset = json.loads(open(study.val_subset(2, 3, tmp_path / 'sub')).read())
+    assert [i['id'] for i in subset['images']] == [2, 3]
+    assert [a['image_id'] for a in subset['annotations']] == [2, 3]
+    with pytest.raises(study.UserError):
+        study.val_subset(3, 9, tmp_path / 'sub')
+
+
+def test_bad_val_images_is_a_user_error():
+    with pytest.raises(study.UserError):
+        study.parse_args(['--val-images', '0'])
+
+
+@pytest.mark.slow
+def test_quick_runs_end_to_end(tmp_path):
+    """Tiny data, a 20-iteration 0.5x pretrain, BN and psBN finetuned 10
+    iterations under Adam + L2: records with an mAP and dead counts."""
+    records = tmp_path / 'quick.json'
+    assert study.main(['--quick', '--workspace', str(tmp_path),
+                       '--json', str(records)]) == 0
+    runs = {r['job']['norm']: r for r in json.loads(
+        records.read_text())['runs']}
+    assert set(runs) == {'BN', 'psBN'}
+    for run in runs.values():
+        assert run['bbox_mAP'] is not None and run['seconds'] > 0
+        assert run['stages']['layer4']['pre_relu_channels'] > 0
