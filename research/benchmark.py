@@ -24,6 +24,7 @@ import torch
 from psbn_mmdet import PostShiftController, psBN
 from psbn_mmdet.cli import run_tool
 from psbn_mmdet.core import PRE_RELU, ChannelMax
+from psbn_mmdet.demo.data import make_demo_data
 from psbn_mmdet.utils import UserError
 
 from .markdown import write_generated
@@ -338,6 +339,8 @@ def main(argv=None) -> None:
                         title='Benchmarks: psBN against BN')
         print('\n'.join(lines))
         return
+    if not os.path.exists('data/demo/annotations/instances_train.json'):
+        make_demo_data('data/demo')  # the detector rows' batch (make data)
     rows += [
         *detector_train_iteration(args.pairs, DEMO),
         *inference(args.pairs),

@@ -188,7 +188,8 @@ def measure(job: Job, work_dirs: Path, seconds: float) -> dict:
     state = checkpoint.get('reshifts') or {}  # research/reshifts.py
     redo = checkpoint.get('redo') or {}
     return dict(
-        job=asdict(job), seconds=seconds, checkpoint=loaded.checkpoint,
+        job=asdict(job), seconds=seconds,
+        checkpoint=os.path.relpath(loaded.checkpoint),  # of the workspace
         bbox_mAP=numbers['bbox_mAP'], bbox_mAP_50=numbers['bbox_mAP_50'],
         segm_mAP=loaded.metrics.get('coco/segm_mAP'),
         stages=numbers['stages'],
@@ -463,7 +464,7 @@ def main(argv=None) -> int:
                       processes=args.processes,
                       wall_seconds=time.perf_counter() - started,
                       pretrain_seconds=pretrain_seconds,
-                      pretrained=checkpoint,
+                      pretrained=os.path.relpath(checkpoint),
                       load=[load, os.getloadavg()[0]], runs=runs)
         if json_path:
             json_path.parent.mkdir(parents=True, exist_ok=True)

@@ -220,12 +220,30 @@ def record(job: Job, work_dirs: Path, seconds: float) -> dict:
     numbers = demo.summary(demo.measure([loaded], NUM_IMAGES))[job.name]
     redo = safe_load(loaded.checkpoint).get('redo') or {}
     metrics = loaded.metrics
+    # CocoMetric gives no mAP when the detector outputs no box (a diverged
+    # finetune): its AP is 0 by definition, and the record says why
+    empty = numbers['bbox_mAP'] is None
     return dict(
-        job=asdict(job), seconds=seconds,
-        bbox_mAP=numbers['bbox_mAP'], bbox_mAP_50=numbers['bbox_mAP_50'],
+        job=asdict(job), seconds=seconds, no_detections=empty,
+        bbox_mAP=0.0 if empty else numbers['bbox_mAP'],
+        bbox_mAP_50=0.0 if empty else numbers['bbox_mAP_50'],
         bbox_mAP_s=metrics.get('coco/bbox_mAP_s'),
         stages=numbers['stages'], dead_series=loaded.series['dead'],
         recycled=redo.get('recycled'))
+
+
+def finished_seconds(work_dir: Path) -> float | None:
+    """Wall seconds of a finished earlier run of ``work_dir`` (its run
+    directory's start stamp to its last checkpoint), or None."""
+    try:
+        checkpoint = Path(demo.last_checkpoint(work_dir))
+    except UserError:
+        return None
+    stamps = sorted(p.name for p in work_dir.iterdir() if p.is_dir())
+    if not checkpoint.is_file() or not stamps:
+        return None
+    started = time.mktime(time.strptime(stamps[-1], '%Y%m%d_%H%M%S'))
+    return checkpoint.stat().st_mtime - started
 
 
 def evaluate(config: str, checkpoint: str, options: list[str],
@@ -254,16 +272,21 @@ def _mean_sd(values, digits: int = 3) -> str:
     return f'{statistics.fmean(values):.{digits}f} ± {sd:.{digits}f}'
 
 
-def interval(diffs: list[float], digits: int = 3) -> str:
-    """Mean [95% t interval] of paired differences."""
+def t_interval(diffs: list[float]) -> tuple[float, float, float]:
+    """Mean and 95% t interval (low, high) of paired differences (n ≥ 2)."""
     from scipy import stats
     mean = statistics.fmean(diffs)
-    if len(diffs) < 2:
-        return f'{mean:+.{digits}f}'
     half = (stats.t.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs)
             / math.sqrt(len(diffs)))
-    return (f'{mean:+.{digits}f} [{mean - half:+.{digits}f}, '
-            f'{mean + half:+.{digits}f}]')
+    return mean, mean - half, mean + half
+
+
+def interval(diffs: list[float], digits: int = 3) -> str:
+    """Mean [95% t interval] of paired differences."""
+    if len(diffs) < 2:
+        return f'{statistics.fmean(diffs):+.{digits}f}'
+    mean, low, high = t_interval(diffs)
+    return f'{mean:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]'
 
 
 def dead_pct(run: dict) -> float:
@@ -325,6 +348,40 @@ def paired_table(runs: list[dict], pairs=PAIRS) -> str:
     return '\n'.join(lines)
 
 
+def paired(runs: list[dict], a: str, b: str, regime: str,
+           width: float = 1.0) -> list[float]:
+    """Paired mAP differences ``a`` − ``b`` over the seeds both ran."""
+    by = defaultdict(dict)
+    for run in runs:
+        job = run['job']
+        if job['regime'] == regime and job['width'] == width:
+            by[job['norm']][job['seed']] = run['bbox_mAP']
+    seeds = sorted(set(by[a]) & set(by[b]))
+    return [by[a][s] - by[b][s] for s in seeds]
+
+
+def evidence(runs: list[dict], regime: str, source: str) -> dict:
+    """The summary ``python -m psbn_mmdet.demo compare --evidence`` prints
+    under the demo's one-seed table (``psbn_mmdet.demo.compare.read_evidence``
+    reads it): each pair's mean and 95% t interval in ``regime`` at 1x."""
+    differences, seeds = [], set()
+    for a, b in PAIRS:
+        diffs = paired(runs, a, b, regime)
+        if len(diffs) < 2:
+            continue
+        mean, low, high = t_interval(diffs)
+        differences.append(dict(name=f'{a} − {b}', mean=mean, low=low,
+                                high=high))
+        seeds.add(len(diffs))
+    if not differences:
+        raise UserError(f'no paired seeds of regime {regime!r} in the '
+                        'records')
+    return dict(setting=f'the demo detector finetuned under '
+                f'{REGIMES[regime].label} (textured transfer task, 1x, '
+                '500 target val images)', source=source, metric='bbox mAP',
+                seeds=min(seeds), differences=differences)
+
+
 def pretrained_table(records: list[dict]) -> str:
     rows = [(r['width'], r) for record in records
             for r in record.get('pretrained_eval', [])]
@@ -383,16 +440,29 @@ def parse_args(argv=None) -> argparse.Namespace:
                         'and the runs go (default: the checkout)')
     parser.add_argument('--work-dirs', default='work_dirs/transfer',
                         help='relative to --workspace')
-    parser.add_argument('--json', help="write the invocation's record here")
+    parser.add_argument('--reuse', action='store_true',
+                        help='record a job whose work dir already holds its '
+                        'finished run instead of training it again')
+    parser.add_argument('--json', help="write the invocation's record here "
+                        '(rewritten after each run)')
     parser.add_argument('--out', help='markdown page for the tables')
     parser.add_argument('--from-json', nargs='+',
                         help='render earlier records, train nothing')
+    parser.add_argument('--evidence', metavar='JSON',
+                        help="with --from-json: write the demo's summary of "
+                        'the --evidence-regime cell (psbn_mmdet.demo compare '
+                        '--evidence reads it)')
+    parser.add_argument('--evidence-regime', choices=list(REGIMES),
+                        default='adam_l2')
     args = parser.parse_args(argv)
     for name in ('json', 'out', 'workspace'):
         if getattr(args, name):
             setattr(args, name, str(Path(getattr(args, name)).absolute()))
     if args.from_json:
         args.from_json = [str(Path(p).absolute()) for p in args.from_json]
+    elif args.evidence:
+        raise UserError('--evidence needs --from-json (the records to '
+                        'summarize)')
     if not 1 <= args.val_images <= DATA['target']['num_val']:
         raise UserError(f'--val-images must be in 1..'
                         f'{DATA["target"]["num_val"]}, got {args.val_images}')
@@ -437,7 +507,7 @@ def run(args, argv) -> dict:
                         val_options(val_subset(first, last, subsets)),
                         work_dirs / 'eval')
                     entry = dict(width=width, label=label,
-                                 checkpoint=checkpoint,
+                                 checkpoint=os.path.relpath(checkpoint),
                                  val_images=last - first + 1,
                                  first=first, last=last, **metrics)
                     result['noise' if args.noise else
@@ -445,16 +515,32 @@ def run(args, argv) -> dict:
                     print(json.dumps(entry), flush=True)
     if not args.noise:
         for index, job in enumerate(jobs, 1):
-            seconds = finetune(job, checkpoints[job.width], ann_file,
-                               work_dirs)
-            result['runs'].append(record(job, work_dirs, seconds))
+            seconds = (finished_seconds(work_dirs / job.name) if args.reuse
+                       else None)
+            reused = seconds is not None
+            if not reused:
+                seconds = finetune(job, checkpoints[job.width], ann_file,
+                                   work_dirs)
+            result['runs'].append(dict(record(job, work_dirs, seconds),
+                                       reused=reused))
             print(f'[{index}/{len(jobs)}] {job.name}: bbox mAP '
                   f'{result["runs"][-1]["bbox_mAP"]:.3f}, dead '
-                  f'{dead_pct(result["runs"][-1]):.1f}%, {seconds:.0f} s',
-                  flush=True)
+                  f'{dead_pct(result["runs"][-1]):.1f}%, {seconds:.0f} s'
+                  f'{" (reused)" if reused else ""}', flush=True)
+            if args.json:  # a partial record survives an interrupted study
+                write_record(args.json, dict(
+                    result, wall_seconds=time.perf_counter() - started,
+                    load=[load, os.getloadavg()[0]],
+                    val_images=args.val_images, complete=False))
     result.update(wall_seconds=time.perf_counter() - started,
-                  load=[load, os.getloadavg()[0]], val_images=args.val_images)
+                  load=[load, os.getloadavg()[0]], val_images=args.val_images,
+                  complete=True)
     return result
+
+
+def write_record(path: str, record: dict) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(record, indent=1) + '\n')
 
 
 def main(argv=None) -> int:
@@ -465,11 +551,14 @@ def main(argv=None) -> int:
     else:
         records = [run(args, argv)]
         if args.json:
-            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.json).write_text(json.dumps(records[0], indent=1)
-                                       + '\n')
+            write_record(args.json, records[0])
     text = render(records)
     print(text)
+    if args.evidence:
+        runs = [run for record in records for run in record.get('runs', [])]
+        write_record(args.evidence, evidence(
+            runs, args.evidence_regime, 'docs/transfer_study.md, records in '
+            'docs/transfer_runs/'))
     if args.out:
         write_generated(args.out, 'transfer', text,
                         title='Transfer finetune benchmark: BN, psBN, ReDo')

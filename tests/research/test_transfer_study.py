@@ -175,3 +175,48 @@ def test_quick_runs_end_to_end(tmp_path):
     for run in runs.values():
         assert run['bbox_mAP'] is not None and run['seconds'] > 0
         assert run['stages']['layer4']['pre_relu_channels'] > 0
+
+
+def test_evidence_is_what_the_demo_reads(tmp_path):
+    from psbn_mmdet.demo.compare import format_evidence, read_evidence
+    record = dict(machine='test', argv=[], wall_seconds=1.0, runs=RUNS)
+    path, out = tmp_path / 'r.json', tmp_path / 'evidence.json'
+    path.write_text(json.dumps(record))
+    assert study.main(['--from-json', str(path), '--evidence',
+                       str(out)]) == 0
+    summary = read_evidence(out)
+    assert summary['seeds'] == 3
+    [difference] = summary['differences']  # no ReDo runs
+    assert difference['name'] == 'psBN − BN'
+    assert difference['mean'] == pytest.approx(0.07 / 3)
+    assert difference['low'] < difference['mean'] < difference['high']
+    assert 'psBN − BN: +0.023 [' in format_evidence(summary)
+    with pytest.raises(study.UserError, match='no paired seeds'):
+        study.evidence(RUNS, 'control', 'x')  # BN only there
+    with pytest.raises(study.UserError, match='needs --from-json'):
+        study.parse_args(['--evidence', str(out)])
+
+
+def test_a_finished_run_is_found_with_its_seconds(tmp_path):
+    work_dir = tmp_path / 'w1_adam_l2_bn_seed0'
+    assert study.finished_seconds(work_dir) is None  # no such run
+    (work_dir / '20261203_120000').mkdir(parents=True)
+    assert study.finished_seconds(work_dir) is None  # started, no checkpoint
+    checkpoint = work_dir / 'iter_200.pth'
+    checkpoint.write_bytes(b'x')
+    (work_dir / 'last_checkpoint').write_text(str(checkpoint))
+    import os
+    import time
+    started = time.mktime(time.strptime('20261203_120000', '%Y%m%d_%H%M%S'))
+    os.utime(checkpoint, (started + 95, started + 95))
+    assert study.finished_seconds(work_dir) == pytest.approx(95)
+    # --reuse records the finished runs again without training them
+    again = tmp_path / 'again.json'
+    assert study.main(['--quick', '--workspace', str(tmp_path), '--reuse',
+                       '--json', str(again)]) == 0
+    record = json.loads(again.read_text())
+    assert record['complete'] is True
+    reused = {r['job']['norm']: r for r in record['runs']}
+    assert all(r['reused'] for r in reused.values())
+    assert {n: r['bbox_mAP'] for n, r in reused.items()} == \
+        {n: r['bbox_mAP'] for n, r in runs.items()}
