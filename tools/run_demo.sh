@@ -6,7 +6,9 @@
 #   3. finetuned twice from that checkpoint with the same seed, BN then psBN,
 #      in a regime where BN-ReLU channels die; CocoMetric at the end of each
 #   4. one comparison table, dead channels over iterations and the collapse
-#      report's plots (python -m psbn_mmdet.demo compare)
+#      report's plots (python -m psbn_mmdet.demo compare); under the table,
+#      the committed 8-seed benchmark's paired differences ($EVIDENCE), so
+#      that one seed is read against them
 # Usage: tools/run_demo.sh   (after tools/setup_env.sh; PY=python to use another)
 # Environment: WORK_DIRS (default work_dirs), NUM_IMAGES (val images for the
 # dead-channel criterion, default 64).
@@ -18,6 +20,8 @@ NUM_IMAGES=${NUM_IMAGES:-64}
 PRETRAIN=faster_rcnn_r18_demo_bn_pretrain
 FINETUNE_BN=faster_rcnn_r18_demo_bn_finetune
 FINETUNE_PSBN=faster_rcnn_r18_demo_psbn_finetune
+# python -m research.transfer_study --from-json docs/transfer_runs/bench_*.json --evidence ...
+EVIDENCE=docs/transfer_runs/evidence.json
 START=$SECONDS
 
 step() {
@@ -50,5 +54,5 @@ step "4/4 comparison"
 $PY -m psbn_mmdet.demo compare \
     "BN=$WORK_DIRS/$FINETUNE_BN" "psBN=$WORK_DIRS/$FINETUNE_PSBN" \
     --pretrained "$WORK_DIRS/$PRETRAIN" --num-images "$NUM_IMAGES" \
-    --out-dir "$WORK_DIRS/demo"
+    --out-dir "$WORK_DIRS/demo" --evidence "$EVIDENCE"
 step "done"

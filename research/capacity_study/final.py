@@ -2,13 +2,16 @@
 %, training loss, shifts and loss change at a shift, and the paired-seed
 differences the issue asks for (mean and 95% t interval).
 
-    python -m research.capacity_study.final docs/capacity_runs/final_*.json
+    python -m research.capacity_study.final docs/capacity_runs/final_*.json \
+        --out docs/capacity_study.md
 """
 from __future__ import annotations
 
+import argparse
 import statistics
 import sys
 
+from research.markdown import write_generated
 from research.records import read_records
 
 from .summary import _interval, unique
@@ -73,10 +76,22 @@ def tables(runs: list[dict]) -> tuple[str, str]:
 
 
 def main(argv=None) -> int:
-    paths = sys.argv[1:] if argv is None else argv
-    runs = [r for record in read_records(paths) for r in record['runs']]
-    for table in tables(runs):
-        print(table + '\n')
+    parser = argparse.ArgumentParser(
+        prog='python -m research.capacity_study.final',
+        description=__doc__.splitlines()[0])
+    parser.add_argument('records', nargs='+', help='JSON records of runs')
+    parser.add_argument('--out', help='markdown page: the tables go between '
+                        'its capacity_final markers')
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    runs = [r for record in read_records(args.records)
+            for r in record['runs']]
+    text = '\n\n'.join(tables(runs))
+    print(text)
+    if args.out:
+        command = ' '.join(['python -m research.capacity_study.final',
+                            *args.records, '--out', args.out])
+        write_generated(args.out, 'capacity_final', f'Command: `{command}`'
+                        f'\n\n{text}', title='Capacity study: final cells')
     return 0
 
 

@@ -150,3 +150,24 @@ def test_final_tables_pair_the_four_methods_per_cell():
     assert '| adam_l2, w0.25 | psBN − BN | 3 | +1.00 [+1.00, +1.00] | ' \
         '-30.00 [-30.00, -30.00] |' in paired
     assert '| rule (b) − ReDo | 3 | +1.50 [+1.50, +1.50] |' in paired
+
+
+def test_final_writes_its_tables_into_a_page(tmp_path):
+    import json
+
+    from research.capacity_study import final
+    runs = []
+    for seed in range(2):
+        for variant in ('bn', 'ps_keep'):
+            run = _run('sgd', variant, 0.25, seed, 85.0 + seed, 0.0)
+            run.update(shifts=0, intervention_loss_pct=None)
+            runs.append(run)
+    records = tmp_path / 'r.json'
+    records.write_text(json.dumps(dict(runs=runs)))
+    page = tmp_path / 'page.md'
+    page.write_text('# by hand\n\nkept\n')
+    assert final.main([str(records), '--out', str(page)]) == 0
+    text = page.read_text()
+    assert text.startswith('# by hand\n\nkept\n')
+    assert '<!-- capacity_final:begin -->' in text
+    assert '| sgd, w0.25 | psBN − BN | 2 | +0.00 [+0.00, +0.00] |' in text

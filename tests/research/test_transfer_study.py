@@ -220,3 +220,26 @@ def test_a_finished_run_is_found_with_its_seconds(tmp_path):
     assert all(r['reused'] for r in reused.values())
     assert {n: r['bbox_mAP'] for n, r in reused.items()} == \
         {n: r['bbox_mAP'] for n, r in runs.items()}
+
+
+def test_the_demo_prints_the_committed_benchmark():
+    """tools/run_demo.sh passes --evidence a file that is the summary of the
+    committed benchmark records, recomputed here from them."""
+    import re
+
+    from psbn_mmdet.demo.compare import read_evidence
+    from research.records import read_records
+    script = (REPO / 'tools' / 'run_demo.sh').read_text()
+    [path] = re.findall(r'^EVIDENCE=(\S+)$', script, re.M)
+    assert '--evidence "$EVIDENCE"' in script
+    committed = read_evidence(REPO / path)
+    records = read_records(sorted(str(p) for p in (
+        REPO / 'docs' / 'transfer_runs').glob('bench_*.json')))
+    runs = [run for record in records for run in record['runs']]
+    again = study.evidence(runs, 'adam_l2', committed['source'])
+    assert committed['seeds'] == again['seeds'] >= 8
+    assert [d['name'] for d in committed['differences']] == \
+        [d['name'] for d in again['differences']]
+    for a, b in zip(committed['differences'], again['differences']):
+        for key in ('mean', 'low', 'high'):
+            assert a[key] == pytest.approx(b[key])
