@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from mmengine.utils import ProgressBar
 
@@ -55,6 +56,18 @@ def _check_arguments(args) -> None:
     check_output_paths(files=(args.json, args.csv), dirs=(args.plot_dir, ))
 
 
+def plot_labels(paths: list[str]) -> list[str]:
+    """Names of the compared checkpoints in the plots: their file names, or
+    their folders' where the file names are the same (``iter_100.pth`` of
+    two work dirs)."""
+    for name in (lambda p: Path(p).name, lambda p: Path(p).parent.name,
+                 lambda p: str(Path(p).parent)):
+        labels = [name(path) for path in paths]
+        if len(set(labels)) == len(labels):
+            return labels
+    return [f'{i + 1}: {Path(p).name}' for i, p in enumerate(paths)]
+
+
 def _progress(total: int):
     """mmengine's progress bar on stderr, one per measured checkpoint."""
     return ProgressBar(total, file=sys.stderr).update
@@ -68,8 +81,8 @@ def report_main(argv: list[str] | None = None) -> None:
     """
     args = report_parser().parse_args(argv)
     _check_arguments(args)
-    ckpts = [read_checkpoint(path, mmap=True)
-             for path in (args.checkpoint, args.compare) if path]
+    paths = [path for path in (args.checkpoint, args.compare) if path]
+    ckpts = [read_checkpoint(path, mmap=True) for path in paths]
     probe = None
     if args.data_config is not None:
         probe = ActivationProbe(args.config or args.data_config,
@@ -91,7 +104,8 @@ def report_main(argv: list[str] | None = None) -> None:
             # what prune_dead would remove
             reports[-1].removable = removable_column(reports[-1], ckpt, probe,
                                                      args.config)
-    files = report_files(reports, args.json, args.csv, args.plot_dir)
+    files = report_files(reports, args.json, args.csv, args.plot_dir,
+                         plot_labels(paths) if len(paths) > 1 else None)
     print(format_table(*reports), end='')
     for report in reports:
         for line in notes(report):

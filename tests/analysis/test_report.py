@@ -225,6 +225,24 @@ def test_plots_are_written_and_not_empty(r50_files, tmp_path):
             assert png.stat().st_size > 10_000
 
 
+def test_compared_plots_name_the_checkpoints(r50_files, tmp_path,
+                                             monkeypatch):
+    from psbn_mmdet.analysis import plots
+    from psbn_mmdet.cli.report import plot_labels
+    seen = []
+    real = plots.plot_reports
+    monkeypatch.setattr(plots, 'plot_reports', lambda reports, labels=None: (
+        seen.append(labels), real(reports, labels))[1])
+    assert cli(r50_files['torchvision'], '--compare', r50_files['bare'],
+               '--plot-dir', tmp_path / 'pair') == 0
+    assert seen == [[Path(r50_files['torchvision']).name,
+                     Path(r50_files['bare']).name]]
+    # the same file name in two work dirs: the work dirs name them
+    assert plot_labels(['w/bn/iter_100.pth', 'w/psbn/iter_100.pth']) == \
+        ['bn', 'psbn']
+    assert plot_labels(['a/x/i.pth', 'b/x/i.pth']) == ['a/x', 'b/x']
+
+
 # ------------------------------------------------------------------ bad input
 def _no_bn_checkpoint(tmp_path):
     return save_checkpoint(tmp_path / 'convs.pth',
