@@ -471,7 +471,15 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def run(args, argv) -> dict:
     import torch
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the in-process evaluations
+    try:
+        return _run(args, argv)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(args, argv) -> dict:
     os.chdir(args.workspace)  # the configs read data/ from here
     started, load = time.perf_counter(), os.getloadavg()[0]
     prepare_data(args.quick)

@@ -26,6 +26,7 @@ STOCK_SCRIPT = textwrap.dedent('''
     load_checkpoint(model, sys.argv[2], strict=True)
     assert 'psbn_mmdet' not in sys.modules
     x = torch.load(sys.argv[3])
+    torch.set_num_threads(int(sys.argv[5]))  # the parent's: same kernels
     with torch.no_grad():
         feats = model.extract_feat(x)
         cls, reg = model.rpn_head(feats)
@@ -78,7 +79,8 @@ def test_stock_mmdet_loads_export_strictly_with_identical_outputs(tmp_path):
     import sys
     stock = subprocess.run(
         [sys.executable, script, config, weights, tmp_path / 'x.pt',
-         tmp_path / 'y.pt'], capture_output=True, text=True, cwd=tmp_path,
+         tmp_path / 'y.pt', str(torch.get_num_threads())],
+        capture_output=True, text=True, cwd=tmp_path,
         timeout=300)
     assert stock.returncode == 0, stock.stderr[-3000:]
     with torch.no_grad():

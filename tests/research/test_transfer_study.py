@@ -166,15 +166,28 @@ def test_bad_val_images_is_a_user_error():
 def test_quick_runs_end_to_end(tmp_path):
     """Tiny data, a 20-iteration 0.5x pretrain, BN and psBN finetuned 10
     iterations under Adam + L2: records with an mAP and dead counts."""
+    import torch
+    threads = torch.get_num_threads()
     records = tmp_path / 'quick.json'
     assert study.main(['--quick', '--workspace', str(tmp_path),
                        '--json', str(records)]) == 0
+    assert torch.get_num_threads() == threads  # restored for what follows
     runs = {r['job']['norm']: r for r in json.loads(
         records.read_text())['runs']}
     assert set(runs) == {'BN', 'psBN'}
     for run in runs.values():
         assert run['bbox_mAP'] is not None and run['seconds'] > 0
         assert run['stages']['layer4']['pre_relu_channels'] > 0
+    # --reuse records the finished runs again without training them
+    again = tmp_path / 'again.json'
+    assert study.main(['--quick', '--workspace', str(tmp_path), '--reuse',
+                       '--json', str(again)]) == 0
+    record = json.loads(again.read_text())
+    assert record['complete'] is True
+    reused = {r['job']['norm']: r for r in record['runs']}
+    assert all(r['reused'] for r in reused.values())
+    assert {n: r['bbox_mAP'] for n, r in reused.items()} == \
+        {n: r['bbox_mAP'] for n, r in runs.items()}
 
 
 def test_evidence_is_what_the_demo_reads(tmp_path):
@@ -210,16 +223,6 @@ def test_a_finished_run_is_found_with_its_seconds(tmp_path):
     started = time.mktime(time.strptime('20261203_120000', '%Y%m%d_%H%M%S'))
     os.utime(checkpoint, (started + 95, started + 95))
     assert study.finished_seconds(work_dir) == pytest.approx(95)
-    # --reuse records the finished runs again without training them
-    again = tmp_path / 'again.json'
-    assert study.main(['--quick', '--workspace', str(tmp_path), '--reuse',
-                       '--json', str(again)]) == 0
-    record = json.loads(again.read_text())
-    assert record['complete'] is True
-    reused = {r['job']['norm']: r for r in record['runs']}
-    assert all(r['reused'] for r in reused.values())
-    assert {n: r['bbox_mAP'] for n, r in reused.items()} == \
-        {n: r['bbox_mAP'] for n, r in runs.items()}
 
 
 def test_the_demo_prints_the_committed_benchmark():
