@@ -69,8 +69,19 @@ def full_disk(monkeypatch):
 def tool(prog: str, main, *args) -> int:
     """A tool run in this process (``main`` of :mod:`psbn_mmdet.cli`'s
     modules): its exit status; output captured by pytest."""
+    from mmengine.logging import MMLogger
+
     from psbn_mmdet.cli import run_tool as run
-    return run(prog, main, [str(a) for a in args])
+    before = set(MMLogger._instance_dict)
+    try:
+        return run(prog, main, [str(a) for a in args])
+    finally:
+        # A Runner's logger is named by the second it started and writes to
+        # this test's captured stderr; a second run in the same second would
+        # reuse it after pytest closed that stream ("--- Logging error ---").
+        for name in set(MMLogger._instance_dict) - before:
+            for handler in MMLogger._instance_dict.pop(name).handlers:
+                handler.close()
 
 
 def one_line_error(code: int, err: str, *fragments) -> str:
