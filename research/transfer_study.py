@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shlex
 import statistics
@@ -50,6 +49,7 @@ from psbn_mmdet.utils import UserError
 from .benchmark import machine
 from .markdown import write_generated
 from .records import read_records
+from .stats import interval, t_interval
 
 PROG = 'transfer_study'
 REPO = Path(__file__).resolve().parents[1]
@@ -270,23 +270,6 @@ def _mean_sd(values, digits: int = 3) -> str:
         return '–'
     sd = statistics.stdev(values) if len(values) > 1 else 0.0
     return f'{statistics.fmean(values):.{digits}f} ± {sd:.{digits}f}'
-
-
-def t_interval(diffs: list[float]) -> tuple[float, float, float]:
-    """Mean and 95% t interval (low, high) of paired differences (n ≥ 2)."""
-    from scipy import stats
-    mean = statistics.fmean(diffs)
-    half = (stats.t.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs)
-            / math.sqrt(len(diffs)))
-    return mean, mean - half, mean + half
-
-
-def interval(diffs: list[float], digits: int = 3) -> str:
-    """Mean [95% t interval] of paired differences."""
-    if len(diffs) < 2:
-        return f'{statistics.fmean(diffs):+.{digits}f}'
-    mean, low, high = t_interval(diffs)
-    return f'{mean:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]'
 
 
 def dead_pct(run: dict) -> float:

@@ -14,7 +14,9 @@ import sys
 from research.markdown import write_generated
 from research.records import read_records
 
-from .summary import _interval, unique
+from research.stats import interval
+
+from .summary import unique
 
 #: the methods of the final runs, in table order, and their names there
 METHODS = {'bn': 'BN', 'ps_keep': 'psBN', 'ps_rescale_gamma': 'rule (b)',
@@ -70,8 +72,8 @@ def tables(runs: list[dict]) -> tuple[str, str]:
             dead = [by[a][s]['dead_pct'] - by[b][s]['dead_pct']
                     for s in seeds]
             paired.append(f'| {label} | {METHODS[a]} − {METHODS[b]} | '
-                          f'{len(seeds)} | {_interval(acc)} | '
-                          f'{_interval(dead)} |')
+                          f'{len(seeds)} | {interval(acc, 2)} | '
+                          f'{interval(dead, 2)} |')
     return '\n'.join(methods), '\n'.join(paired)
 
 

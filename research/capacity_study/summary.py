@@ -17,7 +17,7 @@ import math
 import statistics
 from collections import defaultdict
 
-from scipy import stats
+from research.stats import interval
 
 
 def _job_key(job: dict, *drop: str) -> tuple:
@@ -108,15 +108,6 @@ def effective_width_table(runs: list[dict], control: str = 'sgd') -> str:
     return '\n'.join(lines)
 
 
-def _interval(diffs: list[float]) -> str:
-    mean = statistics.fmean(diffs)
-    if len(diffs) < 2:
-        return f'{mean:+.2f}'
-    half = (stats.t.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs)
-            / math.sqrt(len(diffs)))
-    return f'{mean:+.2f} [{mean - half:+.2f}, {mean + half:+.2f}]'
-
-
 def paired_table(runs: list[dict], pairs=(('rho50_w10', 'bn'),
                                           ('redo_20', 'bn'),
                                           ('rho50_w10', 'redo_20'))) -> str:
@@ -141,8 +132,8 @@ def paired_table(runs: list[dict], pairs=(('rho50_w10', 'bn'),
             dead = [variants[a][s]['dead_pct'] - variants[b][s]['dead_pct']
                     for s in seeds]
             lines.append('| ' + ' | '.join(str(k) for k in key) +
-                         f' | {a} − {b} | {len(seeds)} | {_interval(acc)} | '
-                         f'{_interval(dead)} |')
+                         f' | {a} − {b} | {len(seeds)} | {interval(acc, 2)} | '
+                         f'{interval(dead, 2)} |')
     return '\n'.join(lines)
 
 
