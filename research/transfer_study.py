@@ -95,6 +95,11 @@ REGIMES = {
         'SGD', lr=0.1, momentum=0.9, weight_decay=1e-4)),
     'adam_l2': Regime('Adam lr 2e-3 + coupled L2 5e-3', _optimizer(
         'Adam', lr=2e-3, weight_decay=5e-3)),
+    # lr 0.1 diverged; the large-lr regime is the largest of these at which
+    # BN seed 0 does not diverge (declared in docs/transfer_study_notes.md)
+    **{f'sgd_lr{lr:g}': Regime(f'SGD+m, lr {lr:g} (large lr)', _optimizer(
+        'SGD', lr=lr, momentum=0.9, weight_decay=1e-4))
+       for lr in (0.05, 0.03, 0.02)},
 }
 
 
