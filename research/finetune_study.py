@@ -29,7 +29,6 @@ import os
 import re
 import shlex
 import statistics
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -45,6 +44,7 @@ from psbn_mmdet.utils import UserError
 
 from .benchmark import machine
 from .markdown import write_generated
+from .processes import train_process
 from .records import read_records
 
 PROG = 'finetune_study'
@@ -122,28 +122,6 @@ def grid(regimes, seeds, iterations=None, norms=DEFAULT_NORMS,
 
 
 # ------------------------------------------------------------------ running
-def _train(config: str, work_dir: Path, options: list[str],
-           threads: int) -> float:
-    """One ``tools/train.py`` process; returns its wall seconds."""
-    command = [sys.executable, str(REPO / 'tools' / 'train.py'),
-               str(REPO / config), '--work-dir', str(work_dir)]
-    if options:
-        command += ['--cfg-options', *options]
-    # research configs import research.* (custom_imports)
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads),
-               PYTHONPATH=os.pathsep.join(
-                   [str(REPO), *filter(None, [os.environ.get('PYTHONPATH')])]))
-    work_dir.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    with open(work_dir.with_suffix('.log'), 'w') as log:
-        done = subprocess.run(command, env=env, stdout=log,
-                              stderr=subprocess.STDOUT)
-    if done.returncode != 0:
-        raise UserError(f'training failed: {shlex.join(command)} (log: '
-                        f'{work_dir.with_suffix(".log")})')
-    return time.perf_counter() - started
-
-
 def pretrained(work_dirs: Path, iterations: int | None = None,
                config: str = PRETRAIN) -> str:
     """The pretrained checkpoint: reused when finished, else trained."""
@@ -158,7 +136,7 @@ def pretrained(work_dirs: Path, iterations: int | None = None,
                    if iterations is None else demo.last_checkpoint(work_dir))
     except UserError:
         print(f'pretraining {config} into {work_dir}', flush=True)
-        _train(config, work_dir, options, threads=torch_threads())
+        train_process(config, work_dir, options, threads=torch_threads())
         return str(demo.last_checkpoint(work_dir))
 
 
@@ -177,7 +155,7 @@ def train(job: Job, checkpoint: str, work_dirs: Path, threads: int) -> float:
         options += [f'train_cfg.max_iters={job.iterations}',
                     f'train_cfg.val_interval={job.iterations}',
                     f'default_hooks.checkpoint.interval={job.iterations}']
-    return _train(config, work_dirs / job.name, options, threads)
+    return train_process(config, work_dirs / job.name, options, threads)
 
 
 def measure(job: Job, work_dirs: Path, seconds: float) -> dict:

@@ -14,7 +14,7 @@ finetuned on its *target* domain (the same classes in another appearance) as
 mmdet finetunes: stem and layer1 frozen, ``norm_eval=True``.  A cell is a
 width, an optimizer regime (:data:`REGIMES`) and a norm (BN, psBN, ReDo);
 the runs of a seed share it.  Every finetune is a ``tools/train.py`` process
-on one thread (one at a time), evaluated on the first ``--val-images`` of
+on one thread (``--processes`` at a time), evaluated on the first ``--val-images`` of
 the target val images (CocoMetric bbox mAP); dead pre-ReLU channels are
 counted on 64 of them at the end (:func:`psbn_mmdet.demo.compare.measure`).
 
@@ -32,10 +32,11 @@ import json
 import os
 import shlex
 import statistics
-import subprocess
 import sys
+import threading
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -48,6 +49,7 @@ from psbn_mmdet.utils import UserError
 
 from .benchmark import machine
 from .markdown import write_generated
+from .processes import train_process
 from .records import read_records
 from .stats import interval, t_interval
 
@@ -164,25 +166,6 @@ def val_options(ann_file: str) -> list[str]:
             f'val_evaluator.ann_file={ann_file}',
             f'test_dataloader.dataset.ann_file={ann_file}',
             f'test_evaluator.ann_file={ann_file}']
-
-
-def train_process(config: str, work_dir: Path, options: list[str]) -> float:
-    """One ``tools/train.py`` process on one thread; its wall seconds."""
-    command = [sys.executable, str(REPO / 'tools' / 'train.py'),
-               str(REPO / config), '--work-dir', str(work_dir),
-               '--cfg-options', *options]
-    env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1',
-               PYTHONPATH=os.pathsep.join(
-                   [str(REPO), *filter(None, [os.environ.get('PYTHONPATH')])]))
-    work_dir.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    with open(work_dir.with_suffix('.log'), 'w') as log:
-        done = subprocess.run(command, env=env, stdout=log,
-                              stderr=subprocess.STDOUT)
-    if done.returncode != 0:
-        raise UserError(f'training failed: {shlex.join(command)} (log: '
-                        f'{work_dir.with_suffix(".log")})')
-    return time.perf_counter() - started
 
 
 def pretrained(width: float, work_dirs: Path, iterations: int | None = None
@@ -431,6 +414,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--reuse', action='store_true',
                         help='record a job whose work dir already holds its '
                         'finished run instead of training it again')
+    parser.add_argument('--processes', type=int, default=1,
+                        help='finetunes at a time, one thread each '
+                        '(default: %(default)s)')
     parser.add_argument('--json', help="write the invocation's record here "
                         '(rewritten after each run)')
     parser.add_argument('--out', help='markdown page for the tables')
@@ -451,6 +437,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     elif args.evidence:
         raise UserError('--evidence needs --from-json (the records to '
                         'summarize)')
+    if args.processes < 1:
+        raise UserError(f'--processes must be at least 1, got '
+                        f'{args.processes}')
     if not 1 <= args.val_images <= DATA['target']['num_val']:
         raise UserError(f'--val-images must be in 1..'
                         f'{DATA["target"]["num_val"]}, got {args.val_images}')
@@ -510,28 +499,47 @@ def _run(args, argv) -> dict:
                            'pretrained_eval'].append(entry)
                     print(json.dumps(entry), flush=True)
     if not args.noise:
-        for index, job in enumerate(jobs, 1):
-            seconds = (finished_seconds(work_dirs / job.name) if args.reuse
-                       else None)
-            reused = seconds is not None
-            if not reused:
-                seconds = finetune(job, checkpoints[job.width], ann_file,
-                                   work_dirs)
-            result['runs'].append(dict(record(job, work_dirs, seconds),
-                                       reused=reused))
-            print(f'[{index}/{len(jobs)}] {job.name}: bbox mAP '
-                  f'{result["runs"][-1]["bbox_mAP"]:.3f}, dead '
-                  f'{dead_pct(result["runs"][-1]):.1f}%, {seconds:.0f} s'
-                  f'{" (reused)" if reused else ""}', flush=True)
-            if args.json:  # a partial record survives an interrupted study
-                write_record(args.json, dict(
-                    result, wall_seconds=time.perf_counter() - started,
-                    load=[load, os.getloadavg()[0]],
-                    val_images=args.val_images, complete=False))
+        run_jobs(jobs, checkpoints, ann_file, work_dirs, args, result,
+                 partial=lambda: args.json and write_record(args.json, dict(
+                     result, wall_seconds=time.perf_counter() - started,
+                     load=[load, os.getloadavg()[0]],
+                     val_images=args.val_images, complete=False)))
     result.update(wall_seconds=time.perf_counter() - started,
                   load=[load, os.getloadavg()[0]], val_images=args.val_images,
                   complete=True)
     return result
+
+
+def run_jobs(jobs: list[Job], checkpoints: dict, ann_file: str,
+             work_dirs: Path, args, result: dict, partial) -> None:
+    """Finetune the jobs ``args.processes`` at a time (one thread each),
+    then record each in this process as it finishes, one at a time; the
+    records are kept in job order and ``partial()`` saves them after every
+    run, so an interrupted study keeps what finished."""
+    lock, done = threading.Lock(), []
+    order = {job: index for index, job in enumerate(jobs)}
+
+    def one(job: Job) -> None:
+        seconds = (finished_seconds(work_dirs / job.name) if args.reuse
+                   else None)
+        reused = seconds is not None
+        if not reused:
+            seconds = finetune(job, checkpoints[job.width], ann_file,
+                               work_dirs)
+        with lock:
+            run = dict(record(job, work_dirs, seconds), reused=reused)
+            result['runs'].append(run)
+            result['runs'].sort(key=lambda r: order[Job(**r['job'])])
+            done.append(job)
+            print(f'[{len(done)}/{len(jobs)}] {job.name}: bbox mAP '
+                  f'{run["bbox_mAP"]:.3f}, dead {dead_pct(run):.1f}%, '
+                  f'{seconds:.0f} s{" (reused)" if reused else ""}',
+                  flush=True)
+            partial()
+
+    with ThreadPoolExecutor(args.processes) as pool:
+        for future in [pool.submit(one, job) for job in jobs]:
+            future.result()  # the first failure stops the study
 
 
 def write_record(path: str, record: dict) -> None:

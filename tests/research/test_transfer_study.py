@@ -85,8 +85,9 @@ def test_regimes_build_their_optimizer(regime):
     kind = type(wrapper.optimizer).__name__
     assert kind == ('Adam' if regime == 'adam_l2' else 'SGD')
     group = wrapper.optimizer.param_groups[0]
-    assert group['lr'] == {'control': 0.01, 'sgd_high': 0.1,
-                           'adam_l2': 2e-3}[regime]
+    assert group['lr'] == ({'control': 0.01, 'sgd_high': 0.1,
+                            'adam_l2': 2e-3}.get(regime)
+                           or float(regime.removeprefix('sgd_lr')))
 
 
 def test_grid_pairs_norms_within_a_seed():
@@ -157,24 +158,31 @@ def test_val_subset_keeps_the_images_asked_for(tmp_path, monkeypatch):
         study.val_subset(3, 9, tmp_path / 'sub')
 
 
-def test_bad_val_images_is_a_user_error():
-    with pytest.raises(study.UserError):
+def test_bad_val_images_or_processes_is_a_user_error():
+    with pytest.raises(study.UserError, match='--val-images'):
         study.parse_args(['--val-images', '0'])
+    with pytest.raises(study.UserError, match='--processes'):
+        study.parse_args(['--processes', '0'])
 
 
 @pytest.mark.slow
 def test_quick_runs_end_to_end(tmp_path):
     """Tiny data, a 20-iteration 0.5x pretrain, BN and psBN finetuned 10
-    iterations under Adam + L2: records with an mAP and dead counts."""
+    iterations under Adam + L2, two at a time: records in job order with an
+    mAP and dead counts, each run's output in its own log."""
     import torch
     threads = torch.get_num_threads()
     records = tmp_path / 'quick.json'
     assert study.main(['--quick', '--workspace', str(tmp_path),
-                       '--json', str(records)]) == 0
+                       '--processes', '2', '--json', str(records)]) == 0
     assert torch.get_num_threads() == threads  # restored for what follows
-    runs = {r['job']['norm']: r for r in json.loads(
-        records.read_text())['runs']}
-    assert set(runs) == {'BN', 'psBN'}
+    listed = json.loads(records.read_text())['runs']
+    assert [r['job']['norm'] for r in listed] == ['BN', 'psBN']
+    runs = {r['job']['norm']: r for r in listed}
+    quick = tmp_path / 'work_dirs' / 'transfer' / 'quick'
+    for norm in ('bn', 'psbn'):  # 'w0.5_...': the dot stays in the name
+        log = quick / f'w0.5_adam_l2_{norm}_seed0.log'
+        assert 'Iter(train)' in log.read_text()
     for run in runs.values():
         assert run['bbox_mAP'] is not None and run['seconds'] > 0
         assert run['stages']['layer4']['pre_relu_channels'] > 0
