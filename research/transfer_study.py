@@ -102,6 +102,16 @@ REGIMES = {
     **{f'sgd_lr{lr:g}': Regime(f'SGD+m, lr {lr:g} (large lr)', _optimizer(
         'SGD', lr=lr, momentum=0.9, weight_decay=1e-4))
        for lr in (0.05, 0.03, 0.02)},
+    # the large lr as mmdet's configs run it: linear warm-up from 0.001x
+    # (here over the first quarter of the 200 iterations)
+    **{f'sgd_warmup_lr{lr:g}': Regime(
+        f'SGD+m, lr {lr:g}, warm-up 50 it (large lr)', (*_optimizer(
+            'SGD', lr=lr, momentum=0.9, weight_decay=1e-4),
+            'param_scheduler._delete_=True', 'param_scheduler.type=LinearLR',
+            'param_scheduler.start_factor=0.001',
+            'param_scheduler.by_epoch=False', 'param_scheduler.begin=0',
+            'param_scheduler.end=50'))
+       for lr in (0.1, 0.05)},
 }
 
 
