@@ -305,40 +305,46 @@ def cell_table(runs: list[dict]) -> str:
     return '\n'.join(lines)
 
 
-def paired_table(runs: list[dict], pairs=PAIRS) -> str:
+def _by_seed(runs: list[dict]) -> dict[tuple, dict[str, dict[int, dict]]]:
+    """(width, regime, iterations) -> norm -> seed -> run, in REGIMES order."""
     by_cell = defaultdict(lambda: defaultdict(dict))
     for run in runs:
         job = run['job']
         by_cell[(job['width'], job['regime'], job['iterations'])][
             job['norm']][job['seed']] = run
+    order = list(REGIMES)
+    return dict(sorted(by_cell.items(), key=lambda kv: (
+        kv[0][0], order.index(kv[0][1]) if kv[0][1] in order else len(order),
+        kv[0][2] or 0)))
+
+
+def _differences(norms: dict, a: str, b: str, value) -> list[float]:
+    """``value(run of a) - value(run of b)`` over the seeds both ran."""
+    seeds = sorted(set(norms.get(a, {})) & set(norms.get(b, {})))
+    return [value(norms[a][s]) - value(norms[b][s]) for s in seeds]
+
+
+def paired_table(runs: list[dict], pairs=PAIRS) -> str:
     lines = ['| width | regime | iterations | difference | pairs | bbox mAP, '
              'mean [95% t interval] | dead % (points) |', '|' + '---|' * 7]
-    for (width, regime, iterations), norms in sorted(
-            by_cell.items(), key=lambda kv: (kv[0][0], str(kv[0][1:]))):
+    for (width, regime, iterations), norms in _by_seed(runs).items():
         for a, b in pairs:
-            seeds = sorted(set(norms.get(a, {})) & set(norms.get(b, {})))
-            if not seeds:
+            mAP = _differences(norms, a, b, lambda r: r['bbox_mAP'])
+            if not mAP:
                 continue
-            mAP = [norms[a][s]['bbox_mAP'] - norms[b][s]['bbox_mAP']
-                   for s in seeds]
-            dead = [dead_pct(norms[a][s]) - dead_pct(norms[b][s])
-                    for s in seeds]
+            dead = _differences(norms, a, b, dead_pct)
             lines.append(f'| {width:g}x | {regime} | {iterations or "config"}'
-                         f' | {a} − {b} | {len(seeds)} | {interval(mAP)} | '
+                         f' | {a} − {b} | {len(mAP)} | {interval(mAP)} | '
                          f'{interval(dead, 1)} |')
     return '\n'.join(lines)
 
 
 def paired(runs: list[dict], a: str, b: str, regime: str,
            width: float = 1.0) -> list[float]:
-    """Paired mAP differences ``a`` − ``b`` over the seeds both ran."""
-    by = defaultdict(dict)
-    for run in runs:
-        job = run['job']
-        if job['regime'] == regime and job['width'] == width:
-            by[job['norm']][job['seed']] = run['bbox_mAP']
-    seeds = sorted(set(by[a]) & set(by[b]))
-    return [by[a][s] - by[b][s] for s in seeds]
+    """Paired mAP differences ``a`` − ``b`` over the seeds both ran (the
+    configs' iterations)."""
+    norms = _by_seed(runs).get((width, regime, None), {})
+    return _differences(norms, a, b, lambda r: r['bbox_mAP'])
 
 
 def evidence(runs: list[dict], regime: str, source: str) -> dict:

@@ -87,7 +87,13 @@ def test_regimes_build_their_optimizer(regime):
     group = wrapper.optimizer.param_groups[0]
     assert group['lr'] == ({'control': 0.01, 'sgd_high': 0.1,
                             'adam_l2': 2e-3}.get(regime)
-                           or float(regime.removeprefix('sgd_lr')))
+                           or float(regime.rsplit('_lr', 1)[1]))
+    if 'warmup' in regime:  # mmdet's linear warm-up, then constant
+        assert cfg.param_scheduler == dict(
+            type='LinearLR', start_factor=0.001, by_epoch=False, begin=0,
+            end=50)
+    else:
+        assert cfg.param_scheduler == []
 
 
 def test_grid_pairs_norms_within_a_seed():
