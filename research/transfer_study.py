@@ -72,9 +72,13 @@ PRETRAIN_ITERS = 1200
 #: norm -> the 1x finetune config (other widths: + :func:`width_options`)
 NORMS = {'BN': f'{CONFIGS}/textured_target_finetune.py',
          'psBN': f'{CONFIGS}/textured_target_finetune_psbn.py',
-         'ReDo': f'{CONFIGS}/textured_target_finetune_redo.py'}
+         'ReDo': f'{CONFIGS}/textured_target_finetune_redo.py',
+         # psBN + the classification study's revival rule (b)
+         'psBN_b': f'{CONFIGS}/textured_target_finetune_psbn_b.py'}
 NUM_IMAGES = 64  # val images of the dead-channel count
 PAIRS = (('psBN', 'BN'), ('ReDo', 'BN'), ('psBN', 'ReDo'))
+#: the rule's pairs, in the tables where it ran (not in the demo's evidence)
+RULE_PAIRS = (('psBN_b', 'BN'), ('psBN_b', 'psBN'))
 
 
 @dataclass(frozen=True)
@@ -216,7 +220,8 @@ def record(job: Job, work_dirs: Path, seconds: float) -> dict:
     """A finished job's record, read back from its work dir."""
     loaded = demo.load_run(job.name, work_dirs / job.name)
     numbers = demo.summary(demo.measure([loaded], NUM_IMAGES))[job.name]
-    redo = safe_load(loaded.checkpoint).get('redo') or {}
+    checkpoint = safe_load(loaded.checkpoint)
+    redo = checkpoint.get('redo') or {}
     metrics = loaded.metrics
     # CocoMetric gives no mAP when the detector outputs no box (a diverged
     # finetune): its AP is 0 by definition, and the record says why
@@ -227,7 +232,8 @@ def record(job: Job, work_dirs: Path, seconds: float) -> dict:
         bbox_mAP_50=0.0 if empty else numbers['bbox_mAP_50'],
         bbox_mAP_s=metrics.get('coco/bbox_mAP_s'),
         stages=numbers['stages'], dead_series=loaded.series['dead'],
-        recycled=redo.get('recycled'))
+        recycled=redo.get('recycled'),
+        revived=(checkpoint.get('revival') or {}).get('changed'))
 
 
 def finished_seconds(work_dir: Path) -> float | None:
@@ -324,7 +330,7 @@ def _differences(norms: dict, a: str, b: str, value) -> list[float]:
     return [value(norms[a][s]) - value(norms[b][s]) for s in seeds]
 
 
-def paired_table(runs: list[dict], pairs=PAIRS) -> str:
+def paired_table(runs: list[dict], pairs=PAIRS + RULE_PAIRS) -> str:
     lines = ['| width | regime | iterations | difference | pairs | bbox mAP, '
              'mean [95% t interval] | dead % (points) |', '|' + '---|' * 7]
     for (width, regime, iterations), norms in _by_seed(runs).items():
@@ -408,7 +414,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--regimes', nargs='+', choices=list(REGIMES),
                         default=['control', 'adam_l2'])
     parser.add_argument('--norms', nargs='+', choices=list(NORMS),
-                        default=list(NORMS))
+                        default=['BN', 'psBN', 'ReDo'])
     parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
     parser.add_argument('--iterations', type=int,
                         help="finetune iterations (default: the config's)")

@@ -276,3 +276,47 @@ class Revival:
                     median_relative_bound=(
                         statistics.median(self.relative) if self.relative
                         else None))
+
+
+def _register_hook():
+    """``RevivalHook`` for mmengine's ``custom_hooks``: a :class:`Revival`
+    on the run's :class:`PostShiftHook` controller (list it after that hook;
+    research configs import this module through ``custom_imports``)."""
+    from mmengine.hooks import Hook
+    from mmengine.model import is_model_wrapper
+    from mmengine.registry import HOOKS
+
+    from psbn_mmdet.engine.hooks import find_controller
+
+    @HOOKS.register_module(force=True)
+    class RevivalHook(Hook):
+        """Applies ``Rule(filter, gamma, outgoing)`` to every channel the
+        run's controller shifts; saves what it did under ``revival``."""
+
+        priority = 'NORMAL'
+
+        def __init__(self, filter: str = 'keep', gamma: str = 'shipped',
+                     outgoing: float = 0.0, seed: int = 0) -> None:
+            self.rule = Rule(filter, gamma, outgoing)
+            self.seed, self.revival = seed, None
+
+        def before_train(self, runner) -> None:
+            controller = find_controller(runner)
+            if controller is None:
+                raise RuntimeError('RevivalHook needs a PostShiftHook before '
+                                   'it in custom_hooks')
+            model = (runner.model.module if is_model_wrapper(runner.model)
+                     else runner.model)
+            self.revival = Revival(model, runner.optim_wrapper.optimizer,
+                                   controller, self.rule, seed=self.seed)
+
+        def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+            if self.revival is not None:
+                checkpoint['revival'] = dict(
+                    rule=self.rule.__dict__, changed=self.revival.changed,
+                    max_shift_bound=max(self.revival.bounds, default=None))
+
+    return RevivalHook
+
+
+RevivalHook = _register_hook()

@@ -143,3 +143,39 @@ def test_trace_follows_shifted_channels_and_changes_nothing():
     bins = report['by_steps_since_shift']
     assert set(bins) == {'0-10', '10-50'}
     assert bins['0-10']['gamma'] == pytest.approx(0.1, rel=1e-4)
+
+
+def test_revival_hook_applies_its_rule_to_the_runs_controller():
+    """The mmengine hook (research/configs/transfer/*_psbn_b.py) puts a
+    Revival on the PostShiftHook's controller: the shifted channels' filters
+    are rescaled to the live median norm, and the checkpoint says so."""
+    from types import SimpleNamespace
+
+    from psbn_mmdet.engine.hooks import PostShiftHook
+    from research.collapse_study.revival import RevivalHook
+    net = _net()
+    x, y = torch.randn(32, 1, 16, 16), torch.randint(0, 10, (32, ))
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.0)
+    controller = PostShiftController(net, optimizer)
+    name, unit = _kill(net, controller)
+    post_shift = PostShiftHook()
+    post_shift.controller = controller
+    runner = SimpleNamespace(hooks=[post_shift], model=net,
+                             optim_wrapper=SimpleNamespace(optimizer=optimizer))
+    hook = RevivalHook(filter='rescale', gamma='live')
+    with pytest.raises(RuntimeError, match='needs a PostShiftHook'):
+        hook.before_train(SimpleNamespace(hooks=[], model=net))
+    hook.before_train(runner)
+    net.train()
+    result = _train_window(net, controller, optimizer, x, y, steps=10)
+    shifted = result.shifted_channels[name]
+    assert shifted[[1, 4]].all()
+    norms = unit.conv.weight.flatten(1).norm(dim=1)
+    live = ~controller.last_dead[name]
+    assert torch.allclose(norms[shifted], norms[live].median().expand(
+        int(shifted.sum())))
+    checkpoint = {}
+    hook.before_save_checkpoint(runner, checkpoint)
+    assert checkpoint['revival']['changed'] == sum(
+        int(s.sum()) for s in result.shifted_channels.values())
+    assert checkpoint['revival']['rule']['filter'] == 'rescale'

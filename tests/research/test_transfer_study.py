@@ -67,7 +67,11 @@ def test_norm_configs_differ_from_bn_only_in_norm_and_hooks():
     redo = _config('textured_target_finetune_redo.py')
     assert [h['type'] for h in redo.custom_hooks] == [
         'CollapseMonitorHook', 'ReDoHook']
-    for other in (psbn, redo):
+    rule = _config('textured_target_finetune_psbn_b.py')
+    assert [h['type'] for h in rule.custom_hooks] == [
+        'PostShiftHook', 'RevivalHook']
+    assert rule.custom_hooks[1]['filter'] == 'rescale'
+    for other in (psbn, redo, rule):
         other.model.backbone.norm_cfg.type = 'BN'
         other.custom_hooks = bn.custom_hooks
         other.custom_imports = bn.custom_imports
