@@ -388,8 +388,18 @@ def pretrained_table(records: list[dict]) -> str:
     return '\n'.join(lines)
 
 
+def unique_runs(records: list[dict]) -> list[dict]:
+    """The records' runs, one per job: a run recorded again (``--reuse``,
+    a screening run reused by its cell) counts once, the later record's."""
+    runs = {}
+    for record in records:
+        for run in record.get('runs', []):
+            runs[Job(**run['job'])] = run
+    return list(runs.values())
+
+
 def render(records: list[dict]) -> str:
-    runs = [run for record in records for run in record.get('runs', [])]
+    runs = unique_runs(records)
     parts = [f'Machine: {"; ".join(sorted({r["machine"] for r in records}))}'
              '.', '']
     parts += [f'- `python -m research.transfer_study {shlex.join(r["argv"])}`'
@@ -581,7 +591,7 @@ def main(argv=None) -> int:
     text = render(records)
     print(text)
     if args.evidence:
-        runs = [run for record in records for run in record.get('runs', [])]
+        runs = unique_runs(records)
         write_record(args.evidence, evidence(
             runs, args.evidence_regime, 'docs/transfer_study.md, records in '
             'docs/transfer_runs/'))

@@ -138,6 +138,16 @@ def test_tables_from_records():
     assert 'psBN − BN | 3 | +0.023' in paired[2]
 
 
+def test_a_run_recorded_twice_counts_once():
+    """A screening run reused by its cell (--reuse) is in two records: the
+    cell has one run of that seed, the later record's."""
+    again = dict(RUNS[0], reused=True, seconds=1.0)
+    runs = study.unique_runs([dict(runs=RUNS), dict(runs=[again])])
+    assert len(runs) == len(RUNS) and again in runs and RUNS[0] not in runs
+    cells = study.cell_table(runs)
+    assert '| 1x | Adam lr 2e-3 + coupled L2 5e-3 | BN | config | 3 |' in cells
+
+
 def test_render_and_from_json(tmp_path):
     record = dict(machine='test', argv=['--seeds', '0'], wall_seconds=60.0,
                   runs=RUNS, pretrained_eval=[dict(
@@ -256,7 +266,7 @@ def test_the_demo_prints_the_committed_benchmark():
     committed = read_evidence(REPO / path)
     records = read_records(sorted(str(p) for p in (
         REPO / 'docs' / 'transfer_runs').glob('bench_*.json')))
-    runs = [run for record in records for run in record['runs']]
+    runs = study.unique_runs(records)
     again = study.evidence(runs, 'adam_l2', committed['source'])
     assert committed['seeds'] == again['seeds'] >= 8
     assert [d['name'] for d in committed['differences']] == \
