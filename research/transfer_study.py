@@ -1,8 +1,9 @@
 """Transfer finetune benchmark (issue 23): BN vs psBN vs ReDo where it counts.
 
     python -m research.transfer_study [--quick] [--widths 1] [--regimes control adam_l2]
-        [--norms BN psBN ReDo] [--seeds 0 1 ...] [--iterations 200] [--val-images 500]
-        [--pretrained-map] [--json RUNS.json]
+        [--norms BN psBN ReDo psBN_b] [--seeds 0 1 ...] [--iterations 200]
+        [--val-images 500] [--processes 2] [--reuse] [--pretrained-map]
+        [--json RUNS.json]
     python -m research.transfer_study --noise [--widths 1] [--json NOISE.json]
     python -m research.transfer_study --from-json RUNS.json ... [--out PAGE.md]
 
@@ -12,11 +13,12 @@ textured task (:mod:`psbn_mmdet.demo.shapes`: 20 classes of shape x texture,
 clutter, small and touching objects; ``research/configs/transfer/``) and
 finetuned on its *target* domain (the same classes in another appearance) as
 mmdet finetunes: stem and layer1 frozen, ``norm_eval=True``.  A cell is a
-width, an optimizer regime (:data:`REGIMES`) and a norm (BN, psBN, ReDo);
-the runs of a seed share it.  Every finetune is a ``tools/train.py`` process
-on one thread (``--processes`` at a time), evaluated on the first ``--val-images`` of
-the target val images (CocoMetric bbox mAP); dead pre-ReLU channels are
-counted on 64 of them at the end (:func:`psbn_mmdet.demo.compare.measure`).
+width, an optimizer regime (:data:`REGIMES`) and a norm (:data:`NORMS`);
+the runs of a seed share it.  Every finetune is a ``tools/train.py``
+process on one thread (``--processes`` at a time), evaluated on the first
+``--val-images`` of the target val images (CocoMetric bbox mAP); dead
+pre-ReLU channels are counted on 64 of them at the end
+(:func:`psbn_mmdet.demo.compare.measure`).
 
 ``--pretrained-map`` also evaluates each width's source-pretrained detector
 on the target val images (the finetune must beat it).  ``--noise`` measures
