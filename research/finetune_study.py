@@ -31,7 +31,6 @@ import shlex
 import statistics
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -44,7 +43,7 @@ from psbn_mmdet.utils import UserError
 
 from .benchmark import machine
 from .markdown import write_generated
-from .processes import train_process
+from .processes import in_pool, train_process
 from .records import read_records
 
 PROG = 'finetune_study'
@@ -184,18 +183,11 @@ def run_all(jobs: list[Job], checkpoint: str, work_dirs: Path,
     """Train the jobs ``processes`` at a time (torch threads split between
     them), then measure each in this process; records in job order."""
     threads = max(1, torch_threads() // processes)
-    done = 0
-
-    def one(job):
-        nonlocal done
-        seconds = train(job, checkpoint, work_dirs, threads)
-        done += 1
-        print(f'[{done}/{len(jobs)}] trained {job.name} in '
-              f'{seconds / 60:.1f} min', flush=True)
-        return seconds
-
-    with ThreadPoolExecutor(processes) as pool:
-        seconds = list(pool.map(one, jobs))
+    seconds = in_pool(
+        jobs, lambda job: train(job, checkpoint, work_dirs, threads),
+        processes, lambda count, job, s: print(
+            f'[{count}/{len(jobs)}] trained {job.name} in {s / 60:.1f} min',
+            flush=True))
     return [measure(job, work_dirs, s) for job, s in zip(jobs, seconds)]
 
 

@@ -5,7 +5,9 @@ import os
 import shlex
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from psbn_mmdet.utils import UserError
@@ -42,3 +44,23 @@ def train_process(config: str, work_dir: Path, options: list[str],
         raise UserError(f'training failed: {shlex.join(command)} (log: '
                         f'{log_path(work_dir)})')
     return time.perf_counter() - started
+
+
+def in_pool(items: list, work, processes: int, finished=None) -> list:
+    """``work(item)`` for every item, ``processes`` at a time (threads that
+    wait on training processes); ``finished(count, item, value)`` runs under
+    one lock as each item finishes (``count``: how many have); returns the
+    values in item order and raises the first failure in that order."""
+    lock, count = threading.Lock(), 0
+
+    def one(item):
+        nonlocal count
+        value = work(item)
+        with lock:
+            count += 1
+            if finished is not None:
+                finished(count, item, value)
+        return value
+
+    with ThreadPoolExecutor(processes) as pool:
+        return list(pool.map(one, items))

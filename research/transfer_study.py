@@ -35,10 +35,8 @@ import os
 import shlex
 import statistics
 import sys
-import threading
 import time
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -51,7 +49,7 @@ from psbn_mmdet.utils import UserError
 
 from .benchmark import machine
 from .markdown import write_generated
-from .processes import train_process
+from .processes import in_pool, train_process
 from .records import read_records
 from .stats import interval, t_interval
 
@@ -550,30 +548,27 @@ def run_jobs(jobs: list[Job], checkpoints: dict, ann_file: str,
     then record each in this process as it finishes, one at a time; the
     records are kept in job order and ``partial()`` saves them after every
     run, so an interrupted study keeps what finished."""
-    lock, done = threading.Lock(), []
     order = {job: index for index, job in enumerate(jobs)}
 
-    def one(job: Job) -> None:
+    def one(job: Job) -> tuple[float, bool]:
         seconds = (finished_seconds(work_dirs / job.name) if args.reuse
                    else None)
-        reused = seconds is not None
-        if not reused:
-            seconds = finetune(job, checkpoints[job.width], ann_file,
-                               work_dirs)
-        with lock:
-            run = dict(record(job, work_dirs, seconds), reused=reused)
-            result['runs'].append(run)
-            result['runs'].sort(key=lambda r: order[Job(**r['job'])])
-            done.append(job)
-            print(f'[{len(done)}/{len(jobs)}] {job.name}: bbox mAP '
-                  f'{run["bbox_mAP"]:.3f}, dead {dead_pct(run):.1f}%, '
-                  f'{seconds:.0f} s{" (reused)" if reused else ""}',
-                  flush=True)
-            partial()
+        if seconds is not None:
+            return seconds, True
+        return finetune(job, checkpoints[job.width], ann_file,
+                        work_dirs), False
 
-    with ThreadPoolExecutor(args.processes) as pool:
-        for future in [pool.submit(one, job) for job in jobs]:
-            future.result()  # the first failure stops the study
+    def finished(count: int, job: Job, value: tuple[float, bool]) -> None:
+        seconds, reused = value
+        run = dict(record(job, work_dirs, seconds), reused=reused)
+        result['runs'].append(run)
+        result['runs'].sort(key=lambda r: order[Job(**r['job'])])
+        print(f'[{count}/{len(jobs)}] {job.name}: bbox mAP '
+              f'{run["bbox_mAP"]:.3f}, dead {dead_pct(run):.1f}%, '
+              f'{seconds:.0f} s{" (reused)" if reused else ""}', flush=True)
+        partial()
+
+    in_pool(jobs, one, args.processes, finished)
 
 
 def write_record(path: str, record: dict) -> None:

@@ -266,6 +266,10 @@ class Revival:
             handle.remove()
         if self in self.controller.callbacks:
             self.controller.callbacks.remove(self)
+        return self.summary()
+
+    def summary(self) -> dict:
+        """What the rule did so far: channels changed, shift bounds."""
         return dict(kind='revival', rule=self.rule.__dict__,
                     changed=self.changed,
                     max_shift_bound=max(self.bounds) if self.bounds else None,
@@ -291,7 +295,8 @@ def _register_hook():
     @HOOKS.register_module(force=True)
     class RevivalHook(Hook):
         """Applies ``Rule(filter, gamma, outgoing)`` to every channel the
-        run's controller shifts; saves what it did under ``revival``."""
+        run's controller shifts; saves :meth:`Revival.summary` under
+        ``revival``."""
 
         priority = 'NORMAL'
 
@@ -312,9 +317,7 @@ def _register_hook():
 
         def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
             if self.revival is not None:
-                checkpoint['revival'] = dict(
-                    rule=self.rule.__dict__, changed=self.revival.changed,
-                    max_shift_bound=max(self.revival.bounds, default=None))
+                checkpoint['revival'] = self.revival.summary()
 
     return RevivalHook
 
