@@ -289,11 +289,15 @@ def _cells(runs: list[dict]) -> dict[tuple, list[dict]]:
         job = run['job']
         grouped[(job['width'], job['regime'], job['norm'],
                  job['iterations'])].append(run)
-    order = list(REGIMES), list(NORMS)
     return dict(sorted(grouped.items(), key=lambda kv: (
-        kv[0][0], order[0].index(kv[0][1]) if kv[0][1] in order[0] else 9,
-        order[1].index(kv[0][2]) if kv[0][2] in order[1] else 9,
+        kv[0][0], _rank(REGIMES, kv[0][1]), _rank(NORMS, kv[0][2]),
         kv[0][3] or 0)))
+
+
+def _rank(known: dict, name: str) -> int:
+    """``name``'s place in ``known`` (REGIMES, NORMS); unknown names last."""
+    names = list(known)
+    return names.index(name) if name in names else len(names)
 
 
 def cell_table(runs: list[dict]) -> str:
@@ -318,10 +322,8 @@ def _by_seed(runs: list[dict]) -> dict[tuple, dict[str, dict[int, dict]]]:
         job = run['job']
         by_cell[(job['width'], job['regime'], job['iterations'])][
             job['norm']][job['seed']] = run
-    order = list(REGIMES)
     return dict(sorted(by_cell.items(), key=lambda kv: (
-        kv[0][0], order.index(kv[0][1]) if kv[0][1] in order else len(order),
-        kv[0][2] or 0)))
+        kv[0][0], _rank(REGIMES, kv[0][1]), kv[0][2] or 0)))
 
 
 def _differences(norms: dict, a: str, b: str, value) -> list[float]:
