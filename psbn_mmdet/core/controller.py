@@ -9,10 +9,15 @@ Usable from any PyTorch loop::
         controller.step()   # after optimizer.step(): the shift is "post"
 
 Every ``window`` steps of a layer, its window statistics are all-reduced across
-ranks (max of y by MAX, x̂ sums by SUM), the dead pre-ReLU channels are found,
-psBN layers post-shift them (:meth:`~psbn_mmdet.models.layers.psbn.PostShiftMixin.post_shift_`) and the optimizer
-state of exactly those γ/β entries is reset.  The decision uses reduced
-statistics and identical parameters, so every rank shifts the same channels.
+ranks (max of y by MAX, x̂ sums by SUM), the dead pre-ReLU channels are found
+and psBN layers revive them by their ``revival`` rule
+(:mod:`psbn_mmdet.core.revival`): ``'reinit'`` makes each a working unit
+again where the layer that reads it is known, else (and for ``'shift'``) the
+layer post-shifts γ and β
+(:meth:`~psbn_mmdet.models.layers.psbn.PostShiftMixin.post_shift_`).  The
+optimizer state of the touched entries is reset.  The decision uses reduced
+statistics, identical parameters and draws seeded by (seed, step, layer), so
+every rank revives the same channels the same way.
 
 With ``shift=False`` (or plain BN layers) the controller only monitors: plain BN
 layers get a forward hook that collects the same statistics, so a BN baseline
@@ -29,6 +34,8 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .criteria import GAMMA_THRESHOLD, collapsed_gamma, per_stage
+from .revival import (check_revival, draw_seed, reinit_, units_of,
+                      zero_optimizer_state)
 from .roles import PRE_RELU, STAGES, roles_from_model, unplaced
 from .statistics import (DEFAULT_WINDOW, PostShiftable, WindowStatistics,
                          is_trainable, is_training_pass)
@@ -52,6 +59,8 @@ class WindowResult:
     dead: dict[str, int] = field(default_factory=dict)
     shifted: dict[str, int] = field(default_factory=dict)
     shifted_channels: dict[str, torch.Tensor] = field(default_factory=dict)
+    #: per stage: the channels of ``shifted`` revived by ``'reinit'``
+    reinitialized: dict[str, int] = field(default_factory=dict)
     #: per layer decided on: the training batches its window saw (on every
     #: rank together)
     batches: dict[str, int] = field(default_factory=dict)
@@ -72,8 +81,11 @@ def _unwrap_optimizers(optimizer) -> list[torch.optim.Optimizer]:
     raise TypeError(f'not an optimizer: {type(optimizer).__name__}')
 
 
-def check_options(window: int | None, optimizer_reset: str) -> None:
+def check_options(window: int | None, optimizer_reset: str,
+                  revival: str | None = None) -> None:
     """Raise a one-line ``ValueError`` naming a bad controller option."""
+    if revival is not None:
+        check_revival(revival)
     if optimizer_reset not in OPTIMIZER_RESETS:
         raise ValueError(f'optimizer_reset must be one of '
                          f'{OPTIMIZER_RESETS}, got {optimizer_reset!r}')
@@ -97,13 +109,23 @@ class PostShiftController:
             and sets second moments to the median of the layer's healthy
             channels, so an adaptive optimizer takes ordinary-sized steps;
             ``'none'`` (default, chosen by docs/collapse_study.md) leaves the
-            state alone.
+            state alone.  Applies to shifts; a ``'reinit'`` revival always
+            zeroes the state of what it touched.
+        revival: the revival rule of every psBN layer; None uses each
+            layer's ``revival`` from ``norm_cfg``.
+        seed: seeds the fresh filters of ``'reinit'`` with the step and
+            the layer (mmengine: the runner's seed).
     """
 
     def __init__(self, model: nn.Module, optimizer=None, shift: bool = True,
                  window: int | None = None, optimizer_reset: str = 'none',
-                 gamma_threshold: float = GAMMA_THRESHOLD) -> None:
-        check_options(window, optimizer_reset)
+                 gamma_threshold: float = GAMMA_THRESHOLD,
+                 revival: str | None = None, seed: int = 0) -> None:
+        check_options(window, optimizer_reset, revival)
+        self.revival = revival
+        self.seed = int(seed)
+        #: the readers of each pre-ReLU BN that ``'reinit'`` can revive
+        self.units = units_of(model)
         self.optimizers = _unwrap_optimizers(optimizer)
         self.shift = shift
         self.window = window
@@ -181,6 +203,16 @@ class PostShiftController:
                 if isinstance(self.bns[name], PostShiftable)]
 
     # ------------------------------------------------------------ decisions
+    def revival_of(self, name: str) -> str:
+        """The rule layer ``name``'s dead channels get: ``'reinit'`` or
+        ``'shift'`` (also where ``'reinit'`` has no unit to work on)."""
+        rule = self.revival or getattr(self.bns[name], 'revival', 'shift')
+        unit = self.units.get(name)
+        if (rule == 'reinit' and unit is not None
+                and unit.conv.weight.requires_grad):
+            return 'reinit'
+        return 'shift'
+
     def window_of(self, name: str) -> int:
         if self.window is not None:
             return self.window
@@ -201,7 +233,7 @@ class PostShiftController:
             return None
         self._all_reduce(due)
         result = WindowResult(self.steps)
-        dead_pairs, shifted_pairs = [], []
+        dead_pairs, shifted_pairs, reinit_pairs = [], [], []
         for name in due:
             bn, stats = self.bns[name], self.stats[name]
             if name in self._cut_windows:  # resumed without its statistics
@@ -214,18 +246,53 @@ class PostShiftController:
             dead = stats.dead_channels()
             self.last_dead[name] = dead
             dead_pairs.append((self.roles[name].stage, dead.sum()))
-            if self.shift and isinstance(bn, PostShiftable) and dead.any():
-                shifted = bn.post_shift_(dead)
-                self._reset_optimizer_state(bn, shifted, dead)
+            if (self.shift and isinstance(bn, PostShiftable)
+                    and self._revivable(name, dead).any()):
+                if self.revival_of(name) == 'reinit':
+                    shifted = self._reinit(name, dead)
+                    reinit_pairs.append((self.roles[name].stage,
+                                         shifted.sum()))
+                else:
+                    shifted = bn.post_shift_(dead)
+                    self._reset_optimizer_state(bn, shifted, dead)
                 self._record_shift(name, shifted)
                 result.shifted_channels[name] = shifted
                 shifted_pairs.append((self.roles[name].stage, shifted.sum()))
             stats.reset()
         result.dead = per_stage(dead_pairs, self.stages)
         result.shifted = per_stage(shifted_pairs, self.stages)
+        result.reinitialized = per_stage(reinit_pairs, self.stages)
         for callback in self.callbacks:
             callback(result)
         return result
+
+    def _revivable(self, name: str, dead: torch.Tensor) -> torch.Tensor:
+        """The channels layer ``name``'s rule revives: the dead ones, and
+        for ``'reinit'`` also those silent in the window with a collapsed
+        γ (|γ| < ``gamma_threshold``) or an all-zero filter, whose constant
+        input the dead criterion does not judge."""
+        if self.revival_of(name) != 'reinit':
+            return dead
+        bn, unit = self.bns[name], self.units[name]
+        collapsed = (collapsed_gamma(bn.weight, self.gamma_threshold)
+                     | (unit.conv.weight.detach().flatten(1).abs().amax(1)
+                        == 0))
+        return dead | (self.stats[name].silent_channels()
+                       & collapsed.to(dead.device))
+
+    def _reinit(self, name: str, dead: torch.Tensor) -> torch.Tensor:
+        """Rule ``'reinit'`` on layer ``name`` (:func:`reinit_`), the live
+        scale taken from channels that fired in the window and are not
+        collapsed; returns the revived mask."""
+        bn, stats = self.bns[name], self.stats[name]
+        revive = self._revivable(name, dead)
+        live = ~revive & (stats.max > 0)
+        generator = torch.Generator().manual_seed(
+            draw_seed(self.seed, self.steps, self.pre_relu.index(name)))
+        zero_optimizer_state(self.optimizers, reinit_(
+            bn, self.units[name], revive, live, generator,
+            getattr(bn, 'active_fraction', 0.5)))
+        return revive
 
     @staticmethod
     def _distributed() -> bool:
@@ -305,6 +372,22 @@ class PostShiftController:
                           for name, bn in self.bns.items() if bn.affine),
                          self.stages)
 
+    def dead_so_far_by_stage(self) -> dict[str, int]:
+        """Pre-ReLU channels dead on every training batch of the windows in
+        progress so far, per stage, over every rank (a collective: call it
+        on every rank).  After the first training batch: the loaded
+        checkpoint's dead channels, before any revival."""
+        names = [name for name in self.pre_relu
+                 if self.stats[name].max is not None]
+        if self._distributed():
+            maxes = [self.stats[name].max.clone() for name in names]
+            for value in maxes:
+                dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        else:
+            maxes = [self.stats[name].max for name in names]
+        return per_stage(((self.roles[name].stage, (value <= 0).sum())
+                          for name, value in zip(names, maxes)), self.stages)
+
     def dead_by_stage(self) -> dict[str, int]:
         """Pre-ReLU channels dead in each layer's last completed window."""
         return per_stage(((self.roles[name].stage, dead.sum())
@@ -328,7 +411,10 @@ class PostShiftController:
         return dict(
             steps=self.steps,
             shift_counts={k: v.tolist() for k, v in self.shift_counts.items()},
-            windows=windows)
+            windows=windows, recalibrations={
+                name: bn.pending_recalibration.tolist()
+                for name, bn in self.bns.items()
+                if getattr(bn, 'pending_recalibration', None) is not None})
 
     def load_state_dict(self, state: dict) -> None:
         """Restore :meth:`state_dict`.
@@ -344,6 +430,9 @@ class PostShiftController:
             k: torch.tensor(v, dtype=torch.long)
             for k, v in state['shift_counts'].items()
         }
+        for name, channels in state.get('recalibrations', {}).items():
+            if name in self.bns:
+                self.bns[name].recalibrate_(torch.tensor(channels))
         windows = state.get('windows')
         if windows is not None and not self._distributed():
             for name, saved in windows.items():

@@ -184,6 +184,13 @@ class WindowStatistics:
                   & (self.nonfinite == 0))
         return finite & (self.max <= 0)
 
+    def silent_channels(self) -> torch.Tensor:
+        """Channels whose output was ``<= 0`` everywhere in the window,
+        with or without spread: :meth:`dead_channels` plus those whose input
+        was constant (a filter decayed to 0).  A shift cannot place those;
+        a new filter can."""
+        return (self.nonfinite == 0) & (self.max <= 0)
+
 
 @runtime_checkable
 class PostShiftable(Protocol):

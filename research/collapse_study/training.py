@@ -51,6 +51,9 @@ REGIMES = {
     'adamw': Regime('AdamW', 'adamw', 1e-2, 5e-2),
     'sgd_high': Regime('SGD+m, high lr', 'sgd', 0.5, 5e-4, 0.9),
     'sgd': Regime('SGD+m, ordinary lr', 'sgd', 0.05, 5e-4, 0.9),
+    # issue 29's finetune: mmdet's SGD recipe (momentum 0.9, weight decay
+    # 1e-4, its 0.02 lr)
+    'sgd_ft': Regime('SGD+m finetune (mmdet recipe)', 'sgd', 0.02, 1e-4, 0.9),
     # Zhou's large lr on the conv and BN layers only: the FC head, which has
     # no BN, keeps the ordinary lr (at lr 0.5 83-94% of its units die)
     'sgd_high_body': Regime('SGD+m, high lr on conv/BN, ordinary on the head',
@@ -328,6 +331,7 @@ def run(job: Job, probes=()) -> dict:
         _load_pretrained(model, state)
     optimizer = build_optimizer(model, regime)
     controller = PostShiftController(model, optimizer, shift=variant.psbn,
+                                     seed=job.seed,
                                      **variant.controller_kwargs())
     reshifts = ReshiftCounter(controller.window_of)
     controller.callbacks.append(reshifts)

@@ -94,7 +94,10 @@ class Variant:
 
 
 #: the layer's defaults when the first study's candidates were measured
-FIRST_STUDY_DEFAULTS = dict(window=100, active_fraction=0.01)
+FIRST_STUDY_DEFAULTS = dict(window=100, active_fraction=0.01,
+                            revival='shift')
+#: the options of issue 13's defaults, with the rule they were measured with
+RHO50_W10 = dict(window=10, active_fraction=0.5, revival='shift')
 
 
 def _fixed(label: str, optimizer_reset: str = 'healthy',
@@ -109,8 +112,7 @@ def _fixed(label: str, optimizer_reset: str = 'healthy',
 
 def _revival(label: str, rule: dict) -> Variant:
     """The shipped defaults (``rho50_w10``'s options) plus a rule."""
-    return Variant(label, True, options=dict(window=10, active_fraction=0.5),
-                   revival=rule)
+    return Variant(label, True, options=RHO50_W10, revival=rule)
 
 
 VARIANTS = {
@@ -124,10 +126,9 @@ VARIANTS = {
     # issue 13's rule, options explicit so that records keep their meaning:
     # the defaults since issue 13, and the same rule at window 20
     'rho50_w10': Variant('psBN, window=10, active_fraction=0.5 (the defaults '
-                         'since issue 13)', True,
-                         options=dict(window=10, active_fraction=0.5)),
+                         'since issue 13)', True, options=RHO50_W10),
     'rho50_w20': Variant('psBN, window=20, active_fraction=0.5', True,
-                         options=dict(window=20, active_fraction=0.5)),
+                         options=dict(RHO50_W10, window=20)),
     # the defaults chosen by the first study, until issue 13 (its records
     # call it 'shipped'); options explicit, so the name keeps its rule
     'shipped': Variant(
@@ -135,7 +136,8 @@ VARIANTS = {
         "issue 13)", True, options=FIRST_STUDY_DEFAULTS),
     # the first study's best combination (= 'fix_w20_none_rho16')
     'rho16_w20': Variant('psBN, window=20, active_fraction=0.16', True,
-                         options=dict(window=20, active_fraction=0.16)),
+                         options=dict(window=20, active_fraction=0.16,
+                                      revival='shift')),
     # the peer: ReDo on BN, every 20 steps (psBN's window) and every 100, the
     # reference's threshold tau = 0 (units dead on the scored batch)
     'redo_20': Variant('ReDo (tau 0, period 20) on BN', False,
@@ -143,6 +145,10 @@ VARIANTS = {
     'redo': Variant('ReDo (tau 0, period 100) on BN', False,
                     redo=dict(tau=0.0, period=100)),
     # issue 23, step 4: psBN's defaults + a revival rule (revival.Rule)
+    # issue 29: the product's 'reinit' revival, window 10, ρ 0.5
+    'ps_reinit': Variant("psBN, revival='reinit' (window 10, "
+                         'active_fraction 0.5)', True,
+                         options=dict(RHO50_W10, revival='reinit')),
     'ps_keep': _revival('psBN defaults (rule: nothing more; measures the '
                         'shift bound)', {}),
     'ps_rescale': _revival('psBN + incoming filter rescaled to the live '

@@ -27,14 +27,16 @@ import weakref
 from statistics import NormalDist
 
 import torch
+import torch.distributed as dist
 from mmengine.registry import MODELS
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ...core.revival import DEFAULT_REVIVAL, check_revival
 from ...core.statistics import (DEFAULT_WINDOW, WindowStatistics,
                                 is_training_pass)
 
-PSBN_OPTIONS = ('window', 'active_fraction', 'gamma_min')
+PSBN_OPTIONS = ('window', 'active_fraction', 'gamma_min', 'revival')
 #: the warning below is said once per process
 _WARNED = []
 
@@ -50,7 +52,7 @@ def _warn_unattached() -> None:
 
 
 def _validate_options(cls_name: str, window, active_fraction, gamma_min,
-                      unknown: dict) -> None:
+                      revival, unknown: dict) -> None:
     """Raise a one-line error naming the first bad psBN option."""
     if unknown:
         known = ', '.join(PSBN_OPTIONS)
@@ -70,6 +72,10 @@ def _validate_options(cls_name: str, window, active_fraction, gamma_min,
             or not 0.0 < gamma_min < math.inf):
         raise ValueError(f'{cls_name}: gamma_min must be None (relative to the '
                          f'layer) or a positive number, got {gamma_min!r}')
+    try:
+        check_revival(revival)
+    except ValueError as error:
+        raise ValueError(f'{cls_name}: {error}') from None
 
 
 class PostShiftMixin:
@@ -87,10 +93,14 @@ class PostShiftMixin:
     GAMMA_FLOOR_FALLBACK = 1e-2
 
     def _init_post_shift(self, window: int, active_fraction: float,
-                         gamma_min: float | None) -> None:
+                         gamma_min: float | None, revival: str) -> None:
         self.window = window
         self.active_fraction = float(active_fraction)
         self.gamma_min = None if gamma_min is None else float(gamma_min)
+        self.revival = revival
+        #: channels whose running statistics the next training pass sets
+        #: (:meth:`recalibrate_`); None when there are none
+        self.pending_recalibration: torch.Tensor | None = None
         # Not a buffer: checkpoints keep exactly BN's keys.
         self.window_stats = WindowStatistics(window)
         _remember(self)
@@ -99,7 +109,7 @@ class PostShiftMixin:
     def options(self) -> dict:
         """The psBN options of this layer, as its constructor takes them."""
         return dict(window=self.window, active_fraction=self.active_fraction,
-                    gamma_min=self.gamma_min)
+                    gamma_min=self.gamma_min, revival=self.revival)
 
     @property
     def collects_statistics(self) -> bool:
@@ -110,9 +120,12 @@ class PostShiftMixin:
     def extra_repr(self) -> str:
         return (super().extra_repr() + f', window={self.window}, '
                 f'active_fraction={self.active_fraction}, '
-                f'gamma_min={self.gamma_min}')
+                f'gamma_min={self.gamma_min}, revival={self.revival!r}')
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (self.pending_recalibration is not None
+                and is_training_pass(self)):
+            self._recalibrate(x)
         y = super().forward(x)
         if self.collects_statistics:
             self.window_stats.update(self, x, y)
@@ -161,6 +174,41 @@ class PostShiftMixin:
         self.bias.data[shift] = new_beta[shift].to(self.bias.dtype)
         return shift
 
+    def recalibrate_(self, channels: torch.Tensor) -> None:
+        """Have the next training pass set the running mean and variance of
+        ``channels`` (a bool mask) to that batch's, before normalizing it.
+
+        The ``'reinit'`` revival gives a channel a new filter: its old
+        running statistics mean nothing, and under frozen statistics
+        (mmdet's ``norm_eval=True``) they are what normalizes it.  Over
+        every rank of a distributed run (psSyncBN's process group), so the
+        ranks keep equal buffers.
+        """
+        pending = self.pending_recalibration
+        channels = channels.to(self.running_mean.device
+                               if self.running_mean is not None else 'cpu')
+        self.pending_recalibration = (channels if pending is None
+                                      else pending | channels)
+
+    @torch.no_grad()
+    def _recalibrate(self, x: torch.Tensor) -> None:
+        channels, self.pending_recalibration = self.pending_recalibration, None
+        if self.running_mean is None:
+            return
+        x = x.detach().transpose(0, 1).flatten(1)[channels].double()
+        moments = torch.stack([torch.full((x.shape[0], ), float(x.shape[1]),
+                                          dtype=x.dtype, device=x.device),
+                               x.sum(1), x.square().sum(1)])
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(moments,
+                            group=getattr(self, 'process_group', None))
+        count, total, squares = moments
+        mean = total / count.clamp(min=1)
+        var = (squares / count.clamp(min=1) - mean.square()).clamp(min=0)
+        var = var * count / (count - 1).clamp(min=1)  # unbiased, as BN's
+        self.running_mean[channels] = mean.to(self.running_mean.dtype)
+        self.running_var[channels] = var.to(self.running_var.dtype)
+
     # ------------------------------------------------------------ conversion
     @classmethod
     def convert_bn(cls, module: nn.Module, **options) -> nn.Module:
@@ -172,8 +220,8 @@ class PostShiftMixin:
         mode, and a child is replaced only when it changed.  ``affine=False``
         and a BN whose bias was removed convert too; without γ and β they
         are monitored, never shifted.  ``options`` are psBN's (``window``,
-        ``active_fraction``, ``gamma_min``).  Returns the converted module
-        (a new object when ``module`` itself is a BN).
+        ``active_fraction``, ``gamma_min``, ``revival``).  Returns the
+        converted module (a new object when ``module`` itself is a BN).
         """
         return _convert(module, lambda layer: (
             (_TO_PSBN[type(layer)], options, None)
@@ -241,6 +289,14 @@ class psBN(PostShiftMixin, nn.BatchNorm2d, _BatchNorm):
         gamma_min: |γ| floor f of a revived channel; ``None`` (default) uses
             ``GAMMA_FLOOR_RATIO`` (0.1) × the median |γ| of the layer's
             healthy channels.
+        revival: what a dead channel becomes at a window's end (a rule of
+            :data:`~psbn_mmdet.core.revival.REVIVALS`).  ``'reinit'``
+            (default): a working unit again, a fresh filter at the layer's
+            live scale, |γ| at the live median, its running statistics
+            measured on the next batch and the next layer's weights on it
+            zeroed (:func:`~psbn_mmdet.core.revival.reinit_`), where the
+            controller finds that next layer; elsewhere (a ResNet's stem)
+            the shift.  ``'shift'``: the post-shift of γ and β alone.
 
     Unknown options raise a one-line ``TypeError`` naming them.
 
@@ -261,12 +317,13 @@ class psBN(PostShiftMixin, nn.BatchNorm2d, _BatchNorm):
                  momentum: float | None = 0.1, affine: bool = True,
                  track_running_stats: bool = True, device=None, dtype=None,
                  window: int = DEFAULT_WINDOW, active_fraction: float = 0.5,
-                 gamma_min: float | None = None, **unknown) -> None:
+                 gamma_min: float | None = None,
+                 revival: str = DEFAULT_REVIVAL, **unknown) -> None:
         _validate_options(type(self).__name__, window, active_fraction,
-                          gamma_min, unknown)
+                          gamma_min, revival, unknown)
         super().__init__(num_features, eps, momentum, affine,
                          track_running_stats, device, dtype)
-        self._init_post_shift(window, active_fraction, gamma_min)
+        self._init_post_shift(window, active_fraction, gamma_min, revival)
 
 
 @MODELS.register_module(name='psSyncBN')
@@ -283,12 +340,13 @@ class psSyncBN(PostShiftMixin, nn.SyncBatchNorm, _BatchNorm):
                  track_running_stats: bool = True, process_group=None,
                  device=None, dtype=None, window: int = DEFAULT_WINDOW,
                  active_fraction: float = 0.5,
-                 gamma_min: float | None = None, **unknown) -> None:
+                 gamma_min: float | None = None,
+                 revival: str = DEFAULT_REVIVAL, **unknown) -> None:
         _validate_options(type(self).__name__, window, active_fraction,
-                          gamma_min, unknown)
+                          gamma_min, revival, unknown)
         super().__init__(num_features, eps, momentum, affine,
                          track_running_stats, process_group, device, dtype)
-        self._init_post_shift(window, active_fraction, gamma_min)
+        self._init_post_shift(window, active_fraction, gamma_min, revival)
 
 
 PSBN_TYPES = (psBN, psSyncBN)
