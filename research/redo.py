@@ -201,10 +201,9 @@ def _register_hook():
     """``ReDoHook`` for mmengine's ``custom_hooks`` (research configs import
     this module through ``custom_imports``)."""
     from mmengine.hooks import Hook
-    from mmengine.model import is_model_wrapper
     from mmengine.registry import HOOKS
 
-    from psbn_mmdet.engine.hooks import optimizer_stepped
+    from psbn_mmdet.engine.hooks import optimizer_stepped, runner_model
 
     @HOOKS.register_module(force=True)
     class ReDoHook(Hook):
@@ -220,8 +219,7 @@ def _register_hook():
             self.redo = None
 
         def before_train(self, runner) -> None:
-            model = runner.model.module if is_model_wrapper(
-                runner.model) else runner.model
+            model = runner_model(runner)
             seed = self.seed if self.seed is not None else runner.seed
             self.redo = ReDo(units_of(model), runner.optim_wrapper.optimizer,
                              self.tau, self.period, seed)

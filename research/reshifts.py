@@ -66,10 +66,7 @@ def _register_hook():
             self.counter = None
 
         def before_train(self, runner) -> None:
-            controller = find_controller(runner)
-            if controller is None:
-                raise RuntimeError('ReshiftCounterHook needs a PostShiftHook '
-                                   'before it in custom_hooks')
+            controller = find_controller(runner, 'ReshiftCounterHook')
             self.counter = ReshiftCounter(controller.window_of)
             controller.callbacks.append(self.counter)
 

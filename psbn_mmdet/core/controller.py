@@ -34,8 +34,8 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .criteria import GAMMA_THRESHOLD, collapsed_gamma, per_stage
-from .revival import (check_revival, draw_seed, reinit_, units_of,
-                      zero_optimizer_state)
+from .revival import (REINIT_SCALES, check_revival, draw_seed, reinit_,
+                      units_of, zero_optimizer_state)
 from .roles import PRE_RELU, STAGES, roles_from_model, unplaced
 from .statistics import (DEFAULT_WINDOW, PostShiftable, WindowStatistics,
                          is_trainable, is_training_pass)
@@ -208,9 +208,9 @@ class PostShiftController:
         ``'shift'`` (also where ``'reinit'`` has no unit to work on)."""
         rule = self.revival or getattr(self.bns[name], 'revival', 'shift')
         unit = self.units.get(name)
-        if (rule == 'reinit' and unit is not None
+        if (rule in REINIT_SCALES and unit is not None
                 and unit.conv.weight.requires_grad):
-            return 'reinit'
+            return rule
         return 'shift'
 
     def window_of(self, name: str) -> int:
@@ -248,7 +248,7 @@ class PostShiftController:
             dead_pairs.append((self.roles[name].stage, dead.sum()))
             if (self.shift and isinstance(bn, PostShiftable)
                     and self._revivable(name, dead).any()):
-                if self.revival_of(name) == 'reinit':
+                if self.revival_of(name) in REINIT_SCALES:
                     shifted = self._reinit(name, dead)
                     reinit_pairs.append((self.roles[name].stage,
                                          shifted.sum()))
@@ -271,7 +271,7 @@ class PostShiftController:
         for ``'reinit'`` also those silent in the window with a collapsed
         γ (|γ| < ``gamma_threshold``) or an all-zero filter, whose constant
         input the dead criterion does not judge."""
-        if self.revival_of(name) != 'reinit':
+        if self.revival_of(name) not in REINIT_SCALES:
             return dead
         bn, unit = self.bns[name], self.units[name]
         collapsed = (collapsed_gamma(bn.weight, self.gamma_threshold)
@@ -291,7 +291,8 @@ class PostShiftController:
             draw_seed(self.seed, self.steps, self.pre_relu.index(name)))
         zero_optimizer_state(self.optimizers, reinit_(
             bn, self.units[name], revive, live, generator,
-            getattr(bn, 'active_fraction', 0.5)))
+            getattr(bn, 'active_fraction', 0.5),
+            REINIT_SCALES[self.revival_of(name)]))
         return revive
 
     @staticmethod

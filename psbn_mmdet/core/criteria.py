@@ -112,3 +112,26 @@ class ChannelMax:
 
     def __exit__(self, *exc) -> None:
         self.remove()
+
+
+#: optimizers that scale each entry's step by its own gradient history
+#: (adaptive learning rates); with weight decay added to the gradient
+#: (coupled L2) the decay of a silent channel is not scaled down with its
+#: gradient, the regime that collapses channels (Mehta et al. 2019)
+ADAPTIVE_OPTIMIZERS = ('Adam', 'Adamax', 'NAdam', 'RAdam', 'Adagrad',
+                       'RMSprop', 'Adadelta')
+
+
+def collapse_regime(optimizer: torch.optim.Optimizer) -> str | None:
+    """``'<Optimizer> with weight_decay=<wd>'`` when ``optimizer`` is a
+    known collapse regime (an adaptive optimizer of
+    :data:`ADAPTIVE_OPTIMIZERS` whose weight decay is coupled, > 0 in some
+    parameter group); None otherwise (SGD, AdamW, decoupled decay)."""
+    name = type(optimizer).__name__
+    if name not in ADAPTIVE_OPTIMIZERS:
+        return None
+    decays = [group.get('weight_decay', 0) or 0
+              for group in optimizer.param_groups
+              if not group.get('decoupled_weight_decay', False)]
+    decay = max(decays, default=0)
+    return f'{name} with weight_decay={decay:g}' if decay > 0 else None

@@ -43,7 +43,9 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from .roles import inner_links
 
 #: the revival rules (psBN's ``revival`` option)
-REVIVALS = ('shift', 'reinit')
+REVIVALS = ('shift', 'reinit', 'reinit_init')
+#: the scale each re-initializing rule gives a revived unit (:func:`reinit_`)
+REINIT_SCALES = {'reinit': 'live', 'reinit_init': 'init'}
 #: the rule of a psBN layer whose config names none
 DEFAULT_REVIVAL = 'reinit'
 #: layers that keep channel c at channel c (between a unit and its reader)
@@ -145,7 +147,8 @@ def _live_median(values: torch.Tensor, live: torch.Tensor,
 @torch.no_grad()
 def reinit_(bn: _BatchNorm, unit: Unit, revive: torch.Tensor,
             live: torch.Tensor, generator: torch.Generator,
-            active_fraction: float = 0.5) -> list[tuple[torch.Tensor,
+            active_fraction: float = 0.5,
+            scale: str = 'live') -> list[tuple[torch.Tensor,
                                                         torch.Tensor, int]]:
     r"""Make the channels in ``revive`` working units again (rule ``'reinit'``).
 
@@ -178,7 +181,8 @@ def reinit_(bn: _BatchNorm, unit: Unit, revive: torch.Tensor,
     weight = conv.weight
     norms = weight.detach().flatten(1).norm(dim=1).float()
     # kaiming_normal (std sqrt(2 / fan_in)) draws filters of norm ≈ sqrt(2)
-    target = _live_median(norms, live, 2.0**0.5)
+    target = (_live_median(norms, live, 2.0**0.5) if scale == 'live'
+              else 2.0**0.5)
     fresh = torch.randn((int(revive.sum()), ) + tuple(weight.shape[1:]),
                         generator=generator)
     fresh *= target / fresh.flatten(1).norm(dim=1).clamp(min=1e-12).view(
@@ -188,7 +192,8 @@ def reinit_(bn: _BatchNorm, unit: Unit, revive: torch.Tensor,
     if conv.bias is not None:
         conv.bias[revive] = 0
         touched.append((conv.bias, revive, 0))
-    gamma = _live_median(bn.weight.detach().abs().float(), live, 1.0)
+    gamma = (_live_median(bn.weight.detach().abs().float(), live, 1.0)
+             if scale == 'live' else 1.0)
     z = NormalDist().inv_cdf(1.0 - active_fraction)
     bn.weight[revive] = gamma
     bn.bias[revive] = -gamma * z

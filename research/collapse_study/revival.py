@@ -287,10 +287,9 @@ def _register_hook():
     on the run's :class:`PostShiftHook` controller (list it after that hook;
     research configs import this module through ``custom_imports``)."""
     from mmengine.hooks import Hook
-    from mmengine.model import is_model_wrapper
     from mmengine.registry import HOOKS
 
-    from psbn_mmdet.engine.hooks import find_controller
+    from psbn_mmdet.engine.hooks import find_controller, runner_model
 
     @HOOKS.register_module(force=True)
     class RevivalHook(Hook):
@@ -306,12 +305,8 @@ def _register_hook():
             self.seed, self.revival = seed, None
 
         def before_train(self, runner) -> None:
-            controller = find_controller(runner)
-            if controller is None:
-                raise RuntimeError('RevivalHook needs a PostShiftHook before '
-                                   'it in custom_hooks')
-            model = (runner.model.module if is_model_wrapper(runner.model)
-                     else runner.model)
+            controller = find_controller(runner, 'RevivalHook')
+            model = runner_model(runner)
             self.revival = Revival(model, runner.optim_wrapper.optimizer,
                                    controller, self.rule, seed=self.seed)
 

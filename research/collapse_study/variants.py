@@ -149,6 +149,10 @@ VARIANTS = {
     'ps_reinit': Variant("psBN, revival='reinit' (window 10, "
                          'active_fraction 0.5)', True,
                          options=dict(RHO50_W10, revival='reinit')),
+    'ps_reinit_init': Variant("psBN, revival='reinit_init' (a fresh unit at "
+                              'initialization scale: γ 1, filter norm √2)',
+                              True, options=dict(RHO50_W10,
+                                                 revival='reinit_init')),
     'ps_keep': _revival('psBN defaults (rule: nothing more; measures the '
                         'shift bound)', {}),
     'ps_rescale': _revival('psBN + incoming filter rescaled to the live '

@@ -48,19 +48,23 @@ class CraftedResNet18(BaseModel):
         return dict(loss=sum(f.mean() for f in feats) * 0.0)
 
 
-def _runner(tmp_path, norm_type, hook, accumulative_counts=1, model=None):
+def _runner(tmp_path, norm_type, hook, accumulative_counts=1, model=None,
+            optimizer=None):
     # seeded: the random init decides whether each revived channel also fires
     # on the next window's batches, and with it the exact counts
     return Runner(
         model=model or dict(type='CraftedResNet18', norm_type=norm_type),
         work_dir=str(tmp_path),
+        # mmengine's visualizer is a process-wide instance per experiment
+        # name: a name per test keeps each test's scalars in its own work_dir
+        experiment_name=tmp_path.name,
         randomness=dict(seed=0),
         train_dataloader=dict(
             dataset=RandomImages(),
             sampler=dict(type='DefaultSampler', shuffle=False),
             batch_size=4,
             num_workers=0),
-        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.0),
+        optim_wrapper=dict(optimizer=optimizer or dict(type='SGD', lr=0.0),
                            accumulative_counts=accumulative_counts),
         train_cfg=dict(by_epoch=False, max_iters=4),
         custom_hooks=[hook],
@@ -179,6 +183,72 @@ def test_bad_hook_option_fails_when_the_runner_is_built(tmp_path):
                                        optimizer_reset='bogus'))
     with pytest.raises(ValueError, match='window must be an integer >= 1'):
         _runner(tmp_path, 'psBN', dict(type='PostShiftHook', window=0))
+    with pytest.raises(ValueError, match="PostShiftHook: revival must be "
+                       "one of .*'shift'.*'reinit'"):
+        _runner(tmp_path, 'psBN', dict(type='PostShiftHook', revival='redo'))
+
+
+def _said(runner):
+    import logging
+    said = []
+    handler = logging.Handler()
+    handler.emit = lambda record: said.append(record.getMessage())
+    runner.logger.addHandler(handler)
+    try:
+        runner.train()
+    finally:
+        runner.logger.removeHandler(handler)
+    return said
+
+
+@pytest.mark.parametrize('hook', ['PostShiftHook', 'CollapseMonitorHook'])
+def test_train_start_logs_the_loaded_weights_dead_channels(tmp_path, hook):
+    """Iteration 0: the crafted dead channels per stage, in the text log
+    and at step 0 of the visualizer's psbn/dead_<stage> scalars."""
+    import json
+    runner = _runner(tmp_path, 'psBN' if hook == 'PostShiftHook' else 'BN',
+                     dict(type=hook, interval=1, window=2))
+    said = _said(runner)
+    lines = [m for m in said if 'at train start' in m]
+    assert len(lines) == 1
+    assert ('have 5 of 1984 pre-ReLU channels dead on the first batch '
+            '(stem 2/64, layer1 0/128, layer2 3/256, layer3 0/512') in lines[0]
+    scalars = [json.loads(line) for line in open(
+        f'{runner.log_dir}/vis_data/scalars.json')]
+    first = next(r for r in scalars if 'psbn/dead_stem' in r)
+    assert first['step'] == 0
+    assert (first['psbn/dead_stem'], first['psbn/dead_layer2']) == (2, 3)
+
+
+@pytest.mark.parametrize('optimizer,warned', [
+    (dict(type='Adam', lr=0.0, weight_decay=1e-4), 'Adam with weight_decay'),
+    (dict(type='AdamW', lr=0.0, weight_decay=1e-2), None),
+    (dict(type='SGD', lr=0.0, weight_decay=1e-4), None),
+])
+def test_collapse_regime_warned_once_at_train_start(tmp_path, optimizer,
+                                                     warned):
+    runner = _runner(tmp_path, 'psBN', dict(type='PostShiftHook'),
+                     optimizer=optimizer)
+    lines = [m for m in _said(runner) if 'known collapse regime' in m]
+    assert len(lines) == (1 if warned else 0)
+    if warned:
+        assert warned in lines[0] and '\n' not in lines[0]
+
+
+@pytest.mark.parametrize('revival', [None, 'shift'])
+def test_hook_revival_option_picks_the_rule(tmp_path, revival):
+    """Default (the layers' 'reinit'): layer2.0.bn1's dead channels get
+    fresh conv1 filters and conv2 stops reading them; 'shift' keeps both
+    and shifts β.  The stem (no unit) is shifted by either."""
+    runner = _runner(tmp_path, 'psBN', dict(type='PostShiftHook',
+                                            revival=revival))
+    block = runner.model.backbone.layer2[0]
+    runner.train()
+    controller = find_controller(runner)
+    assert _shifted(controller)['backbone.layer2.0.bn1'][:3] == [0, 1, 2]
+    zeroed = bool((block.conv2.weight[:, :3] == 0).all())
+    assert zeroed == (revival is None)
+    assert (runner.model.backbone.bn1.bias[:2] > -10).all()
 
 
 @MODELS.register_module(force=True)
@@ -195,16 +265,8 @@ class ConvOnly(BaseModel):
 
 
 def test_monitor_hook_on_a_model_without_bn_says_so_once(tmp_path):
-    import logging
     runner = _runner(tmp_path, 'BN', dict(type='CollapseMonitorHook',
                                           interval=1),
                      model=dict(type='ConvOnly'))
-    said = []
-    handler = logging.Handler()
-    handler.emit = lambda record: said.append(record.getMessage())
-    runner.logger.addHandler(handler)
-    try:
-        runner.train()
-    finally:
-        runner.logger.removeHandler(handler)
+    said = _said(runner)
     assert sum('the model has no pre-ReLU BN layer' in m for m in said) == 1

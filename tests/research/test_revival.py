@@ -163,7 +163,8 @@ def test_revival_hook_applies_its_rule_to_the_runs_controller():
     runner = SimpleNamespace(hooks=[post_shift], model=net,
                              optim_wrapper=SimpleNamespace(optimizer=optimizer))
     hook = RevivalHook(filter='rescale', gamma='live')
-    with pytest.raises(RuntimeError, match='needs a PostShiftHook'):
+    from psbn_mmdet.utils.errors import UserError
+    with pytest.raises(UserError, match='needs a PostShiftHook'):
         hook.before_train(SimpleNamespace(hooks=[], model=net))
     hook.before_train(runner)
     net.train()

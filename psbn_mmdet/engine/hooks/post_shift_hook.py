@@ -9,7 +9,12 @@ the text log, the JSON log and every visualizer backend (TensorBoard...) see
 :func:`log_key` ``(kind, stage)`` for each of :data:`LOG_KINDS`:
 ``psbn/dead_<stage>`` (pre-ReLU channels dead in the last window),
 ``psbn/collapsed_gamma_<stage>`` (|γ| < 1e-3) and ``psbn/recovered_<stage>``
-(shifts so far).  The controller's counters are saved in checkpoints under
+(shifts so far).  At the first training iteration it logs the loaded
+weights' dead channels per stage (dead on the first batch, before any
+revival: what a pretrained checkpoint brings), as ``psbn/dead_<stage>`` at
+step 0 for the visualizer and one line in the text log; and one warning at
+train start when the optimizer is a known collapse regime
+(:func:`~psbn_mmdet.core.criteria.collapse_regime`).  The controller's counters are saved in checkpoints under
 :data:`CHECKPOINT_KEY` and restored on resume.  Windows count optimizer steps,
 so ``accumulative_counts`` is respected.
 """
@@ -20,6 +25,7 @@ from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 
 from ...core.controller import PostShiftController, check_options
+from ...core.criteria import collapse_regime, per_stage
 from ...models.layers import restore_post_shift
 from ...utils.errors import UserError
 
@@ -49,11 +55,24 @@ def optimizer_stepped(optim_wrapper) -> bool:
     return True if should_update is None else bool(should_update())
 
 
-def find_controller(runner) -> PostShiftController | None:
-    """The controller of the runner's (first) :class:`PostShiftHook` or
-    ``CollapseMonitorHook``; None before training or without one."""
-    return next((hook.controller for hook in runner.hooks
-                 if isinstance(hook, PostShiftHook)), None)
+def runner_model(runner):
+    """``runner.model`` without its wrapper (DDP, FSDP...)."""
+    model = runner.model
+    return model.module if is_model_wrapper(model) else model
+
+
+def find_controller(runner, needed_by: str | None = None
+                    ) -> PostShiftController | None:
+    """The controller of the runner's (first) :class:`PostShiftHook`; None
+    before training or without one, or, when ``needed_by`` names the
+    asking hook, a one-line :class:`UserError` saying it needs one."""
+    controller = next((hook.controller for hook in runner.hooks
+                       if isinstance(hook, PostShiftHook)
+                       and hook.controller is not None), None)
+    if controller is None and needed_by is not None:
+        raise UserError(f'{needed_by} needs a PostShiftHook before it in '
+                        'custom_hooks')
+    return controller
 
 
 @HOOKS.register_module()
@@ -66,26 +85,36 @@ class PostShiftHook(Hook):
             ``window`` from ``norm_cfg``.
         optimizer_reset: see :class:`PostShiftController`.
         shift: False to monitor only.
+        revival: the revival rule of every psBN layer (one of
+            :data:`~psbn_mmdet.core.revival.REVIVALS`); None (default)
+            uses each layer's ``revival`` from ``norm_cfg``.
+        seed: seeds the fresh filters of a re-initializing revival; None
+            (default) uses the runner's seed (``randomness.seed``).
     """
 
     # After the optimizer step (inside train_step), before LoggerHook.
     priority = 'NORMAL'
 
     def __init__(self, interval: int = 50, window: int | None = None,
-                 optimizer_reset: str = 'none', shift: bool = True) -> None:
+                 optimizer_reset: str = 'none', shift: bool = True,
+                 revival: str | None = None,
+                 seed: int | None = None) -> None:
         name = type(self).__name__
         if (isinstance(interval, bool) or not isinstance(interval, int)
                 or interval < 1):
             raise ValueError(
                 f'{name}: interval must be an integer >= 1, got {interval!r}')
         try:  # validated here, when the Runner is built, not at train start
-            check_options(window, optimizer_reset)
+            check_options(window, optimizer_reset, revival)
         except ValueError as error:
             raise ValueError(f'{name}: {error}') from None
         self.interval = interval
         self.window = window
         self.optimizer_reset = optimizer_reset
         self.shift = shift
+        self.revival = revival
+        self.seed = seed
+        self._inheritance_logged = False
         self.controller: PostShiftController | None = None
         self._resumed_state: dict | None = None
 
@@ -94,8 +123,7 @@ class PostShiftHook(Hook):
         # builds the controller.  The Runner has converted SyncBN by now
         # (reverted in a one-process run, ``sync_bn`` in a distributed one):
         # layers that were psBN post-shift again.
-        model = runner.model.module if is_model_wrapper(
-            runner.model) else runner.model
+        model = runner_model(runner)
         _, restored = restore_post_shift(model)
         if restored:
             runner.logger.info(
@@ -107,8 +135,11 @@ class PostShiftHook(Hook):
             runner.optim_wrapper,
             shift=self.shift,
             window=self.window,
-            optimizer_reset=self.optimizer_reset)
+            optimizer_reset=self.optimizer_reset,
+            revival=self.revival,
+            seed=self.seed if self.seed is not None else (runner.seed or 0))
         self._check_layers(runner)
+        self._warn_collapse_regime(runner)
         if self._resumed_state is not None:
             self.controller.load_state_dict(self._resumed_state)
             if self.controller.resume_note:
@@ -132,6 +163,39 @@ class PostShiftHook(Hook):
                 "the backbone's norm_cfg=dict(type='psBN') (or psSyncBN), "
                 'or use CollapseMonitorHook to count dead channels only')
 
+    def _warn_collapse_regime(self, runner) -> None:
+        regimes = {collapse_regime(optimizer)
+                   for optimizer in self.controller.optimizers} - {None}
+        if regimes:
+            runner.logger.warning(
+                f'{type(self).__name__}: {", ".join(sorted(regimes))} is a '
+                'known collapse regime (adaptive learning rate, coupled '
+                'weight decay): expect dead channels; AdamW or SGD keep '
+                'them alive')
+
+    def _log_inheritance(self, runner) -> None:
+        """The loaded weights' dead channels (on the first batch), per
+        stage: the text log, and the visualizer at step 0."""
+        controller = self.controller
+        dead = controller.dead_so_far_by_stage()
+        total = per_stage(((controller.roles[name].stage,
+                            controller.bns[name].num_features)
+                           for name in controller.pre_relu
+                           if controller.stats[name].max is not None),
+                          controller.stages)
+        runner.visualizer.add_scalars(
+            {log_key('dead', stage): count for stage, count in dead.items()},
+            step=runner.iter)
+        parts = ', '.join(f'{stage} {dead[stage]}/{total[stage]}'
+                          for stage in total if total[stage])
+        runner.logger.info(
+            f'{type(self).__name__}: at train start (iteration '
+            f'{runner.iter}) the loaded weights have {sum(dead.values())} '
+            f'of {sum(total.values())} pre-ReLU channels dead on the first '
+            f'batch ({parts}; frozen layers not measured); '
+            + ('those still dead at a window\'s end are revived'
+               if self.shift else 'monitor only, none is revived'))
+
     def after_train(self, runner) -> None:
         self.controller.close()
 
@@ -139,6 +203,9 @@ class PostShiftHook(Hook):
                          outputs=None) -> None:
         # windows count optimizer steps: with gradient accumulation
         # (``accumulative_counts``) not every iteration is one
+        if not self._inheritance_logged:
+            self._inheritance_logged = True
+            self._log_inheritance(runner)
         if optimizer_stepped(runner.optim_wrapper):
             self.controller.step()
         if self.every_n_train_iters(runner, self.interval):
