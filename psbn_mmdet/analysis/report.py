@@ -38,7 +38,9 @@ import torch
 
 from ..core.criteria import (ACTIVATION_THRESHOLD, GAMMA_THRESHOLD,
                              collapsed_gamma, dead_activation)
+from ..core.revival import DEFAULT_REVIVAL, applied_rule, units_of
 from ..core.roles import PRE_RELU, STAGES, BNRole, roles_from_names
+from ..core.statistics import is_trainable
 from ..io.builders import load_backbone
 from ..io.checkpoint import Checkpoint
 from ..utils.errors import UserError
@@ -65,6 +67,10 @@ class BNLayer:
     dead: torch.Tensor | None = None  # bool per channel; pre-ReLU with data
     #: bool per channel: γ or β NaN/Inf, or (measured) a NaN/Inf activation
     nonfinite: torch.Tensor | None = None
+    #: measured pre-ReLU layers: the rule psBN's default revival applies to
+    #: their dead channels (``'shift'`` where it has no unit), None if the
+    #: layer is frozen (never revived)
+    revival: str | None = None
 
     def __post_init__(self) -> None:
         if self.nonfinite is None:
@@ -174,8 +180,24 @@ class Report:
                 'dead_activation': None if layer.dead is None else int(
                     layer.dead.sum()),
                 'nonfinite': int(layer.nonfinite.sum()),
+                'revival': layer.revival,
             } for layer in self.layers],
+            'would_revive': self.would_revive(),
         }
+
+    def would_revive(self) -> dict | None:
+        """Measured reports: the dead channels psBN's default revival
+        (:data:`~psbn_mmdet.core.revival.DEFAULT_REVIVAL`) would revive at
+        its first window, by the rule applied (``'frozen'``: in frozen
+        layers, never revived); None without activations."""
+        if self.num_images is None:
+            return None
+        counts = {'rule': DEFAULT_REVIVAL, DEFAULT_REVIVAL: 0, 'shift': 0,
+                  'frozen': 0}
+        for layer in self.layers:
+            if layer.dead is not None:
+                counts[layer.revival or 'frozen'] += int(layer.dead.sum())
+        return counts
 
 
 # ---------------------------------------------------------------------- report
@@ -192,10 +214,13 @@ def collapse_report(ckpt: Checkpoint,
         backbone = load_backbone(config or probe.model_config, ckpt)
         pre_relu = [n for n, layer in layers.items() if layer.role == PRE_RELU]
         maxima = probe.max_activations(backbone, pre_relu, progress)
+        units, modules = units_of(backbone), dict(backbone.named_modules())
         for name in pre_relu:
             layer = layers[name]
             layer.dead = dead_activation(maxima[name], activation_threshold)
             layer.nonfinite = layer.nonfinite | ~torch.isfinite(maxima[name])
+            layer.revival = (applied_rule(DEFAULT_REVIVAL, units.get(name))
+                             if is_trainable(modules[name]) else None)
     return Report(ckpt.path, ckpt.format, gamma_threshold,
                   activation_threshold,
                   None if probe is None else probe.num_images,
@@ -256,7 +281,8 @@ def format_table(report: Report, other: Report | None = None) -> str:
 
 def notes(report: Report) -> list[str]:
     """What the tool says on stderr about a report: BNs outside a ResNet
-    stage, channels with non-finite values."""
+    stage, the dead channels psBN would revive, channels with non-finite
+    values."""
     lines = []
     other = [layer for layer in report.layers if layer.stage == OTHER]
     if other:
@@ -264,6 +290,17 @@ def notes(report: Report) -> list[str]:
                      f'outside a ResNet stage (first: {other[0].name}) are '
                      f"counted under '{OTHER}'; dead channels are measured "
                      'in ResNet stages only')
+    revive = report.would_revive()
+    if revive and sum(revive[k] for k in (revive['rule'], 'shift')):
+        rule = revive['rule']
+        lines.append(
+            f'note: {report.checkpoint}: psBN (revival={rule!r}, the '
+            f'default) would revive {revive[rule] + revive["shift"]} dead '
+            f'channel(s) at its first window: {revive[rule]} re-initialized '
+            f'(ResNet blocks\' bn1/bn2), {revive["shift"]} shifted (no '
+            f'layer to re-initialize with: the stem, or a frozen conv)'
+            + (f'; {revive["frozen"]} in frozen layers stay dead'
+               if revive['frozen'] else ''))
     nonfinite = report.total_row()['nonfinite']
     if nonfinite:
         lines.append(f'warning: {report.checkpoint}: {nonfinite} channel(s) '

@@ -5,6 +5,7 @@ from .criteria import (ACTIVATION_THRESHOLD, ADAPTIVE_OPTIMIZERS,
                        collapse_regime, collapsed_gamma, dead_activation,
                        per_stage)
 from .revival import (DEFAULT_REVIVAL, REINIT_SCALES, REVIVALS, Unit,
+                      applied_rule,
                       check_revival, draw_seed, reinit_, units_of,
                       zero_optimizer_state)
 from .roles import (PRE_ADD, PRE_RELU, STAGES, BNRole, InnerLink, inner_links,
@@ -15,7 +16,8 @@ from .statistics import (DEFAULT_WINDOW, PostShiftable, WindowStatistics,
 __all__ = [
     'ACTIVATION_THRESHOLD', 'ADAPTIVE_OPTIMIZERS', 'collapse_regime',
     'BNRole', 'ChannelMax', 'DEFAULT_REVIVAL',
-    'DEFAULT_WINDOW', 'REINIT_SCALES', 'REVIVALS', 'Unit', 'check_revival',
+    'DEFAULT_WINDOW', 'REINIT_SCALES', 'REVIVALS', 'Unit', 'applied_rule',
+    'check_revival',
     'draw_seed', 'reinit_', 'units_of', 'zero_optimizer_state',
     'GAMMA_THRESHOLD', 'InnerLink', 'OPTIMIZER_RESETS', 'PRE_ADD', 'PRE_RELU',
     'PostShiftController', 'PostShiftable', 'STAGES', 'WindowResult',

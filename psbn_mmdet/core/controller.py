@@ -11,9 +11,9 @@ Usable from any PyTorch loop::
 Every ``window`` steps of a layer, its window statistics are all-reduced across
 ranks (max of y by MAX, x̂ sums by SUM), the dead pre-ReLU channels are found
 and psBN layers revive them by their ``revival`` rule
-(:mod:`psbn_mmdet.core.revival`): ``'reinit'`` makes each a working unit
-again where the layer that reads it is known, else (and for ``'shift'``) the
-layer post-shifts γ and β
+(:mod:`psbn_mmdet.core.revival`): ``'reinit_init'`` and ``'reinit'`` make
+each a working unit again where the layer that reads it is known, else (and
+for ``'shift'``) the layer post-shifts γ and β
 (:meth:`~psbn_mmdet.models.layers.psbn.PostShiftMixin.post_shift_`).  The
 optimizer state of the touched entries is reset.  The decision uses reduced
 statistics, identical parameters and draws seeded by (seed, step, layer), so
@@ -34,8 +34,8 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .criteria import GAMMA_THRESHOLD, collapsed_gamma, per_stage
-from .revival import (REINIT_SCALES, check_revival, draw_seed, reinit_,
-                      units_of, zero_optimizer_state)
+from .revival import (REINIT_SCALES, applied_rule, check_revival,
+                      draw_seed, reinit_, units_of, zero_optimizer_state)
 from .roles import PRE_RELU, STAGES, roles_from_model, unplaced
 from .statistics import (DEFAULT_WINDOW, PostShiftable, WindowStatistics,
                          is_trainable, is_training_pass)
@@ -59,7 +59,7 @@ class WindowResult:
     dead: dict[str, int] = field(default_factory=dict)
     shifted: dict[str, int] = field(default_factory=dict)
     shifted_channels: dict[str, torch.Tensor] = field(default_factory=dict)
-    #: per stage: the channels of ``shifted`` revived by ``'reinit'``
+    #: per stage: the channels of ``shifted`` re-initialized
     reinitialized: dict[str, int] = field(default_factory=dict)
     #: per layer decided on: the training batches its window saw (on every
     #: rank together)
@@ -109,11 +109,11 @@ class PostShiftController:
             and sets second moments to the median of the layer's healthy
             channels, so an adaptive optimizer takes ordinary-sized steps;
             ``'none'`` (default, chosen by docs/collapse_study.md) leaves the
-            state alone.  Applies to shifts; a ``'reinit'`` revival always
+            state alone.  Applies to shifts; a re-initializing revival always
             zeroes the state of what it touched.
         revival: the revival rule of every psBN layer; None uses each
             layer's ``revival`` from ``norm_cfg``.
-        seed: seeds the fresh filters of ``'reinit'`` with the step and
+        seed: seeds the fresh filters of the re-initializing rules with the step and
             the layer (mmengine: the runner's seed).
     """
 
@@ -124,7 +124,7 @@ class PostShiftController:
         check_options(window, optimizer_reset, revival)
         self.revival = revival
         self.seed = int(seed)
-        #: the readers of each pre-ReLU BN that ``'reinit'`` can revive
+        #: the readers of each pre-ReLU BN that a re-initializing rule can revive
         self.units = units_of(model)
         self.optimizers = _unwrap_optimizers(optimizer)
         self.shift = shift
@@ -204,14 +204,12 @@ class PostShiftController:
 
     # ------------------------------------------------------------ decisions
     def revival_of(self, name: str) -> str:
-        """The rule layer ``name``'s dead channels get: ``'reinit'`` or
-        ``'shift'`` (also where ``'reinit'`` has no unit to work on)."""
-        rule = self.revival or getattr(self.bns[name], 'revival', 'shift')
-        unit = self.units.get(name)
-        if (rule in REINIT_SCALES and unit is not None
-                and unit.conv.weight.requires_grad):
-            return rule
-        return 'shift'
+        """The rule layer ``name``'s dead channels get (the controller's
+        ``revival``, else the layer's; ``'shift'`` where a re-initializing
+        rule has no unit to work on)."""
+        return applied_rule(
+            self.revival or getattr(self.bns[name], 'revival', 'shift'),
+            self.units.get(name))
 
     def window_of(self, name: str) -> int:
         if self.window is not None:
@@ -268,7 +266,7 @@ class PostShiftController:
 
     def _revivable(self, name: str, dead: torch.Tensor) -> torch.Tensor:
         """The channels layer ``name``'s rule revives: the dead ones, and
-        for ``'reinit'`` also those silent in the window with a collapsed
+        for a re-initializing rule also those silent in the window with a collapsed
         γ (|γ| < ``gamma_threshold``) or an all-zero filter, whose constant
         input the dead criterion does not judge."""
         if self.revival_of(name) not in REINIT_SCALES:
@@ -281,7 +279,7 @@ class PostShiftController:
                        & collapsed.to(dead.device))
 
     def _reinit(self, name: str, dead: torch.Tensor) -> torch.Tensor:
-        """Rule ``'reinit'`` on layer ``name`` (:func:`reinit_`), the live
+        """A re-initializing rule on layer ``name`` (:func:`reinit_`), the live
         scale taken from channels that fired in the window and are not
         collapsed; returns the revived mask."""
         bn, stats = self.bns[name], self.stats[name]

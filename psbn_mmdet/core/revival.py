@@ -1,7 +1,7 @@
 """The revival rules: what a psBN layer's dead channel becomes at a window's end.
 
-Two rules (:data:`REVIVALS`), chosen per layer by psBN's ``revival`` option
-(or for every layer by the controller's):
+Three rules (:data:`REVIVALS`), chosen per layer by psBN's ``revival``
+option (or for every layer by the controller's):
 
 * ``'shift'``: psBN's post-shift of γ and β alone
   (:meth:`~psbn_mmdet.models.layers.psbn.PostShiftMixin.post_shift_`).  It
@@ -17,9 +17,17 @@ Two rules (:data:`REVIVALS`), chosen per layer by psBN's ``revival`` option
   what it computed before, and those weights get a gradient from a healthy
   activation: ReDo's trick, Sokar et al. 2023), and the optimizer state of
   every touched entry zeroed.
+* ``'reinit_init'`` (the default): as ``'reinit'``, at the scale of a newly
+  initialized layer instead of the live one: γ = 1 and the filter at Kaiming
+  norm √2.  Chosen over the two others by issue 29's declared rule across
+  its cells (docs/inherited_collapse.md): where a checkpoint arrives
+  collapsed on a shifted task, the live scale (itself shrunk by the
+  regularizer that collapsed the layer) recovers 4 points less than ReDo,
+  the init scale 0.5.
 
-``'reinit'`` needs to know which layers read the channel: a :class:`Unit`
-(:func:`units_of`).  Inside a ResNet block that is the block's next conv
+The re-initializing rules need to know which layers read the channel: a :class:`Unit`
+(:func:`units_of`); :func:`applied_rule` says which rule a layer's dead
+channels get.  Inside a ResNet block that is the block's next conv
 (:func:`~psbn_mmdet.core.roles.inner_links`); in an ``nn.Sequential`` conv net
 the next conv or linear layer, when only channel-wise layers (pools, ReLU,
 dropout, a flatten after a global pool) stand between.  A pre-ReLU BN with
@@ -47,10 +55,19 @@ REVIVALS = ('shift', 'reinit', 'reinit_init')
 #: the scale each re-initializing rule gives a revived unit (:func:`reinit_`)
 REINIT_SCALES = {'reinit': 'live', 'reinit_init': 'init'}
 #: the rule of a psBN layer whose config names none
-DEFAULT_REVIVAL = 'reinit'
+DEFAULT_REVIVAL = 'reinit_init'
 #: layers that keep channel c at channel c (between a unit and its reader)
 CHANNELWISE = (nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d,
                nn.AdaptiveMaxPool2d, nn.Dropout, nn.Identity)
+
+
+def applied_rule(rule: str, unit: Unit | None) -> str:
+    """The rule a layer configured with ``rule`` applies: a re-initializing
+    rule where the layer has a unit whose conv trains, else ``'shift'``."""
+    if (rule in REINIT_SCALES and unit is not None
+            and unit.conv.weight.requires_grad):
+        return rule
+    return 'shift'
 
 
 def check_revival(revival) -> None:

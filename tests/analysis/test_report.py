@@ -28,9 +28,9 @@ STAGE_KEYS = {'name', 'bn_layers', 'channels', 'collapsed_gamma',
               'collapsed_gamma_pct', 'dead_activation', 'dead_activation_pct',
               'nonfinite', 'nonfinite_pct'}
 LAYER_KEYS = {'name', 'stage', 'role', 'channels', 'collapsed_gamma',
-              'dead_activation', 'nonfinite'}
+              'dead_activation', 'nonfinite', 'revival'}
 REPORT_KEYS = {'checkpoint', 'gamma_threshold', 'activation_threshold',
-               'num_images', 'stages', 'total', 'layers'}
+               'num_images', 'stages', 'total', 'layers', 'would_revive'}
 
 # ResNet-50, torchvision/mmdet names: BN layers and channels per stage.
 R50_BN_LAYERS = {'stem': 1, 'layer1': 10, 'layer2': 13, 'layer3': 19,
@@ -144,7 +144,8 @@ def test_collapsed_gamma_counts_are_exact_in_every_format(r50_files, fmt,
     assert layers[f'{prefix}layer4.2.bn3'] == {
         'name': f'{prefix}layer4.2.bn3', 'stage': 'layer4', 'role': 'pre-add',
         'channels': 2048, 'collapsed_gamma': 20, 'dead_activation': None,
-        'nonfinite': 0}
+        'nonfinite': 0, 'revival': None}
+    assert report['would_revive'] is None  # nothing measured
     assert layers[f'{prefix}bn1']['role'] == 'pre-relu'
     assert layers[f'{prefix}layer1.0.bn1']['collapsed_gamma'] == 1
 
@@ -497,6 +498,9 @@ def tiny_data(tmp_path_factory):
         configs[depth, norm] = folder / f'r{depth}_{norm}.py'
         configs[depth, norm].write_text(
             CONFIG.format(depth=depth, norm=norm, root=root))
+    configs['unfrozen'] = folder / 'r18_BN_unfrozen.py'
+    configs['unfrozen'].write_text(configs[18, 'BN'].read_text().replace(
+        'frozen_stages=1', 'frozen_stages=-1'))
     return configs, resnet18_checkpoint(folder / 'r18.pth')
 
 
@@ -523,6 +527,42 @@ def test_activation_mode_finds_crafted_dead_channels(tiny_data, tmp_path,
     pre_add = [layer for layer in report['layers']
                if layer['role'] == 'pre-add']
     assert pre_add and all(l['dead_activation'] is None for l in pre_add)
+
+
+@needs_mmdet
+@pytest.mark.parametrize('config,revive,said', [
+    ('unfrozen', {'reinit_init': 3, 'shift': 1, 'frozen': 0},
+     'would revive 4 dead channel(s) at its first window: 3 re-initialized'),
+    ((18, 'BN'), {'reinit_init': 2, 'shift': 0, 'frozen': 2},
+     'would revive 2 dead channel(s) at its first window: 2 re-initialized '
+     "(ResNet blocks' bn1/bn2), 0 shifted"),
+])
+def test_activation_mode_says_what_psbn_would_revive(tiny_data, tmp_path,
+                                                     capsys, config, revive,
+                                                     said):
+    """The crafted dead channels plus one in the stem: blocks' bn1 are
+    re-initialized, the stem (no unit) shifted, frozen layers (stem and
+    layer1 with frozen_stages=1) left dead."""
+    configs, checkpoint = tiny_data
+    state = torch.load(checkpoint)['state_dict']
+    state['backbone.bn1.bias'][7] = -1e6
+    crafted = tmp_path / 'stem_dead.pth'
+    torch.save({'state_dict': state}, crafted)
+    out = tmp_path / 'report.json'
+    assert cli(crafted, '--data-config', configs[config], '--num-images', 2,
+               '--json', out) == 0
+    report = json.loads(out.read_text())
+    assert report['would_revive'] == {'rule': 'reinit_init', **revive}
+    rules = {layer['name'].removeprefix('backbone.'): layer['revival']
+             for layer in report['layers']}
+    frozen = config != 'unfrozen'
+    assert rules['bn1'] == (None if frozen else 'shift')
+    assert rules['layer1.0.bn1'] == (None if frozen else 'reinit_init')
+    assert rules['layer3.1.bn1'] == 'reinit_init'
+    assert rules['layer3.1.bn2'] is None  # pre-add: never revived
+    err = capsys.readouterr().err
+    assert said in err
+    assert ('2 in frozen layers stay dead' in err) == frozen
 
 
 @needs_mmdet

@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from psbn_mmdet import PostShiftController, psBN
-from psbn_mmdet.core import REVIVALS, draw_seed, reinit_, units_of
+from psbn_mmdet.core import (DEFAULT_REVIVAL, REVIVALS, draw_seed, reinit_,
+                             units_of)
 
 DEAD = 2  # the crafted dead channel of the first psBN
 
@@ -215,7 +216,7 @@ def test_units_of_a_resnet_are_its_inner_bns_and_the_stem_shifts():
     optimizer = torch.optim.SGD(net.parameters(), lr=0.0)
     controller = PostShiftController(net, optimizer)
     assert controller.revival_of('bn1') == 'shift'
-    assert controller.revival_of('layer1.0.bn1') == 'reinit'
+    assert controller.revival_of('layer1.0.bn1') == DEFAULT_REVIVAL
     net.train()
     for _ in range(2):
         loss = sum(o.mean() for o in net(torch.randn(2, 3, 32, 32)))
@@ -243,7 +244,7 @@ def test_frozen_conv_falls_back_to_the_shift():
     controller = PostShiftController(model, torch.optim.SGD(
         [p for p in model.parameters() if p.requires_grad], lr=0.0))
     assert controller.revival_of('1') == 'shift'
-    assert controller.revival_of('4') == 'reinit'
+    assert controller.revival_of('4') == DEFAULT_REVIVAL
 
 
 @pytest.mark.parametrize('make', [

@@ -178,7 +178,7 @@ class PostShiftMixin:
         """Have the next training pass set the running mean and variance of
         ``channels`` (a bool mask) to that batch's, before normalizing it.
 
-        The ``'reinit'`` revival gives a channel a new filter: its old
+        A re-initializing revival gives a channel a new filter: its old
         running statistics mean nothing, and under frozen statistics
         (mmdet's ``norm_eval=True``) they are what normalizes it.  Over
         every rank of a distributed run (psSyncBN's process group), so the
@@ -290,13 +290,17 @@ class psBN(PostShiftMixin, nn.BatchNorm2d, _BatchNorm):
             ``GAMMA_FLOOR_RATIO`` (0.1) × the median |γ| of the layer's
             healthy channels.
         revival: what a dead channel becomes at a window's end (a rule of
-            :data:`~psbn_mmdet.core.revival.REVIVALS`).  ``'reinit'``
-            (default): a working unit again, a fresh filter at the layer's
-            live scale, |γ| at the live median, its running statistics
-            measured on the next batch and the next layer's weights on it
-            zeroed (:func:`~psbn_mmdet.core.revival.reinit_`), where the
+            :data:`~psbn_mmdet.core.revival.REVIVALS`).
+            ``'reinit_init'`` (default): a working unit again, as a newly
+            initialized one: a fresh filter at Kaiming norm, γ = 1, its
+            running statistics measured on the next batch and the next
+            layer's weights on it zeroed
+            (:func:`~psbn_mmdet.core.revival.reinit_`), where the
             controller finds that next layer; elsewhere (a ResNet's stem)
-            the shift.  ``'shift'``: the post-shift of γ and β alone.
+            the shift.  ``'reinit'``: the same at the layer's live scale
+            (filter norm and |γ| at the live medians).  ``'shift'``: the
+            post-shift of γ and β alone.  The default is the rule chosen
+            across issue 29's cells (docs/inherited_collapse.md).
 
     Unknown options raise a one-line ``TypeError`` naming them.
 
