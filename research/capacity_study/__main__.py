@@ -26,7 +26,7 @@ import torch
 from psbn_mmdet.cli import run_tool
 
 from ..benchmark import machine
-from ..collapse_study.data import load_dataset
+from .data import load_dataset
 from ..collapse_study.networks import INPUT_SIZE
 from ..collapse_study.training import REGIMES, Job, run
 from ..collapse_study.variants import VARIANTS

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from research.collapse_study.data import Digits
+from research.collapse_study.data import Digits, load_digits
 
 TRAIN_SEED, TEST_SEED = 1, 2
 TRAIN_SIZE, TEST_SIZE = 6000, 4000
@@ -206,5 +206,15 @@ def load_hard_digits(size: int) -> Digits:
     return _standardized(*splits)
 
 
-#: task name -> loader(size) (:func:`research.collapse_study.data.load_dataset`)
+#: task name -> loader(size) (:func:`load_dataset`)
 TASKS = {'shapes16': load_shapes16, 'hard_digits': load_hard_digits}
+
+
+def load_dataset(name: str, size: int) -> Digits:
+    """The data set ``name`` at ``size``² pixels: ``'digits'``
+    (:mod:`research.collapse_study.data`) or a task of :data:`TASKS`."""
+    if name == 'digits':
+        return load_digits(size)
+    if name not in TASKS:
+        raise ValueError(f'unknown data set {name!r}')
+    return TASKS[name](size)

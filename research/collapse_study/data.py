@@ -47,13 +47,3 @@ def load_digits(size: int) -> Digits:
     return Digits(images[train_idx], labels[train_idx], images[test_idx],
                   labels[test_idx])
 
-
-def load_dataset(name: str, size: int) -> Digits:
-    """The data set ``name`` at ``size``² pixels: ``'digits'`` (this module)
-    or a task of :data:`research.capacity_study.data.TASKS`."""
-    if name == 'digits':
-        return load_digits(size)
-    from research.capacity_study.data import TASKS
-    if name not in TASKS:
-        raise ValueError(f'unknown data set {name!r}')
-    return TASKS[name](size)

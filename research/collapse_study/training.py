@@ -28,8 +28,8 @@ from psbn_mmdet.core import (ChannelMax, WindowResult, collapsed_gamma,
                              dead_activation)
 from psbn_mmdet.models.layers import PSBN_TYPES
 
+from ..capacity_study.data import load_dataset
 from ..reshifts import ReshiftCounter
-from .data import load_dataset
 from .networks import INPUT_SIZE, build_network
 from .variants import VARIANTS
 

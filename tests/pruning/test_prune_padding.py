@@ -88,6 +88,7 @@ def random_bn_detector(config: Path, path: Path, dead: dict) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_r50_at_mmdets_scale_with_batch_padding_is_pruned_exactly(tmp_path):
     """1333x800 resizing, padding to 32 and to the batch's largest image
     (640x480 and 480x640 images in one batch: 1088x1088): channels dead on

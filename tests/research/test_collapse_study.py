@@ -10,7 +10,7 @@ import torch
 from conftest import REPO, run_tool
 from research import collapse_study as study
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.long]
 
 #: BN ends with this many dead pre-ReLU channels at least (measured, seed 0:
 #: 45.4%)

@@ -114,6 +114,7 @@ def test_unreadable_records_are_one_line(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_quick_cell_shows_collapse_under_bn_and_fewer_dead_with_psbn(
         tmp_path):
     """Adam + coupled L2 finetune of the demo detector (100-iteration

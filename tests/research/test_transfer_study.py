@@ -186,6 +186,7 @@ def test_bad_val_images_or_processes_is_a_user_error():
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_quick_runs_end_to_end(tmp_path):
     """Tiny data, a 20-iteration 0.5x pretrain, BN and psBN finetuned 10
     iterations under Adam + L2, two at a time: records in job order with an
