@@ -28,7 +28,6 @@ from psbn_mmdet.core import (ChannelMax, WindowResult, collapsed_gamma,
                              dead_activation)
 from psbn_mmdet.models.layers import PSBN_TYPES
 
-from ..capacity_study.data import load_dataset
 from ..reshifts import ReshiftCounter
 from .networks import INPUT_SIZE, build_network
 from .variants import VARIANTS
@@ -89,7 +88,7 @@ class Job:
     seed: int
     epochs: int = 15
     batch_size: int = 40
-    dataset: str = 'digits'  # a name for data.load_dataset
+    dataset: str = 'digits'  # a name for research.capacity_study.data.load_dataset
     width: float = 1.0  # the network's channel multiplier
     #: 'task:regime:epochs': start from a BN network trained so (every
     #: variant of a seed from the same weights), its classifier layer drawn
@@ -277,6 +276,9 @@ def pretrained(network: str, width: float, seed: int, spec: str,
     ``seed + PRETRAIN_SEED_OFFSET``: its state dict and test accuracy (%).
     Cached: the variants of a seed finetune the same weights."""
     task, regime, epochs = spec.split(':')
+    # here, not at the top: research.capacity_study.data imports this
+    # package's data module, which runs this package's __init__
+    from ..capacity_study.data import load_dataset
     data = load_dataset(task, INPUT_SIZE[network])
     torch.manual_seed(seed + PRETRAIN_SEED_OFFSET)
     model = build_network(network, VARIANTS['bn'], width, data.num_classes)
@@ -319,6 +321,9 @@ def run(job: Job, probes=()) -> dict:
     act on the model, such as :mod:`.redo`).
     """
     started, cpu_started = time.perf_counter(), time.process_time()
+    # here, not at the top: research.capacity_study.data imports this
+    # package's data module, which runs this package's __init__
+    from ..capacity_study.data import load_dataset
     data = load_dataset(job.dataset, INPUT_SIZE[job.network])
     variant, regime = VARIANTS[job.variant], REGIMES[job.regime]
     pretrain_acc = None
