@@ -6,7 +6,12 @@ them is written by hand around them.  A tool replaces only the text between
 """
 from __future__ import annotations
 
+import argparse
+import sys
+from collections.abc import Callable
 from pathlib import Path
+
+from research.records import read_records
 
 
 def markers(name: str) -> tuple[str, str]:
@@ -33,3 +38,24 @@ def write_generated(path: str | Path, name: str, body: str,
         text = f'# {title}\n\n{section}\n'
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
+
+
+def render_records_main(argv, prog: str, description: str, name: str,
+                        title: str, render: Callable[[list[dict]], str]) -> int:
+    """A renderer's command line: the runs of JSON records through
+    ``render``, printed, and with ``--out PAGE`` put between ``name``'s
+    markers there, after the command that made them."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument('records', nargs='+', help='JSON records of runs')
+    parser.add_argument('--out', help='markdown page: the tables go between '
+                        f'its {name} markers')
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    runs = [r for record in read_records(args.records)
+            for r in record['runs']]
+    text = render(runs)
+    print(text)
+    if args.out:
+        command = ' '.join([prog, *args.records, '--out', args.out])
+        write_generated(args.out, name, f'Command: `{command}`\n\n{text}',
+                        title=title)
+    return 0

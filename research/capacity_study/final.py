@@ -7,12 +7,10 @@ differences the issue asks for (mean and 95% t interval).
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 
-from research.markdown import write_generated
-from research.records import read_records
+from research.markdown import render_records_main
 
 from research.stats import interval
 
@@ -78,23 +76,10 @@ def tables(runs: list[dict]) -> tuple[str, str]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        prog='python -m research.capacity_study.final',
-        description=__doc__.splitlines()[0])
-    parser.add_argument('records', nargs='+', help='JSON records of runs')
-    parser.add_argument('--out', help='markdown page: the tables go between '
-                        'its capacity_final markers')
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    runs = [r for record in read_records(args.records)
-            for r in record['runs']]
-    text = '\n\n'.join(tables(runs))
-    print(text)
-    if args.out:
-        command = ' '.join(['python -m research.capacity_study.final',
-                            *args.records, '--out', args.out])
-        write_generated(args.out, 'capacity_final', f'Command: `{command}`'
-                        f'\n\n{text}', title='Capacity study: final cells')
-    return 0
+    return render_records_main(
+        argv, 'python -m research.capacity_study.final',
+        __doc__.splitlines()[0], 'capacity_final',
+        'Capacity study: final cells', lambda runs: '\n\n'.join(tables(runs)))
 
 
 if __name__ == '__main__':

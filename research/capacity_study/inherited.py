@@ -11,12 +11,10 @@ mean paired difference rule − BN over all cells).
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 
-from research.markdown import write_generated
-from research.records import read_records
+from research.markdown import render_records_main
 from research.stats import interval, t_interval
 
 from .summary import unique
@@ -168,24 +166,10 @@ def tables(runs: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        prog='python -m research.capacity_study.inherited',
-        description=__doc__.splitlines()[0])
-    parser.add_argument('records', nargs='+', help='JSON records of runs')
-    parser.add_argument('--out', help='markdown page: the tables go between '
-                        'its inherited_tables markers')
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    runs = [r for record in read_records(args.records)
-            for r in record['runs']]
-    text = tables(runs)
-    print(text)
-    if args.out:
-        command = ' '.join(['python -m research.capacity_study.inherited',
-                            *args.records, '--out', args.out])
-        write_generated(args.out, 'inherited_tables',
-                        f'Command: `{command}`\n\n{text}',
-                        title='Inherited collapse')
-    return 0
+    return render_records_main(
+        argv, 'python -m research.capacity_study.inherited',
+        __doc__.splitlines()[0], 'inherited_tables', 'Inherited collapse',
+        tables)
 
 
 if __name__ == '__main__':
