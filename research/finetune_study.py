@@ -45,6 +45,7 @@ from .benchmark import machine
 from .markdown import write_generated
 from .processes import in_pool, train_process
 from .records import read_records
+from .stats import interval, t_interval
 
 PROG = 'finetune_study'
 REPO = Path(__file__).resolve().parents[1]  # research runs from the checkout
@@ -67,6 +68,11 @@ FINETUNE = {
         'custom_hooks.0.window=20',
         'model.backbone.norm_cfg.active_fraction=0.01')),
     'ReDo': ('research/configs/faster_rcnn_r18_demo_redo_finetune.py', ()),
+    # psBN's revival rules by name (issue 29): 'psBN' is the default
+    'psBN revival=shift': (PSBN_FINETUNE, (
+        'model.backbone.norm_cfg.revival=shift', )),
+    'psBN revival=reinit_init': (PSBN_FINETUNE, (
+        'model.backbone.norm_cfg.revival=reinit_init', )),
 }
 #: the Mask R-CNN cell (--detector mask): the demo's Mask R-CNN, pretrained from
 #: random init, finetuned the same way
@@ -100,23 +106,47 @@ REGIMES = {
 
 
 @dataclass(frozen=True)
+class Start:
+    """A checkpoint the finetunes start from, made from the pretrained one
+    by one more BN finetune (seed 0) in a regime: the inherited-collapse
+    cells (issue 29) start from a checkpoint that arrives with dead
+    channels, their control from one that does not."""
+    label: str
+    regime: str  # of REGIMES, run over FINETUNE['BN'] from the pretrained
+
+
+#: where a finetune starts: the pretrained checkpoint itself (''), or a
+#: checkpoint made from it (:class:`Start`)
+STARTS = {
+    # BN finetuned 100 iterations under Adam + coupled L2 (the demo's
+    # finetune config): the checkpoint arrives with about 40% of the trained
+    # stages' channels dead
+    'collapsed': Start('collapsed checkpoint', 'adam_l2'),
+    # the same 100 iterations under SGD: no collapse (the healthy control)
+    'healthy': Start('healthy checkpoint', 'sgd'),
+}
+
+
+@dataclass(frozen=True)
 class Job:
     regime: str
-    norm: str  # 'BN' or 'psBN'
+    norm: str  # a FINETUNE label
     seed: int
     iterations: int | None = None  # None: the config's
     detector: str = 'faster'  # or 'mask' (MASK_FINETUNE)
+    start: str = ''  # a STARTS key; '': the pretrained checkpoint
 
     @property
     def name(self) -> str:
         norm = re.sub(r'[^a-z0-9]+', '_', self.norm.lower()).strip('_')
         prefix = '' if self.detector == 'faster' else f'{self.detector}_'
+        prefix += f'{self.start}_' if self.start else ''
         return f'{prefix}{self.regime}_{norm}_seed{self.seed}'
 
 
 def grid(regimes, seeds, iterations=None, norms=DEFAULT_NORMS,
-         detector: str = 'faster') -> list[Job]:
-    return [Job(regime, norm, seed, iterations, detector)
+         detector: str = 'faster', start: str = '') -> list[Job]:
+    return [Job(regime, norm, seed, iterations, detector, start)
             for regime in regimes for seed in seeds for norm in norms]
 
 
@@ -141,6 +171,19 @@ def pretrained(work_dirs: Path, iterations: int | None = None,
 
 def torch_threads() -> int:
     return os.cpu_count() or 1
+
+
+def start_checkpoint(start: str, pretrained_checkpoint: str,
+                     work_dirs: Path) -> str:
+    """The checkpoint of ``STARTS[start]``: reused when finished, else made
+    from ``pretrained_checkpoint`` (one BN finetune, seed 0, 2 threads)."""
+    job = Job(STARTS[start].regime, 'BN', 0, start=f'make_{start}')
+    try:
+        return str(demo.last_checkpoint(work_dirs / job.name))
+    except UserError:
+        print(f'making the {STARTS[start].label} ({job.name})', flush=True)
+        train(job, pretrained_checkpoint, work_dirs, torch_threads())
+        return str(demo.last_checkpoint(work_dirs / job.name))
 
 
 def train(job: Job, checkpoint: str, work_dirs: Path, threads: int) -> float:
@@ -178,13 +221,15 @@ def measure(job: Job, work_dirs: Path, seconds: float) -> dict:
         recycled=redo.get('recycled'))
 
 
-def run_all(jobs: list[Job], checkpoint: str, work_dirs: Path,
+def run_all(jobs: list[Job], checkpoints: dict[str, str], work_dirs: Path,
             processes: int) -> list[dict]:
     """Train the jobs ``processes`` at a time (torch threads split between
-    them), then measure each in this process; records in job order."""
+    them), each from ``checkpoints[job.start]``, then measure each in this
+    process; records in job order."""
     threads = max(1, torch_threads() // processes)
     seconds = in_pool(
-        jobs, lambda job: train(job, checkpoint, work_dirs, threads),
+        jobs, lambda job: train(job, checkpoints[job.start], work_dirs,
+                                threads),
         processes, lambda count, job, s: print(
             f'[{count}/{len(jobs)}] trained {job.name} in {s / 60:.1f} min',
             flush=True))
@@ -211,9 +256,11 @@ def cells(records: list[dict]) -> dict[tuple[str, str], list[dict]]:
     grouped: dict[tuple[str, str], list[dict]] = {}
     for record in records:
         job = record['job']
-        key = (job.get('detector', 'faster'), job['regime'], job['norm'])
+        key = (job.get('detector', 'faster'),
+               _start_regime(job), job['norm'])
         grouped.setdefault(key, []).append(record)
-    order = list(REGIMES)
+    order = [*REGIMES, *(f'{start}:{regime}' for start in STARTS
+                         for regime in REGIMES)]
     return dict(sorted(grouped.items(), key=lambda item: (
         item[0][0] != 'faster',
         order.index(item[0][1]) if item[0][1] in order else len(order),
@@ -221,17 +268,105 @@ def cells(records: list[dict]) -> dict[tuple[str, str], list[dict]]:
         else len(FINETUNE))))
 
 
+def _start_regime(job: dict) -> str:
+    """``regime``, or ``start:regime`` for a job from a STARTS checkpoint."""
+    start = job.get('start', '')
+    return f'{start}:{job["regime"]}' if start else job['regime']
+
+
 DETECTOR_LABELS = {'faster': '', 'mask': 'Mask R-CNN: '}
 
 
 def _label(detector: str, regime: str) -> str:
-    return DETECTOR_LABELS.get(detector, f'{detector}: ') + (
-        REGIMES[regime].label if regime in REGIMES else regime)
+    start, _, regime = regime.rpartition(':')
+    label = REGIMES[regime].label if regime in REGIMES else regime
+    if start:  # the regime is a control only from the pretrained checkpoint
+        label = (f'{STARTS[start].label if start in STARTS else start}, '
+                 + label.replace(' (control)', ''))
+    return DETECTOR_LABELS.get(detector, f'{detector}: ') + label
+
+
+#: the inherited-collapse cell's paired differences (issue 29): each rule
+#: against BN and against ReDo from the collapsed checkpoint, and the
+#: healthy checkpoint's BN finetune against it (what collapse costs)
+PAIRS = (('psBN', 'BN'), ('psBN', 'ReDo'), ('psBN revival=shift', 'BN'),
+         ('psBN revival=shift', 'ReDo'), ('ReDo', 'BN'))
+
+
+def by_seed(runs: list[dict]) -> dict[tuple[str, str], dict[str, dict]]:
+    """``(detector, regime) -> norm -> seed -> run``, where the healthy
+    checkpoint's runs of a ``collapsed:`` regime count as its norm
+    'healthy checkpoint, BN' (paired by seed with the collapsed runs)."""
+    out: dict = {}
+    for run in runs:
+        job = run['job']
+        regime, norm = _start_regime(job), job['norm']
+        if job.get('start') == 'healthy':
+            regime = f'collapsed:{job["regime"]}'
+            norm = f'healthy checkpoint, {norm}'
+        out.setdefault((job.get('detector', 'faster'), regime), {}).setdefault(
+            norm, {})[job['seed']] = run
+    return out
+
+
+def differences(norms: dict, a: str, b: str, value) -> list[float]:
+    """``value(run of a) - value(run of b)`` over the seeds both ran."""
+    seeds = sorted(set(norms.get(a, {})) & set(norms.get(b, {})))
+    return [value(norms[a][s]) - value(norms[b][s]) for s in seeds]
+
+
+def _pairs(norms: dict):
+    healthy = [n for n in norms if n.startswith('healthy checkpoint')]
+    control = 'healthy checkpoint, BN'
+    return [*((control, 'BN') for _ in healthy[:1] if control in norms),
+            *((h, control) for h in healthy if h != control), *PAIRS]
+
+
+def paired_table(runs: list[dict]) -> str:
+    """Paired differences (95% t intervals) in every cell with pairs."""
+    lines = ['| cell | difference | pairs | bbox mAP, mean [95% t interval] '
+             '| dead % trained stages (points) |', '|' + '---|' * 5]
+    for (detector, regime), norms in by_seed(runs).items():
+        for a, b in _pairs(norms):
+            mAP = differences(norms, a, b, lambda r: r['bbox_mAP'])
+            if len(mAP) < 2:
+                continue
+            dead = differences(norms, a, b, lambda r: _pct(r, _trained([r])))
+            lines.append(f'| {_label(detector, regime)} | {a} − {b} | '
+                         f'{len(mAP)} | {interval(mAP)} | '
+                         f'{interval(dead, 1)} |')
+    return '\n'.join(lines) if len(lines) > 2 else ''
+
+
+def evidence(runs: list[dict], regime: str, source: str) -> dict:
+    """The summary ``python -m psbn_mmdet.demo compare --evidence`` prints
+    under the demo's one-seed table (``psbn_mmdet.demo.compare.read_evidence``
+    reads it): each pair's mean and 95% t interval in the faster detector's
+    ``regime`` (e.g. ``collapsed:sgd``)."""
+    norms = by_seed(runs).get(('faster', regime), {})
+    rows, seeds = [], set()
+    for a, b in _pairs(norms):
+        diffs = differences(norms, a, b, lambda r: r['bbox_mAP'])
+        if len(diffs) < 2:
+            continue
+        mean, low, high = t_interval(diffs)
+        rows.append(dict(name=f'{a} − {b}', mean=mean, low=low, high=high))
+        seeds.add(len(diffs))
+    if not rows:
+        raise UserError(f'no paired seeds of regime {regime!r} in the '
+                        'records')
+    return dict(setting=f'the demo detector, {_label("faster", regime)} '
+                f'({NUM_IMAGES} val images)', source=source,
+                metric='bbox mAP', seeds=min(seeds), differences=rows)
+
+
+def _trained(records: list[dict]) -> list[str]:
+    return [s for s in STAGES if not any(
+        r['stages'][s]['frozen'] for r in records)]
 
 
 def table(records: list[dict]) -> str:
-    trained = [s for s in STAGES if not any(
-        r['stages'][s]['frozen'] for r in records)]
+    trained = _trained(records)
     segm = any(r.get('segm_mAP') is not None for r in records)
     header = ['regime', 'norm', 'seeds', 'bbox mAP', 'mAP@50',
               *(['segm mAP'] if segm else []),
@@ -332,7 +467,8 @@ def _provenance(record: dict) -> str:
            and not record.get('pretrain_seconds', 0) > 60 else
            f'`{pretrain}`, trained in '
            f'{record.get("pretrain_seconds", 0) / 60:.1f} min') + '.'
-        + ''.join(f' Renamed: {note}.' for note in record.get('renamed', [])))
+        + ''.join(f' Renamed: {note}.' for note in record.get('renamed', []))
+        + ''.join(f' Note: {note}.' for note in record.get('notes', [])))
 
 
 def section(records: list[dict], figure_path: str | None) -> str:
@@ -353,6 +489,11 @@ def section(records: list[dict], figure_path: str | None) -> str:
         'exactly one window after their previous shift); ReDo: units '
         'recycled.', '',
         table(runs)]
+    paired = paired_table(runs)
+    if paired:
+        lines += ['', 'Paired differences over seeds (95% t intervals); '
+                  '"healthy checkpoint, BN − BN" is what the inherited '
+                  'collapse costs:', '', paired]
     if figure_path:
         lines += ['', f'![dead channels over training]({figure_path})']
     return '\n'.join(lines)
@@ -392,19 +533,51 @@ def parse_args(argv=None) -> argparse.Namespace:
                         default='faster',
                         help='the demo\'s Faster R-CNN, or its Mask R-CNN '
                         '(pretrained from random init when missing)')
+    parser.add_argument('--starts', nargs='+',
+                        choices=['pretrained', *STARTS],
+                        default=['pretrained'],
+                        help='checkpoints every cell starts from: the '
+                        'pretrained one, or one made from it by 100 BN '
+                        'iterations (collapsed: Adam + coupled L2; healthy: '
+                        'SGD), made once and reused (default: %(default)s)')
+    parser.add_argument('--healthy-norms', nargs='+', choices=list(FINETUNE),
+                        default=['BN', 'psBN'],
+                        help='norms of the cells from the healthy start '
+                        '(default: %(default)s)')
+    parser.add_argument('--evidence', metavar='OUT.json',
+                        help='with --from-json: write the paired '
+                        'differences of --evidence-regime for the demo '
+                        '(psbn_mmdet.demo compare --evidence)')
+    parser.add_argument('--evidence-regime', default='collapsed:sgd',
+                        help='default: %(default)s')
     parser.add_argument('--from-json', dest='from_json', nargs='+',
                         help='render earlier --json records (merged), '
                         'train nothing')
     args = parser.parse_args(argv)
-    for name in ('json', 'out', 'figures', 'pretrained'):  # before any chdir
+    for name in ('json', 'out', 'figures', 'pretrained', 'evidence'):
         if getattr(args, name):
             setattr(args, name, str(Path(getattr(args, name)).absolute()))
     if args.from_json:
         args.from_json = [str(Path(p).absolute()) for p in args.from_json]
+    if args.evidence and not args.from_json:
+        raise UserError('--evidence renders committed records: give '
+                        '--from-json')
     if args.processes < 1:
         raise UserError(f'--processes must be at least 1, got '
                         f'{args.processes}')
     return args
+
+
+def _source(args, records: list[dict]) -> str:
+    """The evidence's source: the page and the records with runs of its
+    regime."""
+    paths = [os.path.relpath(path) for path, record in zip(
+        args.from_json, records) if any(
+            _start_regime(run['job']) == args.evidence_regime
+            or run['job'].get('start') == 'healthy'
+            for run in record['runs'])]
+    return (f'{os.path.relpath(args.out)}, ' if args.out else '') + (
+        'records in ' + ' '.join(paths))
 
 
 def main(argv=None) -> int:
@@ -425,16 +598,25 @@ def main(argv=None) -> int:
             checkpoint = args.pretrained or pretrained(
                 work_dirs, config=PRETRAIN if args.detector == 'faster'
                 else MASK_PRETRAIN)
-            jobs = grid(args.regimes, args.seeds, args.iterations, args.norms,
-                        args.detector)
+            starts = [s if s in STARTS else '' for s in args.starts]
+            jobs = sorted((job for start in starts for job in grid(
+                args.regimes, args.seeds, args.iterations,
+                args.healthy_norms if start == 'healthy' else args.norms,
+                args.detector, start)), key=lambda job: job.seed)
+        checkpoints = {'': checkpoint}
+        for start in {job.start for job in jobs} - {''}:
+            checkpoints[start] = start_checkpoint(start, checkpoint,
+                                                  work_dirs)
         pretrain_seconds = time.perf_counter() - started
-        runs = run_all(jobs, checkpoint, work_dirs, args.processes)
+        runs = run_all(jobs, checkpoints, work_dirs, args.processes)
         record = dict(machine=machine(),
                       argv=sys.argv[1:] if argv is None else list(argv),
                       processes=args.processes,
                       wall_seconds=time.perf_counter() - started,
                       pretrain_seconds=pretrain_seconds,
                       pretrained=os.path.relpath(checkpoint),
+                      starts={start: os.path.relpath(path) for start, path
+                              in checkpoints.items() if start},
                       load=[load, os.getloadavg()[0]], runs=runs)
         if json_path:
             json_path.parent.mkdir(parents=True, exist_ok=True)
@@ -442,6 +624,11 @@ def main(argv=None) -> int:
         records = [record]
     runs = [run for record in records for run in record['runs']]
     print(table(runs))
+    print(paired_table(runs))
+    if args.evidence:
+        Path(args.evidence).write_text(json.dumps(evidence(
+            runs, args.evidence_regime, _source(args, records)), indent=1)
+            + '\n')
     figure_path = None
     if args.figures:
         Path(args.figures).mkdir(parents=True, exist_ok=True)

@@ -46,6 +46,8 @@ def test_user_configs_keep_torchvision_init_and_mmdet_finetuning(name):
     ('faster_rcnn_r50_psbn.py', 'faster_rcnn_r50_bn.py'),
     ('demo/faster_rcnn_r18_demo_psbn_finetune.py',
      'demo/faster_rcnn_r18_demo_bn_finetune.py'),
+    ('demo/faster_rcnn_r18_demo_psbn_inherited.py',
+     'demo/faster_rcnn_r18_demo_bn_inherited.py'),
     ('demo/mask_rcnn_r18_demo_psbn.py', 'demo/mask_rcnn_r18_demo_bn.py'),
     ('demo/mask_rcnn_r18_demo_psbn_finetune.py',
      'demo/mask_rcnn_r18_demo_bn_finetune.py'),
@@ -59,6 +61,7 @@ def test_psbn_and_bn_configs_differ_only_in_norm_and_hook(psbn, bn):
 
 
 @pytest.mark.parametrize('name', ['faster_rcnn_r18_demo_psbn_finetune.py',
+                                  'faster_rcnn_r18_demo_psbn_inherited.py',
                                   'mask_rcnn_r18_demo_psbn.py',
                                   'mask_rcnn_r18_demo_psbn_finetune.py'])
 def test_demo_pairs_hooks_differ_only_in_type(name):

@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# `make demo`: one small detector finetuned with BN and with psBN, side by side.
+# `make demo`: a checkpoint that arrives with dead channels, finetuned as
+# users finetune (mmdet's SGD recipe) with BN and with psBN, side by side.
 #   1. the demo data (400 train and 64 val images, generated)
 #   2. a Faster R-CNN pretrained with BN from random init; reused when its
 #      work dir holds the finished run's checkpoint
-#   3. finetuned twice from that checkpoint with the same seed, BN then psBN,
-#      in a regime where BN-ReLU channels die; CocoMetric at the end of each
-#   4. one comparison table, dead channels over iterations and the collapse
+#   3. the inherited collapse: that checkpoint finetuned 100 iterations under
+#      Adam with coupled L2, which kills about 40% of the trained stages'
+#      BN-ReLU channels; reused when finished
+#   4. the collapsed checkpoint finetuned twice with the same seed under SGD
+#      (momentum 0.9, weight decay 1e-4; stem and layer1 frozen,
+#      norm_eval=True), BN then psBN; CocoMetric at the end of each
+#   5. one comparison table, dead channels over iterations and the collapse
 #      report's plots (python -m psbn_mmdet.demo compare); under the table,
 #      the committed 8-seed benchmark's paired differences ($EVIDENCE), so
 #      that one seed is read against them
@@ -18,10 +23,11 @@ PY=${PY:-.venv/bin/python}
 WORK_DIRS=${WORK_DIRS:-work_dirs}
 NUM_IMAGES=${NUM_IMAGES:-64}
 PRETRAIN=faster_rcnn_r18_demo_bn_pretrain
-FINETUNE_BN=faster_rcnn_r18_demo_bn_finetune
-FINETUNE_PSBN=faster_rcnn_r18_demo_psbn_finetune
-# python -m research.transfer_study --from-json docs/transfer_runs/bench_*.json --evidence ...
-EVIDENCE=docs/transfer_runs/evidence.json
+COLLAPSE=faster_rcnn_r18_demo_bn_finetune
+FINETUNE_BN=faster_rcnn_r18_demo_bn_inherited
+FINETUNE_PSBN=faster_rcnn_r18_demo_psbn_inherited
+# written by the render command of docs/demo_finetune.md (--evidence)
+EVIDENCE=docs/demo_finetune_runs/evidence_inherited.json
 START=$SECONDS
 
 step() {
@@ -29,30 +35,42 @@ step() {
     printf '\n== [%d:%02d] %s\n' $((elapsed / 60)) $((elapsed % 60)) "$*"
 }
 
-step "1/4 demo data"
+# train NAME LOAD_FROM: the run of configs/demo/NAME.py, reused when finished;
+# prints its checkpoint on the last line
+reuse_or_train() {
+    local name=$1 options=()
+    [ -n "${2:-}" ] && options=(--cfg-options "load_from=$2")
+    if checkpoint=$($PY -m psbn_mmdet.demo check-pretrained \
+            "configs/demo/$name.py" --work-dir "$WORK_DIRS/$name"); then
+        echo "reusing $checkpoint (delete $WORK_DIRS/$name to train again)" >&2
+    else
+        $PY tools/train.py "configs/demo/$name.py" \
+            --work-dir "$WORK_DIRS/$name" "${options[@]}" >&2
+        checkpoint=$($PY -m psbn_mmdet.demo check-pretrained \
+            "configs/demo/$name.py" --work-dir "$WORK_DIRS/$name")
+    fi
+    echo "$checkpoint"
+}
+
+step "1/5 demo data"
 $PY tools/make_demo_data.py --num-train 400 --num-val 64
 
-step "2/4 pretrained BN detector ($PRETRAIN)"
-if CHECKPOINT=$($PY -m psbn_mmdet.demo check-pretrained \
-        "configs/demo/$PRETRAIN.py" --work-dir "$WORK_DIRS/$PRETRAIN"); then
-    echo "reusing $CHECKPOINT (delete $WORK_DIRS/$PRETRAIN to pretrain again)"
-else
-    echo "pretraining from random init (log every 10 iterations)"
-    $PY tools/train.py "configs/demo/$PRETRAIN.py" \
-        --work-dir "$WORK_DIRS/$PRETRAIN"
-    CHECKPOINT=$($PY -m psbn_mmdet.demo check-pretrained \
-        "configs/demo/$PRETRAIN.py" --work-dir "$WORK_DIRS/$PRETRAIN")
-fi
+step "2/5 pretrained BN detector ($PRETRAIN, from random init; log every 10 iterations)"
+PRETRAINED=$(reuse_or_train "$PRETRAIN")
+
+step "3/5 the checkpoint that arrives collapsed ($COLLAPSE: Adam + coupled L2 from $PRETRAINED)"
+COLLAPSED=$(reuse_or_train "$COLLAPSE" "$PRETRAINED")
 
 for name in "$FINETUNE_BN" "$FINETUNE_PSBN"; do
-    step "3/4 finetune $name from $CHECKPOINT"
+    step "4/5 finetune $name from $COLLAPSED (SGD)"
     $PY tools/train.py "configs/demo/$name.py" --work-dir "$WORK_DIRS/$name" \
-        --cfg-options "load_from=$CHECKPOINT"
+        --cfg-options "load_from=$COLLAPSED"
 done
 
-step "4/4 comparison"
+step "5/5 comparison"
 $PY -m psbn_mmdet.demo compare \
     "BN=$WORK_DIRS/$FINETUNE_BN" "psBN=$WORK_DIRS/$FINETUNE_PSBN" \
-    --pretrained "$WORK_DIRS/$PRETRAIN" --num-images "$NUM_IMAGES" \
-    --out-dir "$WORK_DIRS/demo" --evidence "$EVIDENCE"
+    --pretrained "$WORK_DIRS/$COLLAPSE" --pretrained-label collapsed \
+    --num-images "$NUM_IMAGES" --out-dir "$WORK_DIRS/demo" \
+    --evidence "$EVIDENCE"
 step "done"

@@ -5,7 +5,8 @@
     python tools/make_demo_data.py [--out-dir data/demo] [--num-train N] ...
     python -m psbn_mmdet.demo check-pretrained CONFIG [--work-dir DIR]
     python -m psbn_mmdet.demo compare BN=WORK_DIR psBN=WORK_DIR \\
-        [--pretrained WORK_DIR] [--num-images N] --out-dir DIR
+        [--pretrained WORK_DIR [--pretrained-label LABEL]] [--num-images N]
+        [--evidence SUMMARY.json] --out-dir DIR
 
 ``check-pretrained`` prints the path of a finished training run's checkpoint
 (exit 0), or says on stderr why there is none to reuse (exit 1).
@@ -105,6 +106,9 @@ def parser() -> argparse.ArgumentParser:
                       metavar='LABEL=WORK_DIR')
     comp.add_argument('--pretrained', metavar='WORK_DIR',
                       help='the run the others started from (a column too)')
+    comp.add_argument('--pretrained-label', default='pretrained',
+                      metavar='LABEL',
+                      help='its column\'s label (default: %(default)s)')
     comp.add_argument('--num-images', type=int, default=DEFAULT_NUM_IMAGES,
                       help='val images for the dead-channel criterion '
                       '(default: %(default)s)')
@@ -131,7 +135,7 @@ def main(argv=None) -> int:
     check_at_least_one('--num-images', args.num_images)
     evidence = read_evidence(args.evidence) if args.evidence else None
     runs = [load_run(label, work_dir) for label, work_dir in args.runs]
-    pretrained = (load_run('pretrained', args.pretrained)
+    pretrained = (load_run(args.pretrained_label, args.pretrained)
                   if args.pretrained else None)
     print(f'measuring dead channels of {", ".join(r.label for r in runs)}',
           file=sys.stderr)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import pytest
 
@@ -42,14 +43,30 @@ def _windows(work_dir) -> list[dict]:
             (work_dir / 'windows.jsonl').read_text().splitlines()]
 
 
-def test_resume_inside_a_window_decides_as_the_uninterrupted_run(workspace,
-                                                                 tmp_path):
-    whole, cut = tmp_path / 'whole', tmp_path / 'cut'
-    done = _train(workspace, whole, 10)
-    assert done.returncode == 0, done.stderr[-3000:]
-    first = _train(workspace, cut, 5)  # checkpoint at iteration 5
+@pytest.fixture(scope='module')
+def cut_at_5(workspace, tmp_path_factory):
+    """The run both tests resume: 5 of 10 iterations, checkpoint at 5 (no
+    window ended yet).  Each test resumes its own copy."""
+    cut = tmp_path_factory.mktemp('resume') / 'cut'
+    first = _train(workspace, cut, 5)
     assert first.returncode == 0, first.stderr[-3000:]
     assert not (cut / 'windows.jsonl').exists()  # no window ended yet
+    return cut
+
+
+def _copy(cut, tmp_path):
+    """A copy of ``cut`` whose last_checkpoint names its own iter_5.pth."""
+    copy = shutil.copytree(cut, tmp_path / 'cut')
+    (copy / 'last_checkpoint').write_text(str(copy / 'iter_5.pth'))
+    return copy
+
+
+def test_resume_inside_a_window_decides_as_the_uninterrupted_run(
+        workspace, cut_at_5, tmp_path):
+    whole = tmp_path / 'whole'
+    done = _train(workspace, whole, 10)
+    assert done.returncode == 0, done.stderr[-3000:]
+    cut = _copy(cut_at_5, tmp_path)
     resumed = _train(workspace, cut, 10, '--resume', cut / 'iter_5.pth')
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert 'inside the detection window' not in resumed.stdout + \
@@ -62,13 +79,11 @@ def test_resume_inside_a_window_decides_as_the_uninterrupted_run(workspace,
 
 
 def test_a_checkpoint_without_window_statistics_skips_that_window(
-        workspace, tmp_path):
+        workspace, cut_at_5, tmp_path):
     """An earlier version's checkpoint (no statistics): the cut window's
     decision is skipped, and the log says so."""
     import torch
-    cut = tmp_path / 'cut'
-    first = _train(workspace, cut, 5)
-    assert first.returncode == 0, first.stderr[-3000:]
+    cut = _copy(cut_at_5, tmp_path)
     checkpoint = torch.load(cut / 'iter_5.pth', weights_only=False)
     del checkpoint['psbn']['windows']
     torch.save(checkpoint, cut / 'iter_5.pth')

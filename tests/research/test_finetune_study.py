@@ -135,3 +135,77 @@ def test_quick_cell_shows_collapse_under_bn_and_fewer_dead_with_psbn(
     assert sum(psbn['stages'][s]['shifts'] for s in STAGES) > 0
     assert dead['psBN'] < 0.7 * dead['BN']
     assert bn['bbox_mAP'] is not None and psbn['bbox_mAP'] is not None
+
+
+def _inherited(norm, seed, mAP, dead4, start='collapsed'):
+    record = _record('sgd', norm, seed, dead4, mAP)
+    record['job']['start'] = start
+    return record
+
+
+INHERITED = [_inherited('BN', s, 0.60 + 0.01 * s, 100) for s in range(3)] + [
+    _inherited('psBN', s, 0.62 + 0.01 * s + 0.002 * s, 0) for s in range(3)
+] + [_inherited('BN', s, 0.70, 0, start='healthy') for s in range(3)] + [
+    _inherited('psBN', s, 0.70, 0, start='healthy') for s in range(3)]
+
+
+def test_inherited_cell_pairs_rules_with_bn_and_the_healthy_control():
+    """From the collapsed checkpoint each rule pairs with BN by seed; the
+    healthy checkpoint's BN finetune is the control (what collapse costs)
+    and its psBN run pairs with it (the no-collapse check)."""
+    table = study.paired_table(INHERITED)
+    rows = {line.split(' | ')[1]: line for line in table.splitlines()[2:]}
+    # psBN − BN per seed: 0.020, 0.022, 0.024 -> mean +0.022
+    assert rows['psBN − BN'].split(' | ')[3].startswith('+0.022 [')
+    # 100 of the 768 channels of layer2-4 (stem and layer1 frozen)
+    assert rows['psBN − BN'].endswith('| -13.0 [-13.0, -13.0] |')
+    # healthy − BN: 0.10, 0.09, 0.08
+    assert rows['healthy checkpoint, BN − BN'].split(' | ')[3].startswith(
+        '+0.090 [+0.065, +0.115]')
+    assert rows['healthy checkpoint, psBN − healthy checkpoint, BN'].split(
+        ' | ')[3] == '+0.000 [+0.000, +0.000]'
+    assert '| collapsed checkpoint, SGD+m, lr 0.02 |' in table
+    evidence = study.evidence(INHERITED, 'collapsed:sgd', 'records.json')
+    assert evidence['seeds'] == 3 and [d['name'] for d in evidence[
+        'differences']][:2] == ['healthy checkpoint, BN − BN',
+                                'healthy checkpoint, psBN − healthy '
+                                'checkpoint, BN']
+
+
+def test_inherited_cell_is_the_demo_configs_finetune():
+    """`--starts collapsed --regimes sgd` runs the demo's inherited
+    finetune: the research's options over the Adam finetune configs give
+    the demo's SGD configs (load_from aside, which each sets)."""
+    import argparse
+
+    from mmengine.config import Config, DictAction
+    parser = argparse.ArgumentParser()  # tools/train.py's --cfg-options
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    for norm, demo_config in (
+            ('BN', 'configs/demo/faster_rcnn_r18_demo_bn_inherited.py'),
+            ('psBN', 'configs/demo/faster_rcnn_r18_demo_psbn_inherited.py')):
+        config, options = study.FINETUNE[norm]
+        cell = Config.fromfile(str(REPO / config))
+        cell.merge_from_dict(parser.parse_args([
+            '--cfg-options', *options,
+            *study.REGIMES['sgd'].options]).cfg_options)
+        demo = Config.fromfile(str(REPO / demo_config))
+        assert cell.optim_wrapper == demo.optim_wrapper, norm
+        for key in ('model', 'train_cfg', 'param_scheduler',
+                    'train_dataloader'):
+            assert cell[key] == demo[key], (norm, key)
+        hooks = [h['type'] for h in cell.custom_hooks]
+        assert [h['type'] for h in demo.custom_hooks] == [
+            t for t in hooks if t != 'ReshiftCounterHook'], norm
+    assert (study.STARTS['collapsed'].regime == 'adam_l2'
+            and study.FINETUNE['BN'][0].endswith('demo_bn_finetune.py'))
+
+
+def test_evidence_needs_records(tmp_path):
+    result = run_tool('-m', 'research.finetune_study', '--evidence',
+                      tmp_path / 'e.json', cwd=REPO)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        'finetune_study: error: --evidence renders committed records: give '
+        '--from-json']
+    assert not (tmp_path / 'e.json').exists()
