@@ -2,8 +2,9 @@
 
     python -m research.finetune_study [--quick] [--seeds 0 1 2]
         [--regimes sgd sgd_high adam_l2] [--iterations 100] [--processes 2]
-        [--json RUNS.json] [--out docs/demo_finetune.md]
-        [--figures docs/figures] [--from-json RUNS.json ...]
+        [--starts pretrained collapsed healthy] [--json RUNS.json]
+        [--out docs/demo_finetune.md] [--figures docs/figures]
+        [--from-json RUNS.json ... [--evidence OUT.json]]
 
 The demo's narrow ResNet-18 Faster R-CNN, pretrained with BN on the demo data
 (``make demo``'s checkpoint, pretrained here when missing), is finetuned with
@@ -16,6 +17,14 @@ dead pre-ReLU channels per stage on the val images at the end (the report's
 activation criterion) and over training (the hooks' scalars), shifts,
 re-shifts of already shifted channels and the shifted channels alive at the
 end.  ``--quick``: one short cell (Adam + L2, seed 0) for the test.
+
+``--starts collapsed healthy`` (issue 29): the finetunes start instead from
+a checkpoint that arrives with dead channels (the pretrained one after 100
+BN iterations under Adam + coupled L2, :data:`STARTS`) or from its healthy
+control (100 iterations under SGD); ``--regimes sgd`` then is the demo's
+``configs/demo/faster_rcnn_r18_demo_{bn,psbn}_inherited.py``.  Paired
+differences over seeds go under the table; ``--evidence`` writes those of
+one cell for ``make demo``.
 
 Records (one per run) go to ``--json``; the table and the figure are rendered
 from records only (``--from-json`` re-renders without training), into the
