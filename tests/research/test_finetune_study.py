@@ -209,3 +209,25 @@ def test_evidence_needs_records(tmp_path):
         'finetune_study: error: --evidence renders committed records: give '
         '--from-json']
     assert not (tmp_path / 'e.json').exists()
+
+
+def test_the_demo_prints_the_committed_inherited_benchmark():
+    """tools/run_demo.sh passes --evidence a file that is the summary of the
+    committed inherited-cell records, recomputed here from them."""
+    import re
+
+    from psbn_mmdet.demo.compare import read_evidence
+    from research.records import read_records
+    script = (REPO / 'tools' / 'run_demo.sh').read_text()
+    [path] = re.findall(r'^EVIDENCE=(\S+)$', script, re.M)
+    assert '--evidence "$EVIDENCE"' in script
+    committed = read_evidence(REPO / path)
+    records = read_records(sorted(str(p) for p in (
+        REPO / 'docs' / 'demo_finetune_runs').glob('*.json')
+        if p.name != 'evidence_inherited.json'))
+    runs = [run for record in records for run in record['runs']]
+    again = study.evidence(runs, 'collapsed:sgd', committed['source'])
+    assert committed == json.loads(json.dumps(again))
+    assert committed['seeds'] >= 8
+    names = [d['name'] for d in committed['differences']]
+    assert names[:1] == ['healthy checkpoint, BN − BN'] and 'psBN − BN' in names
