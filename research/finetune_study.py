@@ -55,6 +55,7 @@ from .markdown import write_generated
 from .processes import in_pool, train_process
 from .records import read_records
 from .stats import interval, t_interval
+from .stats import paired as differences
 
 PROG = 'finetune_study'
 REPO = Path(__file__).resolve().parents[1]  # research runs from the checkout
@@ -316,12 +317,6 @@ def by_seed(runs: list[dict]) -> dict[tuple[str, str], dict[str, dict]]:
         out.setdefault((job.get('detector', 'faster'), regime), {}).setdefault(
             norm, {})[job['seed']] = run
     return out
-
-
-def differences(norms: dict, a: str, b: str, value) -> list[float]:
-    """``value(run of a) - value(run of b)`` over the seeds both ran."""
-    seeds = sorted(set(norms.get(a, {})) & set(norms.get(b, {})))
-    return [value(norms[a][s]) - value(norms[b][s]) for s in seeds]
 
 
 def _pairs(norms: dict):

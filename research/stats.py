@@ -21,3 +21,10 @@ def interval(diffs: list[float], digits: int = 3) -> str:
         return f'{statistics.fmean(diffs):+.{digits}f}'
     mean, low, high = t_interval(diffs)
     return f'{mean:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]'
+
+
+def paired(by_seed: dict, a: str, b: str, value) -> list[float]:
+    """``value(run of a) - value(run of b)`` over the seeds both ran, where
+    ``by_seed[name][seed]`` is a run."""
+    seeds = sorted(set(by_seed.get(a, {})) & set(by_seed.get(b, {})))
+    return [value(by_seed[a][s]) - value(by_seed[b][s]) for s in seeds]

@@ -52,6 +52,7 @@ from .markdown import write_generated
 from .processes import in_pool, train_process
 from .records import read_records
 from .stats import interval, t_interval
+from .stats import paired as paired_differences
 
 PROG = 'transfer_study'
 REPO = Path(__file__).resolve().parents[1]
@@ -326,21 +327,15 @@ def _by_seed(runs: list[dict]) -> dict[tuple, dict[str, dict[int, dict]]]:
         kv[0][0], _rank(REGIMES, kv[0][1]), kv[0][2] or 0)))
 
 
-def _differences(norms: dict, a: str, b: str, value) -> list[float]:
-    """``value(run of a) - value(run of b)`` over the seeds both ran."""
-    seeds = sorted(set(norms.get(a, {})) & set(norms.get(b, {})))
-    return [value(norms[a][s]) - value(norms[b][s]) for s in seeds]
-
-
 def paired_table(runs: list[dict], pairs=PAIRS + RULE_PAIRS) -> str:
     lines = ['| width | regime | iterations | difference | pairs | bbox mAP, '
              'mean [95% t interval] | dead % (points) |', '|' + '---|' * 7]
     for (width, regime, iterations), norms in _by_seed(runs).items():
         for a, b in pairs:
-            mAP = _differences(norms, a, b, lambda r: r['bbox_mAP'])
+            mAP = paired_differences(norms, a, b, lambda r: r['bbox_mAP'])
             if not mAP:
                 continue
-            dead = _differences(norms, a, b, dead_pct)
+            dead = paired_differences(norms, a, b, dead_pct)
             lines.append(f'| {width:g}x | {regime} | {iterations or "config"}'
                          f' | {a} − {b} | {len(mAP)} | {interval(mAP)} | '
                          f'{interval(dead, 1)} |')
@@ -352,7 +347,7 @@ def paired(runs: list[dict], a: str, b: str, regime: str,
     """Paired mAP differences ``a`` − ``b`` over the seeds both ran (the
     configs' iterations)."""
     norms = _by_seed(runs).get((width, regime, None), {})
-    return _differences(norms, a, b, lambda r: r['bbox_mAP'])
+    return paired_differences(norms, a, b, lambda r: r['bbox_mAP'])
 
 
 def evidence(runs: list[dict], regime: str, source: str) -> dict:
