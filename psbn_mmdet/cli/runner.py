@@ -20,7 +20,7 @@ from mmengine.config import DictAction
 from mmengine.device import get_device
 from mmengine.registry import RUNNERS
 
-from ..engine.dist import setup_cpu_distributed
+from ..engine.dist import finish_distributed, setup_cpu_distributed
 from ..io.checkpoint import latest_checkpoint, read_checkpoint, safe_load
 from ..utils.config import load_config
 from ..utils.errors import UserError, one_line
@@ -143,6 +143,7 @@ def train_main(argv: list[str] | None = None) -> None:
             _build_runner(cfg).train()
     else:
         _build_runner(cfg).train()
+    finish_distributed()
 
 
 def _is_rank_zero() -> bool:
@@ -202,6 +203,7 @@ def test_main(argv: list[str] | None = None) -> None:
         runner.test_evaluator.metrics.append(
             DumpDetResults(out_file_path=args.out))
     runner.test()
+    finish_distributed()
 
 
 train = tool('train', train_main)

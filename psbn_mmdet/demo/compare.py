@@ -331,8 +331,8 @@ def format_comparison(numbers: dict) -> str:
                     'images', 'pre_relu_channels', _dead)
     rows += section(f'channels with |γ| < {gamma:g}, every BN',
                     'bn_channels', _collapsed)
-    rows += section('post-shifts (shifted channels alive at the end / '
-                    'channels shifted)', 'pre_relu_channels', _shifts)
+    rows += section('revivals (revived channels alive at the end / '
+                    'channels revived)', 'pre_relu_channels', _shifts)
     notes = ['of: the stage\'s pre-ReLU channels (every BN channel for |γ|);'
              ' -: not a psBN run']
     if frozen:

@@ -84,3 +84,20 @@ def setup_cpu_distributed(cfg, launcher: str) -> bool:
         cfg.model_wrapper_cfg = dict(
             wrapper, type='CPUAwareDistributedDataParallel')
     return True
+
+
+def finish_distributed() -> None:
+    """End a successful distributed run in step: every rank waits at a
+    barrier, then the process group is destroyed (its threads joined).
+
+    Left to interpreter exit, a rank's gloo group can be torn down with a
+    thread still joinable: ``terminate called without an active exception``,
+    SIGABRT, and srun's ``--kill-on-bad-exit`` then terminates the other
+    ranks, so a run that succeeded exits 143 (seen once in tests/cli/
+    test_slurm.py::test_slurm_test_evaluates, after the metrics had printed).
+    Only on the success path: after a failure a barrier would wait for a rank
+    that is gone.  Nothing happens without a process group.
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

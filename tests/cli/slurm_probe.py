@@ -17,27 +17,44 @@ so the post-shifted β) equal.  To make sure there are decisions to compare,
 the channels near the edge of "never positive in a window" are dead on one
 rank's images and alive on the other's.
 
+At exit each task also writes ``<tag>-rank<R>.exit``: whether its process
+group was still initialized then (the tools destroy it after a successful
+run, :func:`psbn_mmdet.engine.dist.finish_distributed`).
+
 ``PSBN_PROBE_FAIL=1``: rank 1 raises in ``before_train``, every other rank
 sleeps there (as a rank stuck waiting for a peer would); only srun's
 ``--kill-on-bad-exit`` ends such a job early.
 """
 from __future__ import annotations
 
+import atexit
 import os
 import time
 
 import torch
+import torch.distributed as dist
 from mmengine.dist import get_dist_info
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
-from psbn_mmdet.engine.hooks import find_controller
+from psbn_mmdet.engine.hooks import find_controller, runner_model
 
 RAMP_LAYER = 'backbone.layer1.0.bn1'
 
 
-def _unwrap(model):
-    return model.module if hasattr(model, 'module') else model
+def _record_exit() -> None:
+    """``<tag>-rank<R>.exit``: 'initialized' or 'destroyed', at exit."""
+    out_dir = os.environ.get('PSBN_PROBE_DIR')
+    if out_dir is None:
+        return
+    rank = os.environ.get('SLURM_PROCID', '0')
+    tag = os.environ.get('PSBN_PROBE_TAG', 'run')
+    state = 'initialized' if dist.is_initialized() else 'destroyed'
+    with open(os.path.join(out_dir, f'{tag}-rank{rank}.exit'), 'w') as f:
+        f.write(state)
+
+
+atexit.register(_record_exit)  # the tasks import this module (custom_imports)
 
 
 @HOOKS.register_module()
@@ -50,7 +67,7 @@ class SlurmProbeHook(Hook):
             if rank == 1:
                 raise RuntimeError('slurm_probe: task 1 fails on purpose')
             time.sleep(600)
-        bn = dict(_unwrap(runner.model).named_modules())[RAMP_LAYER]
+        bn = dict(runner_model(runner).named_modules())[RAMP_LAYER]
         if runner.iter == 0:  # not when resuming: β is in the checkpoint
             with torch.no_grad():
                 ramp = torch.linspace(-1.5, -9.0, bn.num_features)
@@ -84,7 +101,7 @@ class SlurmProbeHook(Hook):
         self.record['bn'] = {
             name: (module.weight.detach().clone(),
                    module.bias.detach().clone())
-            for name, module in _unwrap(runner.model).named_modules()
+            for name, module in runner_model(runner).named_modules()
             if isinstance(module, _BatchNorm) and module.affine}
         out_dir = os.environ['PSBN_PROBE_DIR']
         tag = os.environ.get('PSBN_PROBE_TAG', 'run')

@@ -203,6 +203,12 @@ def _probes(ws: Path, tag: str) -> list[dict]:
                        weights_only=False) for rank in range(TASKS)]
 
 
+def _exit_states(ws: Path, tag: str) -> list[str]:
+    """What each task's process group was at exit (tests/cli/slurm_probe.py)."""
+    return [(ws / 'probe' / f'{tag}-rank{rank}.exit').read_text()
+            for rank in range(TASKS)]
+
+
 def _assert_same_decisions(records: list[dict]) -> None:
     first, *others = records
     for other in others:
@@ -343,6 +349,8 @@ def test_slurm_train_two_tasks_decide_alike(trained, slurm_ws):
     assert 'Distributed launcher: slurm' in output
     records = _probes(slurm_ws, 'train')
     assert [(r['rank'], r['world_size']) for r in records] == [(0, 2), (1, 2)]
+    # train ends the process group itself, not interpreter exit
+    assert _exit_states(slurm_ws, 'train') == ['destroyed'] * TASKS
     assert [r['iters'] for r in records] == [[0, 1]] * TASKS
     # one set of checkpoints, written by rank 0 only
     assert [r['saved'] for r in records] == [[2], []]
@@ -393,6 +401,10 @@ def test_slurm_test_evaluates(cluster, slurm_ws, resumed):
     output = _output(result)
     assert '--ntasks=2' in output and 'Distributed launcher: slurm' in output
     assert re.search(r'coco/bbox_mAP: -?\d+\.\d+', output), _tail(result)
+    # test ends the process group itself: left to interpreter exit, a task
+    # once aborted there ("terminate called without an active exception")
+    # and srun terminated the other (rc 143)
+    assert _exit_states(slurm_ws, 'test') == ['destroyed'] * TASKS
 
 
 @pytest.mark.slow

@@ -125,6 +125,8 @@ def test_summary_counts_dead_collapsed_shifted_and_alive_per_stage():
     table = format_comparison(numbers).splitlines()
     assert table[0].split() == ['of', 'BN', 'psBN']
     assert table[2].split() == ['bbox', 'mAP', '0.700', '0.700']
+    assert 'revivals (revived channels alive at the end / channels revived)' \
+        in table
     rows = [line.split() for line in table if line.startswith('  layer4')]
     assert rows == [['layer4', '4', '2', '2'], ['layer4', '7', '3', '3'],
                     ['layer4', '4', '-', '3', '(1/2)']]
