@@ -83,6 +83,8 @@ FINETUNE = {
         'model.backbone.norm_cfg.revival=shift', )),
     'psBN revival=reinit_init': (PSBN_FINETUNE, (
         'model.backbone.norm_cfg.revival=reinit_init', )),
+    'psBN revival=reinit': (PSBN_FINETUNE, (
+        'model.backbone.norm_cfg.revival=reinit', )),
 }
 #: the Mask R-CNN cell (--detector mask): the demo's Mask R-CNN, pretrained from
 #: random init, finetuned the same way
@@ -300,7 +302,8 @@ def _label(detector: str, regime: str) -> str:
 #: against BN and against ReDo from the collapsed checkpoint, and the
 #: healthy checkpoint's BN finetune against it (what collapse costs)
 PAIRS = (('psBN', 'BN'), ('psBN', 'ReDo'), ('psBN revival=shift', 'BN'),
-         ('psBN revival=shift', 'ReDo'), ('ReDo', 'BN'))
+         ('psBN revival=shift', 'ReDo'), ('psBN revival=reinit', 'BN'),
+         ('psBN revival=reinit', 'ReDo'), ('ReDo', 'BN'))
 
 
 def by_seed(runs: list[dict]) -> dict[tuple[str, str], dict[str, dict]]:
