@@ -8,7 +8,9 @@ flags), plus:
 * ``--launcher pytorch|slurm`` works on CPU-only machines (gloo, see
   :mod:`psbn_mmdet.engine.dist`);
 * checkpoints to load or resume are read safely first, and a work dir is held
-  by one run at a time (:class:`~psbn_mmdet.utils.workdir.WorkDirLock`).
+  by one run at a time (:class:`~psbn_mmdet.utils.workdir.WorkDirLock`);
+* a successful distributed run ends with its process group destroyed, all
+  ranks together (:func:`~psbn_mmdet.engine.dist.finish_distributed`).
 """
 from __future__ import annotations
 
