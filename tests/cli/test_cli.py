@@ -73,7 +73,7 @@ def test_test_tool_evaluates_a_checkpoint(workspace, tmp_path):
     gone = subprocess.Popen(['true'])
     gone.wait()
     (work_dir / '.psbn.lock').write_text(f'{gone.pid}\n')
-    config = CONFIGS / 'demo/faster_rcnn_r50_demo_psbn.py'
+    config = DEMO_CONFIG
     train = run_tool(REPO / 'tools/train.py', config, '--work-dir', work_dir,
                      '--cfg-options', 'train_cfg.max_iters=1',
                      'train_cfg.val_interval=100',
@@ -89,8 +89,6 @@ def test_test_tool_evaluates_a_checkpoint(workspace, tmp_path):
 
 
 # ------------------------------------------------------------ hostile input
-
-
 def _one_line_exit_2(result, *fragments):
     one_line_error(result.returncode, result.stderr, *fragments)
 
