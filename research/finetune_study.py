@@ -85,6 +85,8 @@ FINETUNE = {
         'model.backbone.norm_cfg.revival=reinit_init', )),
     'psBN revival=reinit': (PSBN_FINETUNE, (
         'model.backbone.norm_cfg.revival=reinit', )),
+    'psBN revival=auto': (PSBN_FINETUNE, (
+        'model.backbone.norm_cfg.revival=auto', )),
 }
 #: the Mask R-CNN cell (--detector mask): the demo's Mask R-CNN, pretrained from
 #: random init, finetuned the same way

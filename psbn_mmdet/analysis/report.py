@@ -38,7 +38,7 @@ import torch
 
 from ..core.criteria import (ACTIVATION_THRESHOLD, GAMMA_THRESHOLD,
                              collapsed_gamma, dead_activation)
-from ..core.revival import DEFAULT_REVIVAL, applied_rule, units_of
+from ..core.revival import DEFAULT_REVIVAL, first_window_rule, units_of
 from ..core.roles import PRE_RELU, STAGES, BNRole, roles_from_names
 from ..core.statistics import is_trainable
 from ..io.builders import load_backbone
@@ -192,7 +192,8 @@ class Report:
         layers, never revived); None without activations."""
         if self.num_images is None:
             return None
-        counts = {'rule': DEFAULT_REVIVAL, DEFAULT_REVIVAL: 0, 'shift': 0,
+        counts = {'rule': DEFAULT_REVIVAL,
+                  first_window_rule(DEFAULT_REVIVAL): 0, 'shift': 0,
                   'frozen': 0}
         for layer in self.layers:
             if layer.dead is not None:
@@ -219,7 +220,8 @@ def collapse_report(ckpt: Checkpoint,
             layer = layers[name]
             layer.dead = dead_activation(maxima[name], activation_threshold)
             layer.nonfinite = layer.nonfinite | ~torch.isfinite(maxima[name])
-            layer.revival = (applied_rule(DEFAULT_REVIVAL, units.get(name))
+            layer.revival = (first_window_rule(DEFAULT_REVIVAL,
+                                               units.get(name))
                              if is_trainable(modules[name]) else None)
     return Report(ckpt.path, ckpt.format, gamma_threshold,
                   activation_threshold,
@@ -291,12 +293,13 @@ def notes(report: Report) -> list[str]:
                      f"counted under '{OTHER}'; dead channels are measured "
                      'in ResNet stages only')
     revive = report.would_revive()
-    if revive and sum(revive[k] for k in (revive['rule'], 'shift')):
+    fresh = first_window_rule(DEFAULT_REVIVAL)
+    if revive and revive[fresh] + revive['shift']:
         rule = revive['rule']
         lines.append(
             f'note: {report.checkpoint}: psBN (revival={rule!r}, the '
-            f'default) would revive {revive[rule] + revive["shift"]} dead '
-            f'channel(s) at its first window: {revive[rule]} re-initialized '
+            f'default) would revive {revive[fresh] + revive["shift"]} dead '
+            f'channel(s) at its first window: {revive[fresh]} re-initialized '
             f'(ResNet blocks\' bn1/bn2), {revive["shift"]} shifted (no '
             f'layer to re-initialize with: the stem, or a frozen conv)'
             + (f'; {revive["frozen"]} in frozen layers stay dead'

@@ -25,6 +25,7 @@ logs the same dead-channel counts as a psBN run.
 """
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -34,16 +35,13 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .criteria import GAMMA_THRESHOLD, collapsed_gamma, per_stage
+from .optimizer_state import reset_optimizer_state
 from .revival import (REINIT_SCALES, applied_rule, check_revival,
-                      draw_seed, reinit_, units_of, zero_optimizer_state)
+                      draw_seed, plan, reinit_, units_of)
 from .roles import PRE_RELU, STAGES, roles_from_model, unplaced
 from .statistics import (DEFAULT_WINDOW, PostShiftable, WindowStatistics,
                          is_trainable, is_training_pass)
 
-#: optimizer-state keys holding first moments (zeroed on a shift)
-FIRST_MOMENTS = ('exp_avg', 'momentum_buffer')
-#: optimizer-state keys holding second moments
-SECOND_MOMENTS = ('exp_avg_sq', 'max_exp_avg_sq')
 OPTIMIZER_RESETS = ('zero', 'healthy', 'none')
 
 
@@ -82,7 +80,8 @@ def _unwrap_optimizers(optimizer) -> list[torch.optim.Optimizer]:
 
 
 def check_options(window: int | None, optimizer_reset: str,
-                  revival: str | None = None) -> None:
+                  revival: str | None = None, shift: bool = True,
+                  seed: int | None = 0) -> None:
     """Raise a one-line ``ValueError`` naming a bad controller option."""
     if revival is not None:
         check_revival(revival)
@@ -92,6 +91,11 @@ def check_options(window: int | None, optimizer_reset: str,
     if window is not None and (isinstance(window, bool)
                                or not isinstance(window, int) or window < 1):
         raise ValueError(f'window must be an integer >= 1, got {window!r}')
+    if not isinstance(shift, bool):
+        raise ValueError(f'shift must be True or False, got {shift!r}')
+    if seed is not None and (isinstance(seed, bool)
+                             or not isinstance(seed, numbers.Integral)):
+        raise ValueError(f'seed must be an integer or None, got {seed!r}')
 
 
 class PostShiftController:
@@ -110,18 +114,22 @@ class PostShiftController:
             channels, so an adaptive optimizer takes ordinary-sized steps;
             ``'none'`` (default, chosen by docs/collapse_study.md) leaves the
             state alone.  Applies to shifts; a re-initializing revival always
-            zeroes the state of what it touched.
+            resets the state of what it changed (first moments 0, second
+            moments at the tensor's typical value:
+            :func:`~psbn_mmdet.core.optimizer_state.reset_optimizer_state`).
         revival: the revival rule of every psBN layer; None uses each
             layer's ``revival`` from ``norm_cfg``.
-        seed: seeds the fresh filters of the re-initializing rules with the step and
-            the layer (mmengine: the runner's seed).
+        seed: seeds the fresh filters of the re-initializing rules with the
+            step and the layer; it must be the same on every rank (mmengine:
+            ``randomness.seed``, never the per-rank seed of
+            ``diff_rank_seed=True``).
     """
 
     def __init__(self, model: nn.Module, optimizer=None, shift: bool = True,
                  window: int | None = None, optimizer_reset: str = 'none',
                  gamma_threshold: float = GAMMA_THRESHOLD,
                  revival: str | None = None, seed: int = 0) -> None:
-        check_options(window, optimizer_reset, revival)
+        check_options(window, optimizer_reset, revival, shift, seed)
         self.revival = revival
         self.seed = int(seed)
         #: the readers of each pre-ReLU BN that a re-initializing rule can revive
@@ -244,18 +252,23 @@ class PostShiftController:
             dead = stats.dead_channels()
             self.last_dead[name] = dead
             dead_pairs.append((self.roles[name].stage, dead.sum()))
-            if (self.shift and isinstance(bn, PostShiftable)
-                    and self._revivable(name, dead).any()):
-                if self.revival_of(name) in REINIT_SCALES:
-                    shifted = self._reinit(name, dead)
+            if self.shift and isinstance(bn, PostShiftable):
+                reinit, shift = self._plan(name, dead)
+                shifted = torch.zeros_like(dead)
+                if reinit.any():
+                    self._reinit(name, reinit)
                     reinit_pairs.append((self.roles[name].stage,
-                                         shifted.sum()))
-                else:
-                    shifted = bn.post_shift_(dead)
-                    self._reset_optimizer_state(bn, shifted, dead)
-                self._record_shift(name, shifted)
-                result.shifted_channels[name] = shifted
-                shifted_pairs.append((self.roles[name].stage, shifted.sum()))
+                                         reinit.sum()))
+                    shifted |= reinit
+                if shift.any():
+                    moved = bn.post_shift_(shift)
+                    self._reset_optimizer_state(bn, moved, dead)
+                    shifted |= moved
+                if shifted.any():
+                    self._record_shift(name, shifted)
+                    result.shifted_channels[name] = shifted
+                    shifted_pairs.append((self.roles[name].stage,
+                                          shifted.sum()))
             stats.reset()
         result.dead = per_stage(dead_pairs, self.stages)
         result.shifted = per_stage(shifted_pairs, self.stages)
@@ -264,34 +277,38 @@ class PostShiftController:
             callback(result)
         return result
 
-    def _revivable(self, name: str, dead: torch.Tensor) -> torch.Tensor:
-        """The channels layer ``name``'s rule revives: the dead ones, and
-        for a re-initializing rule also those silent in the window with a collapsed
-        γ (|γ| < ``gamma_threshold``) or an all-zero filter, whose constant
+    def _plan(self, name: str, dead: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Layer ``name``'s channels to re-initialize and to shift
+        (:func:`~psbn_mmdet.core.revival.plan`): a re-initializing rule
+        also revives the channels silent in the window with a collapsed γ
+        (|γ| < ``gamma_threshold``) or an all-zero filter, whose constant
         input the dead criterion does not judge."""
-        if self.revival_of(name) not in REINIT_SCALES:
-            return dead
+        rule = self.revival_of(name)
+        if rule not in REINIT_SCALES:
+            return plan(rule, dead, dead, False)
         bn, unit = self.bns[name], self.units[name]
         collapsed = (collapsed_gamma(bn.weight, self.gamma_threshold)
                      | (unit.conv.weight.detach().flatten(1).abs().amax(1)
                         == 0))
-        return dead | (self.stats[name].silent_channels()
-                       & collapsed.to(dead.device))
+        unfit = self.stats[name].silent_channels() & collapsed.to(
+            dead.device)
+        return plan(rule, dead, unfit,
+                    first_window=self.steps <= self.window_of(name))
 
-    def _reinit(self, name: str, dead: torch.Tensor) -> torch.Tensor:
-        """A re-initializing rule on layer ``name`` (:func:`reinit_`), the live
-        scale taken from channels that fired in the window and are not
-        collapsed; returns the revived mask."""
+    def _reinit(self, name: str, revive: torch.Tensor) -> None:
+        """A re-initializing rule on layer ``name``'s ``revive`` channels
+        (:func:`reinit_`), the live scale taken from channels that fired in
+        the window and are not revived; the optimizer state of every
+        changed entry reset (:func:`reset_optimizer_state`)."""
         bn, stats = self.bns[name], self.stats[name]
-        revive = self._revivable(name, dead)
         live = ~revive & (stats.max > 0)
         generator = torch.Generator().manual_seed(
             draw_seed(self.seed, self.steps, self.pre_relu.index(name)))
-        zero_optimizer_state(self.optimizers, reinit_(
+        reset_optimizer_state(self.optimizers, reinit_(
             bn, self.units[name], revive, live, generator,
             getattr(bn, 'active_fraction', 0.5),
             REINIT_SCALES[self.revival_of(name)]))
-        return revive
 
     @staticmethod
     def _distributed() -> bool:
@@ -337,25 +354,47 @@ class PostShiftController:
             stats.nonfinite = s[3 * c:4 * c]
             stats.batches = int(s[4 * c].item())
 
-    @torch.no_grad()
     def _reset_optimizer_state(self, bn: _BatchNorm, shifted: torch.Tensor,
                                dead: torch.Tensor) -> None:
+        """A shift's ``optimizer_reset`` on γ and β: ``'zero'`` every
+        moment, ``'healthy'`` second moments at the median of the layer's
+        live channels (:func:`reset_optimizer_state`)."""
         if self.optimizer_reset == 'none' or not shifted.any():
             return
-        for optimizer in self.optimizers:
-            for param in (bn.weight, bn.bias):
-                state = optimizer.state.get(param)
-                if not state:
-                    continue
-                for key, value in state.items():
-                    if not (torch.is_tensor(value)
-                            and value.shape == param.shape):
-                        continue
-                    if (self.optimizer_reset == 'healthy'
-                            and key in SECOND_MOMENTS and (~dead).any()):
-                        value[shifted] = value[~dead].median()
-                    else:
-                        value[shifted] = 0
+        reset_optimizer_state(
+            self.optimizers, [(bn.weight, shifted, 0), (bn.bias, shifted, 0)],
+            second='typical' if self.optimizer_reset == 'healthy' else 'zero',
+            reference=~dead)
+
+    @torch.no_grad()
+    def pending_statistics(self, forward: Callable[[], object]
+                           ) -> dict[str, tuple[torch.Tensor, torch.Tensor,
+                                                torch.Tensor]]:
+        """What the pending recalibrations (:meth:`~psbn_mmdet.models.layers.psbn.PostShiftMixin.recalibrate_`)
+        would set, measured on the inputs the layers see in one call of
+        ``forward`` (a forward pass of the model, e.g. on the last training
+        batch): ``name -> (channels, running_mean, running_var)``.  Changes
+        nothing: what a checkpoint saved before the next training batch
+        should hold for the revived channels."""
+        pending = {name: bn for name, bn in self.bns.items()
+                   if getattr(bn, 'pending_recalibration', None) is not None}
+        seen: dict[str, torch.Tensor] = {}
+        handles = [bn.register_forward_pre_hook(
+            lambda module, args, name=name: seen.setdefault(name, args[0]))
+            for name, bn in pending.items()]
+        try:
+            if pending:
+                forward()
+        finally:
+            for handle in handles:
+                handle.remove()
+        out = {}
+        for name, bn in pending.items():
+            if name in seen:
+                channels = bn.pending_recalibration
+                out[name] = (channels, *bn.recalibration_statistics(
+                    seen[name], channels, reduce=False))
+        return out
 
     def _record_shift(self, name: str, shifted: torch.Tensor) -> None:
         counts = self.shift_counts.setdefault(
@@ -429,9 +468,18 @@ class PostShiftController:
             k: torch.tensor(v, dtype=torch.long)
             for k, v in state['shift_counts'].items()
         }
+        skipped = 0
         for name, channels in state.get('recalibrations', {}).items():
-            if name in self.bns:
-                self.bns[name].recalibrate_(torch.tensor(channels))
+            recalibrate = getattr(self.bns.get(name), 'recalibrate_', None)
+            if recalibrate is not None:
+                recalibrate(torch.tensor(channels))
+            elif name in self.bns:  # a plain BN (the BN twin of a psBN run)
+                skipped += int(sum(channels))
+        notes = [] if not skipped else [
+            f'{skipped} revived channel(s) of plain BN layers keep the '
+            "checkpoint's running statistics (estimated on the saving "
+            'iteration\'s batch): only psBN layers recalibrate them on the '
+            'next batch']
         windows = state.get('windows')
         if windows is not None and not self._distributed():
             for name, saved in windows.items():
@@ -439,14 +487,15 @@ class PostShiftController:
                     weight = self.bns[name].weight
                     self.stats[name].load_state_dict(
                         saved, None if weight is None else weight.device)
-            return
-        self._cut_windows = {name for name in self.pre_relu
-                             if self.steps % self.window_of(name)}
+        else:
+            self._cut_windows = {name for name in self.pre_relu
+                                 if self.steps % self.window_of(name)}
         if self._cut_windows:
             why = ('a distributed run saves none' if 'windows' in state else
                    'the checkpoint has none')
-            self.resume_note = (
+            notes.insert(0, (
                 f'resumed at step {self.steps}, inside the detection window '
                 f'of {len(self._cut_windows)} layer(s), without that '
                 f'window\'s statistics ({why}): their next window-end '
-                'decision is skipped')
+                'decision is skipped'))
+        self.resume_note = '; '.join(notes) or None

@@ -17,17 +17,27 @@ option (or for every layer by the controller's):
   what it computed before, and those weights get a gradient from a healthy
   activation: ReDo's trick, Sokar et al. 2023), and the optimizer state of
   every touched entry zeroed.
-* ``'reinit_init'`` (the default): as ``'reinit'``, at the scale of a newly
+* ``'reinit_init'``: as ``'reinit'``, at the scale of a newly
   initialized layer instead of the live one: γ = 1 and the filter at Kaiming
-  norm √2.  Chosen over the two others by issue 29's declared rule across
-  its cells (docs/inherited_collapse.md): where a checkpoint arrives
-  collapsed on a shifted task, the live scale (itself shrunk by the
-  regularizer that collapsed the layer) recovers 4 points less than ReDo,
-  the init scale 0.5.
+  norm √2.  Where a checkpoint arrives collapsed on a shifted task, the live
+  scale (itself shrunk by the regularizer that collapsed the layer)
+  recovers 4 points less than ReDo, the init scale 0.5 (issue 29,
+  docs/inherited_collapse.md).
+* ``'auto'``: per channel, from when and how it died.  What is dead at the
+  layer's *first* window end has been dead on every batch since training
+  started: it arrived dead with the weights, whose filter and γ the
+  collapse has decayed, so it becomes a fresh unit (``'reinit_init'``).  A
+  channel that dies *later* still holds the filter it learned (a window
+  ago it fired), so it is shifted back as it was (``'shift'``), unless a
+  shift cannot place it: silent with a collapsed γ (|γ| < 1e-3) or an
+  all-zero filter, which also becomes a fresh unit.  Issue 38: each of the
+  two rules wins its own regime (inherited collapse: the fresh unit;
+  collapse during training: the shift); ``'auto'`` applies each where its
+  regime is, decided from the channel's own history.
 
 The re-initializing rules need to know which layers read the channel: a :class:`Unit`
 (:func:`units_of`); :func:`applied_rule` says which rule a layer's dead
-channels get.  Inside a ResNet block that is the block's next conv
+channels get, and :func:`plan` which channel gets which.  Inside a ResNet block that is the block's next conv
 (:func:`~psbn_mmdet.core.roles.inner_links`); in an ``nn.Sequential`` conv net
 the next conv or linear layer, when only channel-wise layers (pools, ReLU,
 dropout, a flatten after a global pool) stand between.  A pre-ReLU BN with
@@ -51,9 +61,9 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from .roles import inner_links
 
 #: the revival rules (psBN's ``revival`` option)
-REVIVALS = ('shift', 'reinit', 'reinit_init')
+REVIVALS = ('shift', 'reinit', 'reinit_init', 'auto')
 #: the scale each re-initializing rule gives a revived unit (:func:`reinit_`)
-REINIT_SCALES = {'reinit': 'live', 'reinit_init': 'init'}
+REINIT_SCALES = {'reinit': 'live', 'reinit_init': 'init', 'auto': 'init'}
 #: the rule of a psBN layer whose config names none
 DEFAULT_REVIVAL = 'reinit_init'
 #: layers that keep channel c at channel c (between a unit and its reader)
@@ -63,11 +73,44 @@ CHANNELWISE = (nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d,
 
 def applied_rule(rule: str, unit: Unit | None) -> str:
     """The rule a layer configured with ``rule`` applies: a re-initializing
-    rule where the layer has a unit whose conv trains, else ``'shift'``."""
+    rule (or ``'auto'``) where the layer has a unit whose conv trains, else
+    ``'shift'``."""
     if (rule in REINIT_SCALES and unit is not None
             and unit.conv.weight.requires_grad):
         return rule
     return 'shift'
+
+
+def first_window_rule(rule: str, unit: Unit | None = None) -> str:
+    """The rule a layer configured with ``rule`` applies to what is dead at
+    its first window end (what a checkpoint brings), ``'auto'`` resolved to
+    the fresh unit; without ``unit``, the rule where the layer has one."""
+    if unit is not None:
+        rule = applied_rule(rule, unit)
+    return 'reinit_init' if rule == 'auto' else rule
+
+
+def plan(rule: str, dead: torch.Tensor, unfit: torch.Tensor,
+         first_window: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which channels a layer re-initializes and which it shifts.
+
+    ``rule`` is the layer's :func:`applied_rule`; ``dead`` the window's dead
+    channels; ``unfit`` the silent channels a shift cannot place (a
+    collapsed γ or an all-zero filter); ``first_window``: this is the
+    layer's first window end.  Returns ``(reinit, shift)`` masks:
+
+    * ``'shift'``: ``(∅, dead)``
+    * ``'reinit'``, ``'reinit_init'``: ``(dead ∪ unfit, ∅)``
+    * ``'auto'``: at the first window end as ``'reinit_init'``; later
+      ``(unfit, dead − unfit)``.
+    """
+    none = torch.zeros_like(dead)
+    if rule not in REINIT_SCALES:
+        return none, dead
+    unfit = unfit.to(dead.device)
+    if rule != 'auto' or first_window:
+        return dead | unfit, none
+    return unfit, dead & ~unfit
 
 
 def check_revival(revival) -> None:
@@ -150,7 +193,9 @@ def _sequential_units(prefix: str, seq: nn.Sequential) -> dict[str, Unit]:
 
 def draw_seed(seed: int, step: int, index: int) -> int:
     """The generator seed of layer ``index``'s draws at controller ``step``:
-    a function of the three alone (identical ranks, exact resume)."""
+    a function of the three alone (exact resume).  ``seed`` must be the
+    same on every rank (the hook takes it from ``randomness.seed`` itself,
+    never from a per-rank seed)."""
     return (seed * 1_000_003 + step * 7_919 + index) % (2**63 - 1)
 
 
@@ -178,6 +223,10 @@ def reinit_(bn: _BatchNorm, unit: Unit, revive: torch.Tensor,
         μ_c, σ²_c ← the next training batch's mean and variance of x_c
         W_next[:, c] ← 0                                      (every reader)
 
+    and the optimizer state of every entry changed is reset
+    (:func:`~psbn_mmdet.core.optimizer_state.reset_optimizer_state`, by the
+    caller, on the slices returned).
+
     ``‖W‖_live`` is the median filter norm of the live channels (the layer's
     initial scale, ``kaiming_normal``'s, when none is live).  The running
     statistics are measured by the layer on its next training pass
@@ -191,8 +240,8 @@ def reinit_(bn: _BatchNorm, unit: Unit, revive: torch.Tensor,
     batches the network's output is unchanged; elsewhere it changes by what
     the dead channel's decayed outgoing weights carried.
 
-    Returns ``(tensor, mask, dim)`` for each slice changed, for the
-    optimizer-state reset.
+    Returns ``(tensor, mask, dim)`` for each slice changed, for
+    :func:`~psbn_mmdet.core.optimizer_state.reset_optimizer_state`.
     """
     conv, device = unit.conv, bn.weight.device
     weight = conv.weight
@@ -222,16 +271,3 @@ def reinit_(bn: _BatchNorm, unit: Unit, revive: torch.Tensor,
         layer.weight[:, revive] = 0
         touched.append((layer.weight, revive, 1))
     return touched
-
-
-@torch.no_grad()
-def zero_optimizer_state(optimizers, touched) -> None:
-    """Zero every moment of the optimizers' state on the touched slices
-    (``(tensor, mask, dim)`` from :func:`reinit_`)."""
-    for optimizer in optimizers:
-        for param, mask, dim in touched:
-            state = optimizer.state.get(param)
-            index = mask.nonzero().flatten().to(param.device)
-            for value in (state or {}).values():
-                if torch.is_tensor(value) and value.shape == param.shape:
-                    value.index_fill_(dim, index, 0)

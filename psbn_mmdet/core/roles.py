@@ -92,24 +92,40 @@ class InnerLink:
     next_norm: str  # the BN after next_conv: 'bn2'
 
 
+def block_norms(block: nn.Module) -> list[str] | None:
+    """The BN attribute names of a ResNet block's convs, in order (the last
+    is summed with the residual), or None for any other module.
+
+    mmdet names the BNs in ``norm1_name``...; torchvision's blocks call
+    them ``bn1``...  A name may be absent from the block: mmdet's ResNeSt
+    Bottleneck deletes ``norm2`` (its ``conv2`` is a split-attention conv
+    that normalizes inside).
+    """
+    kind = type(block).__name__
+    convs = {'BasicBlock': 2, 'Bottleneck': 3}.get(kind)
+    if convs is None or not all(hasattr(block, f'conv{i}')
+                                for i in range(1, convs + 1)):
+        return None
+    return [getattr(block, f'norm{i}_name', f'bn{i}')
+            for i in range(1, convs + 1)]
+
+
 def inner_links(block: nn.Module) -> list[InnerLink] | None:
     """The channels inside a ResNet block, or None for any other module.
 
     A BasicBlock's ``bn1`` feeds ``conv2``; a Bottleneck's ``bn1`` and
     ``bn2`` feed ``conv2`` and ``conv3``.  Only the block's next conv reads
     them (the block's last BN and the downsample path are summed with the
-    residual).  mmdet names the BNs in ``norm1_name``...; torchvision's
-    blocks call them ``bn1``...
+    residual).  A link whose BN the block does not have (ResNeSt's
+    ``bn2``) is left out.
     """
-    kind = type(block).__name__
-    convs = {'BasicBlock': ('conv1', 'conv2'),
-             'Bottleneck': ('conv1', 'conv2', 'conv3')}.get(kind)
-    if convs is None or not all(hasattr(block, c) for c in convs):
+    norms = block_norms(block)
+    if norms is None:
         return None
-    norms = [getattr(block, f'norm{i}_name', f'bn{i}')
-             for i in range(1, len(convs) + 1)]
-    return [InnerLink(convs[i], norms[i], convs[i + 1], norms[i + 1])
-            for i in range(len(convs) - 1)]
+    links = [InnerLink(f'conv{i + 1}', norms[i], f'conv{i + 2}',
+                       norms[i + 1]) for i in range(len(norms) - 1)]
+    return [link for link in links
+            if isinstance(getattr(block, link.norm, None), _BatchNorm)]
 
 
 def _is_resnet(module: nn.Module) -> bool:
@@ -183,7 +199,7 @@ def roles_from_model(model: nn.Module) -> dict[str, BNRole]:
             found = _split_stage(name)
             stage = found[1] if found else 'other'
             block_bns = [(link.norm, PRE_RELU) for link in links]
-            block_bns.append((links[-1].next_norm, PRE_ADD))
+            block_bns.append((block_norms(module)[-1], PRE_ADD))
             for child, role in block_bns:
                 if isinstance(getattr(module, child, None), _BatchNorm):
                     roles[f'{prefix}{child}'] = BNRole(stage, role)

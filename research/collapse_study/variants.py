@@ -153,6 +153,12 @@ VARIANTS = {
                               'initialization scale: γ 1, filter norm √2)',
                               True, options=dict(RHO50_W10,
                                                  revival='reinit_init')),
+    # issue 38: a fresh unit for what arrives dead, the shift for what dies
+    # in training
+    'ps_auto': Variant("psBN, revival='auto' (a fresh unit for channels "
+                       'dead since training started, the shift for those '
+                       'that die later)', True,
+                       options=dict(RHO50_W10, revival='auto')),
     'ps_keep': _revival('psBN defaults (rule: nothing more; measures the '
                         'shift bound)', {}),
     'ps_rescale': _revival('psBN + incoming filter rescaled to the live '

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from psbn_mmdet import PostShiftController, psBN
-from psbn_mmdet.core import (DEFAULT_REVIVAL, REVIVALS, draw_seed, reinit_,
-                             units_of)
+from psbn_mmdet.core import (DEFAULT_REVIVAL, REVIVALS, draw_seed, plan,
+                             reinit_, units_of)
 
 DEAD = 2  # the crafted dead channel of the first psBN
 
@@ -33,6 +33,19 @@ def _kill(model):
     with torch.no_grad():
         model[1].bias[DEAD] = -50.0
     return model
+
+
+def _train_backbone(net, optimizer, controller, steps):
+    """``steps`` training steps of a backbone on random images; the
+    controller's last result."""
+    net.train()
+    for _ in range(steps):
+        loss = sum(o.mean() for o in net(torch.randn(2, 3, 32, 32)))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        result = controller.step()
+    return result
 
 
 def _step(model, optimizer, x, y, controller=None):
@@ -217,13 +230,7 @@ def test_units_of_a_resnet_are_its_inner_bns_and_the_stem_shifts():
     controller = PostShiftController(net, optimizer)
     assert controller.revival_of('bn1') == 'shift'
     assert controller.revival_of('layer1.0.bn1') == DEFAULT_REVIVAL
-    net.train()
-    for _ in range(2):
-        loss = sum(o.mean() for o in net(torch.randn(2, 3, 32, 32)))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        result = controller.step()
+    result = _train_backbone(net, optimizer, controller, steps=2)
     assert result.shifted_channels['bn1'][0]
     assert torch.equal(net.conv1.weight[0], stem_filter)  # shifted only
     assert net.bn1.bias[0].item() > -50.0
@@ -269,3 +276,118 @@ def test_reinit_returns_each_touched_slice():
         (model[0].weight.shape, 0), (model[0].bias.shape, 0),
         (torch.Size([6]), 0), (torch.Size([6]), 0),
         (model[3].weight.shape, 1)]
+
+
+# ------------------------------------------------------ 'auto' (issue 38)
+def test_plan_names_each_rules_channels():
+    dead = torch.tensor([True, True, False, False])
+    unfit = torch.tensor([False, True, False, True])
+    none = torch.zeros(4, dtype=torch.bool)
+    assert [m.tolist() for m in plan('shift', dead, unfit, True)] == [
+        none.tolist(), dead.tolist()]
+    for rule in ('reinit', 'reinit_init'):
+        for first in (True, False):
+            reinit, shift = plan(rule, dead, unfit, first)
+            assert reinit.tolist() == (dead | unfit).tolist()
+            assert not shift.any()
+    reinit, shift = plan('auto', dead, unfit, True)
+    assert reinit.tolist() == (dead | unfit).tolist() and not shift.any()
+    reinit, shift = plan('auto', dead, unfit, False)
+    assert reinit.tolist() == unfit.tolist()
+    assert shift.tolist() == [True, False, False, False]
+
+
+def test_auto_renews_what_arrives_dead_and_shifts_what_dies_later():
+    """Channel DEAD of the first psBN is dead from the first batch: at the
+    first window end it becomes a fresh unit (init scale, γ 1).  Channel
+    DEAD + 1 dies after the first window: at the next window end it is
+    shifted, its learned filter kept, its readers' weights untouched."""
+    model = _kill(_seqnet(window=2, revival='auto'))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    controller = PostShiftController(model, optimizer)
+    batches = _batches(4)
+    for x, y in batches[:2]:
+        first = _step(model, optimizer, x, y, controller)
+    assert first.shifted_channels['1'].nonzero().flatten().tolist() == [DEAD]
+    assert sum(first.reinitialized.values()) == 1
+    assert model[0].weight[DEAD].norm().item() == pytest.approx(2.0**0.5,
+                                                                rel=1e-5)
+    assert model[1].weight[DEAD].item() == 1.0
+    later = DEAD + 1
+    with torch.no_grad():
+        model[1].bias[later] = -50.0
+    learned = model[0].weight[later].clone()
+    reader = model[3].weight[:, later].clone()
+    for x, y in batches[2:]:
+        second = _step(model, optimizer, x, y, controller)
+    assert second.shifted_channels['1'].nonzero().flatten().tolist() == [
+        later]
+    assert sum(second.reinitialized.values()) == 0
+    assert torch.equal(model[0].weight[later], learned)
+    assert torch.equal(model[3].weight[:, later], reader)
+    assert model[1].bias[later].item() > -50.0
+
+
+def test_auto_renews_a_later_channel_a_shift_cannot_place():
+    """After the first window, a silent channel with an all-zero filter
+    (constant input) gets a fresh filter under 'auto'."""
+    model = _seqnet(window=2, revival='auto')
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    controller = PostShiftController(model, optimizer)
+    batches = _batches(4)
+    for x, y in batches[:2]:
+        result = _step(model, optimizer, x, y, controller)
+    assert not result.shifted_channels
+    with torch.no_grad():
+        model[0].weight[DEAD] = 0
+        model[0].bias[DEAD] = 0
+        model[1].bias[DEAD] = -1.0  # constant x̂ = 0: y = β < 0
+    for x, y in batches[2:]:
+        result = _step(model, optimizer, x, y, controller)
+    assert sum(result.reinitialized.values()) == 1
+    assert model[0].weight[DEAD].norm().item() == pytest.approx(2.0**0.5,
+                                                                rel=1e-5)
+
+
+def test_revival_under_adam_sets_the_typical_second_moment():
+    """A revival late in an Adam run: the touched entries' exp_avg_sq is
+    the median of the tensor's untouched entries, exp_avg 0."""
+    model = _seqnet(window=3, revival='reinit_init')
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    controller = PostShiftController(model, optimizer)
+    batches = _batches(6)
+    for x, y in batches[:3]:
+        _step(model, optimizer, x, y, controller)
+    _kill(model)
+    for x, y in batches[3:]:
+        result = _step(model, optimizer, x, y, controller)
+    assert result.shifted_channels['1'][DEAD]
+    state = optimizer.state[model[0].weight]
+    others = [c for c in range(6) if c != DEAD]
+    assert torch.all(state['exp_avg'][DEAD] == 0)
+    assert torch.all(state['exp_avg_sq'][DEAD]
+                     == state['exp_avg_sq'][others].median())
+    column = optimizer.state[model[3].weight]['exp_avg_sq']
+    assert torch.all(column[:, DEAD] == column[:, others].median())
+
+
+def test_resnest_blocks_are_monitored_and_fall_back_where_unknown():
+    """mmdet's ResNeSt deletes its Bottleneck's bn2 (issue 39, item 1):
+    units are the bn1s whose reader is a plain conv (none: conv2 is a
+    split-attention conv, so bn1 falls back to the shift); bn3 is pre-add;
+    a window of training revives without an error."""
+    from mmdet.models.backbones import ResNeSt
+    torch.manual_seed(0)
+    net = ResNeSt(depth=50, stem_channels=16, base_channels=8, num_stages=2,
+                  out_indices=(1, ), strides=(1, 2), dilations=(1, 1),
+                  norm_cfg=dict(type='psBN', window=2), frozen_stages=-1)
+    assert not any('bn2' in name for name in units_of(net))
+    with torch.no_grad():
+        net.layer1[0].bn1.bias[0] = -50.0
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.0)
+    controller = PostShiftController(net, optimizer)
+    assert controller.roles['layer1.0.bn1'].role == 'pre-relu'
+    assert controller.roles['layer1.0.bn3'].role == 'pre-add'
+    assert controller.revival_of('layer1.0.bn1') == 'shift'
+    result = _train_backbone(net, optimizer, controller, steps=2)
+    assert result.shifted_channels['layer1.0.bn1'][0]

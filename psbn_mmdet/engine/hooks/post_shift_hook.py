@@ -17,15 +17,30 @@ train start when the optimizer is a known collapse regime
 (:func:`~psbn_mmdet.core.criteria.collapse_regime`).  The controller's counters are saved in checkpoints under
 :data:`CHECKPOINT_KEY` and restored on resume.  Windows count optimizer steps,
 so ``accumulative_counts`` is respected.
+
+At train start it also logs, per stage, which rule the psBN layers apply
+(the fresh unit, or the shift where the layer that reads a channel is not
+known: a ResNet stem, ResNeXt's grouped convs, ResNeSt's split attention).
+A checkpoint saved between a revival and the next training batch holds, for
+the revived channels, running statistics measured on the saving iteration's
+batch (:meth:`~psbn_mmdet.core.controller.PostShiftController.pending_statistics`),
+so ``load_from``, ``tools/test.py``, export and the report read what
+training will use; ``--resume`` still recalibrates on the next batch, as the
+uninterrupted run does.  The fresh units' draws are seeded by
+``randomness.seed`` as rank 0 has it: identical on every rank also under
+``diff_rank_seed=True``.
 """
 from __future__ import annotations
 
+import torch
+from mmengine.dist import broadcast_object_list
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 
 from ...core.controller import PostShiftController, check_options
 from ...core.criteria import collapse_regime, per_stage
+from ...core.revival import first_window_rule
 from ...models.layers import restore_post_shift
 from ...utils.errors import UserError
 
@@ -53,6 +68,24 @@ def optimizer_stepped(optim_wrapper) -> bool:
         return any(optimizer_stepped(w) for w in wrappers.values())
     should_update = getattr(optim_wrapper, 'should_update', None)
     return True if should_update is None else bool(should_update())
+
+
+def same_on_every_rank(value: int) -> int:
+    """Rank 0's ``value`` on every rank (a collective when distributed):
+    the runner's seed differs per rank under ``diff_rank_seed=True``."""
+    box = [int(value)]
+    broadcast_object_list(box, src=0)
+    return box[0]
+
+
+@torch.no_grad()
+def _forward(model, data_batch):
+    """The model's forward on a training batch, as mmengine runs it
+    (``data_preprocessor``, then ``mode='tensor'``)."""
+    data = model.data_preprocessor(data_batch, False)
+    if isinstance(data, dict):
+        return model(**data, mode='tensor')
+    return model(*data, mode='tensor')
 
 
 def runner_model(runner):
@@ -105,7 +138,7 @@ class PostShiftHook(Hook):
             raise ValueError(
                 f'{name}: interval must be an integer >= 1, got {interval!r}')
         try:  # validated here, when the Runner is built, not at train start
-            check_options(window, optimizer_reset, revival)
+            check_options(window, optimizer_reset, revival, shift, seed)
         except ValueError as error:
             raise ValueError(f'{name}: {error}') from None
         self.interval = interval
@@ -117,6 +150,8 @@ class PostShiftHook(Hook):
         self._inheritance_logged = False
         self.controller: PostShiftController | None = None
         self._resumed_state: dict | None = None
+        #: the last training batch (pending recalibrations at a save)
+        self._last_batch = None
 
     def before_train(self, runner) -> None:
         # Resume loads the checkpoint (``after_load_checkpoint``) before this
@@ -137,9 +172,11 @@ class PostShiftHook(Hook):
             window=self.window,
             optimizer_reset=self.optimizer_reset,
             revival=self.revival,
-            seed=self.seed if self.seed is not None else (runner.seed or 0))
+            seed=self.seed if self.seed is not None else same_on_every_rank(
+                runner.seed or 0))
         self._check_layers(runner)
         self._warn_collapse_regime(runner)
+        self._log_rules(runner)
         if self._resumed_state is not None:
             self.controller.load_state_dict(self._resumed_state)
             if self.controller.resume_note:
@@ -162,6 +199,30 @@ class PostShiftHook(Hook):
                 f'among the model\'s {pre_relu} pre-ReLU BN layer(s): set '
                 "the backbone's norm_cfg=dict(type='psBN') (or psSyncBN), "
                 'or use CollapseMonitorHook to count dead channels only')
+
+    def _log_rules(self, runner) -> None:
+        """One line: per stage, the psBN layers that re-initialize what is
+        dead and those that fall back to the shift (no known reader)."""
+        controller = self.controller
+        if not self.shift:
+            return
+        fresh, shifted = [], []
+        for name in controller.shiftable:
+            rule = first_window_rule(controller.revival_of(name))
+            (shifted if rule == 'shift' else fresh).append(
+                (controller.roles[name].stage, 1))
+        fresh = per_stage(fresh, controller.stages)
+        shifted = per_stage(shifted, controller.stages)
+        if not sum(fresh.values()):  # every layer shifts: one short line
+            return
+        parts = ', '.join(
+            f'{stage} {fresh[stage]}/{fresh[stage] + shifted[stage]}'
+            for stage in controller.stages if fresh[stage] + shifted[stage])
+        runner.logger.info(
+            f'{type(self).__name__}: psBN layers that re-initialize dead '
+            f'channels, per stage ({parts}); the others fall back to the '
+            'shift (no known layer reads their channels: a stem, grouped or '
+            'split-attention convs)')
 
     def _warn_collapse_regime(self, runner) -> None:
         regimes = {collapse_regime(optimizer)
@@ -206,6 +267,7 @@ class PostShiftHook(Hook):
         if not self._inheritance_logged:
             self._inheritance_logged = True
             self._log_inheritance(runner)
+        self._last_batch = data_batch
         if optimizer_stepped(runner.optim_wrapper):
             self.controller.step()
         if self.every_n_train_iters(runner, self.interval):
@@ -224,6 +286,43 @@ class PostShiftHook(Hook):
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         if self.controller is not None:
             checkpoint[CHECKPOINT_KEY] = self.controller.state_dict()
+            self._save_recalibrated(runner, checkpoint)
+
+    def _save_recalibrated(self, runner, checkpoint: dict) -> None:
+        """Revived channels awaiting their recalibration get, in the saved
+        weights, the running statistics of the last training batch (the
+        model in eval mode, no gradient; the live model is unchanged)."""
+        model = runner_model(runner)
+        pending = [name for name, bn in self.controller.bns.items()
+                   if getattr(bn, 'pending_recalibration', None) is not None]
+        if not pending:
+            return
+        estimates, why = {}, 'no training batch seen'
+        if self._last_batch is not None:
+            training = model.training
+            model.eval()
+            try:
+                estimates = self.controller.pending_statistics(
+                    lambda: _forward(model, self._last_batch))
+            except Exception as error:  # noqa: BLE001 - say it, keep saving
+                why = f'{type(error).__name__}: {error}'
+            finally:
+                model.train(training)
+        weights = checkpoint.get('state_dict', {})
+        for name, (channels, mean, var) in estimates.items():
+            for key, value in (('running_mean', mean), ('running_var', var)):
+                key = f'{name}.{key}'
+                if key in weights:  # a copy: the live buffer stays
+                    weights[key] = weights[key].clone()
+                    weights[key][channels.to(weights[key].device)] = \
+                        value.to(weights[key])
+        missing = [name for name in pending if name not in estimates]
+        if missing:
+            runner.logger.warning(
+                f'{type(self).__name__}: the checkpoint holds stale running '
+                f'statistics for the revived channels of {len(missing)} '
+                f'layer(s) ({missing[0]}...): {why}; --resume recalibrates '
+                'them on the next batch')
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         state = checkpoint.get(CHECKPOINT_KEY)

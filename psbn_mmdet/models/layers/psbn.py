@@ -191,23 +191,34 @@ class PostShiftMixin:
                                       else pending | channels)
 
     @torch.no_grad()
-    def _recalibrate(self, x: torch.Tensor) -> None:
-        channels, self.pending_recalibration = self.pending_recalibration, None
-        if self.running_mean is None:
-            return
+    def recalibration_statistics(self, x: torch.Tensor, channels: torch.Tensor,
+                                 reduce: bool = True
+                                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The running mean and (unbiased) variance that a recalibration on
+        input ``x`` gives ``channels`` (a bool mask); over every rank of
+        psSyncBN's process group when ``reduce`` and distributed."""
         x = x.detach().transpose(0, 1).flatten(1)[channels].double()
         moments = torch.stack([torch.full((x.shape[0], ), float(x.shape[1]),
                                           dtype=x.dtype, device=x.device),
                                x.sum(1), x.square().sum(1)])
-        if dist.is_available() and dist.is_initialized():
+        if reduce and dist.is_available() and dist.is_initialized():
             dist.all_reduce(moments,
                             group=getattr(self, 'process_group', None))
         count, total, squares = moments
         mean = total / count.clamp(min=1)
         var = (squares / count.clamp(min=1) - mean.square()).clamp(min=0)
         var = var * count / (count - 1).clamp(min=1)  # unbiased, as BN's
-        self.running_mean[channels] = mean.to(self.running_mean.dtype)
-        self.running_var[channels] = var.to(self.running_var.dtype)
+        return (mean.to(self.running_mean.dtype),
+                var.to(self.running_var.dtype))
+
+    @torch.no_grad()
+    def _recalibrate(self, x: torch.Tensor) -> None:
+        channels, self.pending_recalibration = self.pending_recalibration, None
+        if self.running_mean is None:
+            return
+        mean, var = self.recalibration_statistics(x, channels)
+        self.running_mean[channels] = mean
+        self.running_var[channels] = var
 
     # ------------------------------------------------------------ conversion
     @classmethod
