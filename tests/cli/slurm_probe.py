@@ -8,7 +8,9 @@ into ``$PSBN_PROBE_DIR/<$PSBN_PROBE_TAG>-rank<R>.pt``:
 * the iterations of the checkpoints this rank wrote;
 * per iteration: the iteration index and, at each window end, every layer's
   dead-channel mask (the psBN decision);
-* at the end: the shift counts and every BN's γ and β.
+* at the end: the shift counts, every BN's γ and β, and every parameter
+  (a revival's fresh filters are drawn alike on every rank, also under
+  ``randomness.diff_rank_seed=True``, issue 39 item 2).
 
 Ranks train on different images, so each rank's own statistics would
 decide differently; only the controller's all-reduce makes the decisions (and
@@ -103,6 +105,9 @@ class SlurmProbeHook(Hook):
                    module.bias.detach().clone())
             for name, module in runner_model(runner).named_modules()
             if isinstance(module, _BatchNorm) and module.affine}
+        self.record['params'] = {
+            name: param.detach().clone()
+            for name, param in runner_model(runner).named_parameters()}
         out_dir = os.environ['PSBN_PROBE_DIR']
         tag = os.environ.get('PSBN_PROBE_TAG', 'run')
         torch.save(self.record,

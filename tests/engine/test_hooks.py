@@ -67,7 +67,7 @@ def _runner(tmp_path, norm_type, hook, accumulative_counts=1, model=None,
         optim_wrapper=dict(optimizer=optimizer or dict(type='SGD', lr=0.0),
                            accumulative_counts=accumulative_counts),
         train_cfg=dict(by_epoch=False, max_iters=4),
-        custom_hooks=[hook],
+        custom_hooks=hook if isinstance(hook, list) else [hook],
         default_hooks=dict(logger=dict(type='LoggerHook', interval=1),
                            checkpoint=dict(type='CheckpointHook',
                                            interval=4, by_epoch=False)),
@@ -186,6 +186,103 @@ def test_bad_hook_option_fails_when_the_runner_is_built(tmp_path):
     with pytest.raises(ValueError, match="PostShiftHook: revival must be "
                        "one of .*'shift'.*'reinit'"):
         _runner(tmp_path, 'psBN', dict(type='PostShiftHook', revival='redo'))
+
+
+@pytest.mark.parametrize('option, message', [
+    (dict(seed='abc'), "seed must be an integer or None, got 'abc'"),
+    (dict(seed=1.7), 'seed must be an integer or None, got 1.7'),
+    (dict(seed=True), 'seed must be an integer or None, got True'),
+    (dict(shift='no'), "shift must be True or False, got 'no'"),
+])
+def test_every_hook_option_is_validated_when_the_runner_is_built(
+        tmp_path, option, message):
+    """Issue 39, item 7: before, seed='abc' crashed at train start, 1.7
+    was truncated and shift='no' was taken as True."""
+    with pytest.raises(ValueError, match=f'PostShiftHook: {message}'):
+        _runner(tmp_path, 'psBN', dict(type='PostShiftHook', **option))
+
+
+@pytest.mark.parametrize('order', ['monitor first', 'monitor last'])
+def test_monitor_and_post_shift_hook_in_one_run(tmp_path, order):
+    """Issue 39, item 3: a psBN config that appends PostShiftHook to a BN
+    base's CollapseMonitorHook revives as PostShiftHook alone does (before,
+    the monitor reset the windows first and nothing was revived, or
+    overwrote the scalars with zeros); the monitor says it stands down."""
+    hooks = [dict(type='CollapseMonitorHook', interval=1, window=2),
+             dict(type='PostShiftHook', interval=1)]
+    runner = _runner(tmp_path, 'psBN',
+                     hooks if order == 'monitor first' else hooks[::-1])
+    said = _said(runner)
+    assert sum('the monitor stands down' in m for m in said) == 1
+    controller = find_controller(runner)
+    assert controller.shift is True
+    assert _shifted(controller) == {'backbone.bn1': [0, 1],
+                                    'backbone.layer2.0.bn1': [0, 1, 2]}
+    assert _scalars(runner, 'recovered') == controller.recovered_by_stage()
+    assert _scalars(runner, 'recovered')['layer2'] == 3
+
+
+def test_a_window_end_checkpoint_holds_the_revived_channels_statistics(
+        tmp_path):
+    """Issue 39, item 5: window 4, 4 iterations: the crafted layer2.0.bn1
+    channels are re-initialized at iteration 4, when the checkpoint is
+    saved, before any batch recalibrates them.  The saved running mean and
+    variance of those channels are the last batch's (what a recalibration
+    on it gives), not the stale ones the live layer still holds until its
+    next training batch; every other entry is the live model's; resuming
+    still recalibrates on the next batch (the pending channels are in the
+    checkpoint's psbn entry)."""
+    runner = _runner(tmp_path, 'psBN', dict(type='PostShiftHook', interval=1),
+                     model=dict(type='CraftedResNet18', window=4))
+    runner.train()
+    bn = runner.model.backbone.layer2[0].bn1
+    assert bn.pending_recalibration[:3].all()
+    assert not bn.pending_recalibration[3:].any()
+    saved = torch.load(tmp_path / 'iter_4.pth', weights_only=True)
+    assert saved['psbn']['recalibrations']['backbone.layer2.0.bn1'][:3] == [
+        True] * 3
+    weights = saved['state_dict']
+    # what the layer's input was on the last batch (images 12-15), eval mode
+    seen = []
+    handle = bn.register_forward_pre_hook(lambda m, a: seen.append(a[0]))
+    runner.model.eval()
+    with torch.no_grad():
+        runner.model.backbone(torch.stack(
+            [RandomImages()[i]['inputs'] for i in range(12, 16)]))
+    handle.remove()
+    x = seen[0].transpose(0, 1).flatten(1)[:3].double()
+    key = 'backbone.layer2.0.bn1.'
+    torch.testing.assert_close(weights[key + 'running_mean'][:3],
+                               x.mean(1).float())
+    torch.testing.assert_close(weights[key + 'running_var'][:3],
+                               x.var(1).float())
+    assert not torch.allclose(bn.running_var[:3], x.var(1).float(),
+                              rtol=0.05)  # the live, stale statistics
+    for name, value in runner.model.state_dict().items():
+        if name not in (key + 'running_mean', key + 'running_var'):
+            assert torch.equal(weights[name], value), name
+        else:
+            assert torch.equal(weights[name][3:], value[3:]), name
+
+
+def test_bn_twin_resumes_a_psbn_checkpoint_with_pending_recalibrations(
+        tmp_path):
+    """Issue 39, item 6: the BN config with CollapseMonitorHook resumes the
+    psBN run's window-end checkpoint (before: 'BatchNorm2d' object has no
+    attribute 'recalibrate_'); the log says what it cannot recalibrate."""
+    runner = _runner(tmp_path, 'psBN', dict(type='PostShiftHook', interval=1),
+                     model=dict(type='CraftedResNet18', window=4))
+    runner.train()
+    resumed = _runner(tmp_path, 'BN', dict(type='CollapseMonitorHook',
+                                           interval=1, window=2))
+    resumed.train_cfg = None
+    resumed._train_loop = dict(type='IterBasedTrainLoop', max_iters=6)
+    resumed._resume = True
+    resumed._load_from = str(tmp_path / 'iter_4.pth')
+    said = _said(resumed)
+    assert resumed.iter == 6
+    notes = [m for m in said if 'revived channel(s) of plain BN layers' in m]
+    assert len(notes) == 1 and '3 revived channel(s)' in notes[0]
 
 
 def _said(runner):
