@@ -2,7 +2,7 @@
 # Issue 38's classification cells (docs/revival_default.md), as two chains
 # of one-thread processes (run both at once on 2 cores):
 #   bash research/runs/check38_classification.sh a   # C4, C1, C3
-#   bash research/runs/check38_classification.sh b   # I2, I1, C2, H1, H2
+#   bash research/runs/check38_classification.sh b   # I2, I1, C2
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export OMP_NUM_THREADS=1
@@ -26,10 +26,6 @@ b)
             --pretrain "${spec#*:}" --variants $ALL
     done
     cell c2 --epochs 10 --widths 0.25 --regimes adam_l2 \
-        --pretrain shapes16:sgd:10 --variants $ALL
-    for spec in h1:hard_digits:sgd:10 h2:shapes16:sgd:10; do
-        cell "${spec%%:*}" --epochs 5 --widths 0.5 --regimes sgd_ft \
-            --pretrain "${spec#*:}" --variants bn ps_auto
-    done ;;
+        --pretrain shapes16:sgd:10 --variants $ALL ;;
 *) echo "usage: $0 a|b" >&2; exit 2 ;;
 esac
