@@ -35,7 +35,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .criteria import GAMMA_THRESHOLD, collapsed_gamma, per_stage
-from .optimizer_state import reset_optimizer_state
+from .optimizer_state import plain_optimizers, reset_optimizer_state
 from .revival import (REINIT_SCALES, applied_rule, check_revival,
                       draw_seed, plan, reinit_, units_of)
 from .roles import PRE_RELU, STAGES, roles_from_model, unplaced
@@ -62,21 +62,6 @@ class WindowResult:
     #: per layer decided on: the training batches its window saw (on every
     #: rank together)
     batches: dict[str, int] = field(default_factory=dict)
-
-
-def _unwrap_optimizers(optimizer) -> list[torch.optim.Optimizer]:
-    """Plain optimizers behind a torch optimizer or mmengine OptimWrapper(Dict)."""
-    if optimizer is None:
-        return []
-    if isinstance(optimizer, torch.optim.Optimizer):
-        return [optimizer]
-    if hasattr(optimizer, 'optim_wrappers'):  # OptimWrapperDict
-        return [w.optimizer for w in optimizer.optim_wrappers.values()]
-    if hasattr(optimizer, 'optimizer'):  # OptimWrapper
-        return [optimizer.optimizer]
-    if isinstance(optimizer, (list, tuple)):
-        return [o for item in optimizer for o in _unwrap_optimizers(item)]
-    raise TypeError(f'not an optimizer: {type(optimizer).__name__}')
 
 
 def check_options(window: int | None, optimizer_reset: str,
@@ -134,7 +119,7 @@ class PostShiftController:
         self.seed = int(seed)
         #: the readers of each pre-ReLU BN that a re-initializing rule can revive
         self.units = units_of(model)
-        self.optimizers = _unwrap_optimizers(optimizer)
+        self.optimizers = plain_optimizers(optimizer)
         self.shift = shift
         self.window = window
         self.optimizer_reset = optimizer_reset

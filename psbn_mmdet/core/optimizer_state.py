@@ -31,6 +31,21 @@ SECOND_MOMENTS = ('exp_avg_sq', 'max_exp_avg_sq', 'square_avg', 'sum',
                   'exp_inf')
 
 
+def plain_optimizers(optimizer) -> list[torch.optim.Optimizer]:
+    """Plain optimizers behind a torch optimizer or mmengine OptimWrapper(Dict)."""
+    if optimizer is None:
+        return []
+    if isinstance(optimizer, torch.optim.Optimizer):
+        return [optimizer]
+    if hasattr(optimizer, 'optim_wrappers'):  # OptimWrapperDict
+        return [w.optimizer for w in optimizer.optim_wrappers.values()]
+    if hasattr(optimizer, 'optimizer'):  # OptimWrapper
+        return [optimizer.optimizer]
+    if isinstance(optimizer, (list, tuple)):
+        return [o for item in optimizer for o in plain_optimizers(item)]
+    raise TypeError(f'not an optimizer: {type(optimizer).__name__}')
+
+
 def _kept_median(value: torch.Tensor, keep: torch.Tensor, dim: int):
     """Median of ``value``'s slices along ``dim`` where ``keep``; None when
     there are none."""

@@ -1,0 +1,203 @@
+"""Issue 38's declared choice of psBN's default revival, across all cells.
+
+    python -m research.revival_choice docs/capacity_runs/check38_*.json \
+        [--detection docs/demo_finetune_runs/check38_*.json] \
+        [--out docs/revival_default.md]
+
+A cell is a set of paired runs (seeds) of BN, psBN's rules and ReDo, in the
+cell's own unit: test accuracy in points (classification,
+``research.capacity_study`` records, cells of
+:data:`research.capacity_study.inherited.CELLS`) or bbox mAP (detection,
+``research.finetune_study`` records).  In every cell, for every psBN rule
+(docs/revival_default.md, declared before the runs):
+
+* (a) rule − BN: lower end of the 95% t interval ≥ the cell's floor
+  (−0.25 points, −0.002 mAP);
+* (b) rule − best: upper end ≥ 0, "best" the psBN rule or ReDo with the
+  largest mean paired difference − BN in that cell.
+
+The default is the rule that meets both everywhere; else the one failing
+fewest conditions, then the smallest worst shortfall in that cell's own
+interval half-widths.  No mean across cells enters.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from dataclasses import dataclass, field
+
+from research.markdown import write_generated
+from research.records import read_records
+from research.stats import interval, t_interval
+
+from .capacity_study.inherited import by_cell
+
+#: psBN's rules compared (the product's ``revival`` values)
+RULES = ('shift', 'reinit', 'reinit_init', 'auto')
+#: research label -> rule / method, per study
+CLASSIFICATION = {'bn': 'BN', 'ps_keep': 'shift', 'ps_reinit': 'reinit',
+                  'ps_reinit_init': 'reinit_init', 'ps_auto': 'auto',
+                  'redo_20': 'ReDo'}
+DETECTION = {'BN': 'BN', 'psBN revival=shift': 'shift',
+             'psBN revival=reinit': 'reinit',
+             'psBN revival=reinit_init': 'reinit_init',
+             'psBN revival=auto': 'auto', 'ReDo': 'ReDo'}
+#: condition (a)'s floor per unit
+FLOORS = {'points': -0.25, 'mAP': -0.002}
+
+
+@dataclass
+class Cell:
+    name: str
+    unit: str  # a key of FLOORS
+    #: method ('BN', a rule, 'ReDo') -> seed -> value
+    values: dict[str, dict[int, float]] = field(default_factory=dict)
+
+    def diffs(self, a: str, b: str) -> list[float]:
+        seeds = sorted(set(self.values.get(a, {}))
+                       & set(self.values.get(b, {})))
+        return [self.values[a][s] - self.values[b][s] for s in seeds]
+
+    def best(self) -> str | None:
+        """The psBN rule or ReDo with the largest mean − BN."""
+        means = {m: statistics.fmean(d) for m in (*RULES, 'ReDo')
+                 if len(d := self.diffs(m, 'BN')) >= 2}
+        return max(means, key=means.get) if means else None
+
+
+def classification_cells(runs: list[dict]) -> list[Cell]:
+    cells = []
+    for name, methods in by_cell(runs).items():
+        cell = Cell(name, 'points')
+        for variant, seeds in methods.items():
+            if variant in CLASSIFICATION:
+                cell.values[CLASSIFICATION[variant]] = {
+                    s: r['test_acc'] for s, r in seeds.items()}
+        if cell.values:
+            cells.append(cell)
+    return cells
+
+
+def detection_cells(runs: list[dict]) -> list[Cell]:
+    """One cell per (start, regime, data) of finetune-study records."""
+    from research.finetune_study import by_seed
+    cells = []
+    for (detector, regime), norms in by_seed(runs).items():
+        cell = Cell(f'{detector} {regime}', 'mAP')
+        for norm, seeds in norms.items():
+            if norm in DETECTION:
+                cell.values[DETECTION[norm]] = {
+                    s: r['bbox_mAP'] for s, r in seeds.items()}
+        if cell.values:
+            cells.append(cell)
+    return cells
+
+
+def conditions(cells: list[Cell]) -> dict[str, list[tuple]]:
+    """Per rule: ``(cell, text, met, shortfall in half-widths)``."""
+    out: dict[str, list[tuple]] = {rule: [] for rule in RULES}
+    for cell in cells:
+        best, floor = cell.best(), FLOORS[cell.unit]
+        for rule in RULES:
+            diffs = cell.diffs(rule, 'BN')
+            if len(diffs) < 2:
+                continue
+            mean, low, high = t_interval(diffs)
+            half = (high - low) / 2 or 1e-12
+            out[rule].append((cell.name, f'− BN lower end {low:+.3f} ≥ '
+                              f'{floor:+.3f}', low >= floor,
+                              max(0.0, (floor - low) / half)))
+            if best is None or best == rule:
+                out[rule].append((cell.name, f'best rule ({best or "–"}) '
+                                  'itself', True, 0.0))
+                continue
+            vs = cell.diffs(rule, best)
+            if len(vs) < 2:
+                continue
+            _, vs_low, vs_high = t_interval(vs)
+            vs_half = (vs_high - vs_low) / 2 or 1e-12
+            out[rule].append((cell.name, f'− {best} (best) upper end '
+                              f'{vs_high:+.3f} ≥ 0', vs_high >= 0,
+                              max(0.0, -vs_high / vs_half)))
+    return out
+
+
+def choose(cells: list[Cell]) -> tuple[str, dict[str, tuple[int, float]]]:
+    """The declared rule: fewest failed conditions, then the smallest
+    worst shortfall (half-widths); rules with no cell are not candidates."""
+    met = conditions(cells)
+    score = {rule: (sum(not ok for *_, ok, _ in rows),
+                    max((s for *_, s in rows), default=0.0))
+             for rule, rows in met.items() if rows}
+    return min(score, key=lambda rule: score[rule]), score
+
+
+def tables(cells: list[Cell]) -> str:
+    methods = ['| cell | method | seeds | mean ± sd |', '|---|---|---|---|']
+    paired = ['| cell | difference | seeds | mean [95% t interval] |',
+              '|---|---|---|---|']
+    for cell in cells:
+        digits = 2 if cell.unit == 'points' else 3
+        for method in ('BN', *RULES, 'ReDo'):
+            values = list(cell.values.get(method, {}).values())
+            if values:
+                sd = statistics.stdev(values) if len(values) > 1 else 0.0
+                methods.append(f'| {cell.name} | {method} | {len(values)} | '
+                               f'{statistics.fmean(values):.{digits}f} ± '
+                               f'{sd:.{digits}f} |')
+        best = cell.best()
+        pairs = [(m, 'BN') for m in (*RULES, 'ReDo')]
+        pairs += [(rule, best) for rule in RULES if best and rule != best]
+        for a, b in pairs:
+            diffs = cell.diffs(a, b)
+            if len(diffs) >= 2:
+                paired.append(f'| {cell.name} | {a} − {b} | {len(diffs)} | '
+                              f'{interval(diffs, digits)} |')
+    met = conditions(cells)
+    goal = ['| rule | cell | condition | met | shortfall (half-widths) |',
+            '|---|---|---|---|---|']
+    for rule, rows in met.items():
+        goal += [f'| {rule} | {cell} | {text} | '
+                 f'{"yes" if ok else "**no**"} | {short:.2f} |'
+                 for cell, text, ok, short in rows]
+    chosen, score = choose(cells)
+    verdict = [f'- `{rule}`: {failed} condition(s) failed, worst shortfall '
+               f'{worst:.2f} half-widths' for rule, (failed, worst)
+               in score.items()]
+    verdict += ['', f'Chosen by the declared rule: **`{chosen}`** (cells: '
+                f'{", ".join(c.name for c in cells)}).']
+    return '\n\n'.join(['### Methods', '\n'.join(methods),
+                        '### Paired differences', '\n'.join(paired),
+                        '### Conditions', '\n'.join(goal),
+                        '### Choice', '\n'.join(verdict)])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog='python -m research.revival_choice',
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument('records', nargs='+',
+                        help='research.capacity_study JSON records')
+    parser.add_argument('--detection', nargs='+', default=[],
+                        help='research.finetune_study JSON records')
+    parser.add_argument('--out', help='markdown page (its choice38 markers)')
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    runs = [r for rec in read_records(args.records) for r in rec['runs']]
+    cells = classification_cells(runs)
+    if args.detection:
+        cells += detection_cells([r for rec in read_records(args.detection)
+                                  for r in rec['runs']])
+    text = tables(cells)
+    print(text)
+    if args.out:
+        command = ' '.join(['python -m research.revival_choice',
+                            *args.records, *(['--detection', *args.detection]
+                                             if args.detection else []),
+                            '--out', args.out])
+        write_generated(args.out, 'choice38', f'Command: `{command}`\n\n'
+                        f'{text}', title='One revival default')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
