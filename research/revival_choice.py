@@ -66,32 +66,29 @@ class Cell:
         return max(means, key=means.get) if means else None
 
 
-def classification_cells(runs: list[dict]) -> list[Cell]:
+def _cells(groups: dict, unit: str, labels: dict[str, str],
+           value: str) -> list[Cell]:
+    """Cells from ``name -> study label -> seed -> run`` groups."""
     cells = []
-    for name, methods in by_cell(runs).items():
-        cell = Cell(name, 'points')
-        for variant, seeds in methods.items():
-            if variant in CLASSIFICATION:
-                cell.values[CLASSIFICATION[variant]] = {
-                    s: r['test_acc'] for s, r in seeds.items()}
+    for name, methods in groups.items():
+        cell = Cell(str(name), unit, {
+            labels[label]: {s: run[value] for s, run in seeds.items()}
+            for label, seeds in methods.items() if label in labels})
         if cell.values:
             cells.append(cell)
     return cells
+
+
+def classification_cells(runs: list[dict]) -> list[Cell]:
+    return _cells(by_cell(runs), 'points', CLASSIFICATION, 'test_acc')
 
 
 def detection_cells(runs: list[dict]) -> list[Cell]:
-    """One cell per (start, regime, data) of finetune-study records."""
+    """One cell per (detector, start and regime) of finetune-study
+    records."""
     from research.finetune_study import by_seed
-    cells = []
-    for (detector, regime), norms in by_seed(runs).items():
-        cell = Cell(f'{detector} {regime}', 'mAP')
-        for norm, seeds in norms.items():
-            if norm in DETECTION:
-                cell.values[DETECTION[norm]] = {
-                    s: r['bbox_mAP'] for s, r in seeds.items()}
-        if cell.values:
-            cells.append(cell)
-    return cells
+    return _cells({f'{d} {r}': norms for (d, r), norms in
+                   by_seed(runs).items()}, 'mAP', DETECTION, 'bbox_mAP')
 
 
 def conditions(cells: list[Cell]) -> dict[str, list[tuple]]:
