@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import os.path as osp
+import traceback
 
 from mmengine.config import DictAction
 from mmengine.device import get_device
@@ -142,10 +143,28 @@ def train_main(argv: list[str] | None = None) -> None:
         cfg.resume, cfg.load_from = True, args.resume
     if _is_rank_zero():
         with WorkDirLock(cfg.work_dir):
-            _build_runner(cfg).train()
+            _run(_build_runner(cfg).train, cfg, 'train_dataloader')
     else:
-        _build_runner(cfg).train()
+        _run(_build_runner(cfg).train, cfg, 'train_dataloader')
     finish_distributed()
+
+
+def _run(loop, cfg, dataloader: str) -> None:
+    """Run the Runner's ``loop``; a data set that ends up empty (mmengine
+    cannot serialize an empty list) is one line naming it."""
+    try:
+        loop()
+    except ValueError as error:
+        frames = traceback.extract_tb(error.__traceback__)
+        if not frames or frames[-1].name != '_serialize_data':
+            raise
+        dataset = cfg.get(dataloader, {}).get('dataset', {})
+        where = osp.join(str(dataset.get('data_root') or ''),
+                         str(dataset.get('ann_file') or '')) or '?'
+        raise UserError(
+            f'{dataloader}.dataset has no image ({where}; after its '
+            'filter_cfg): check ann_file, data_prefix and filter_cfg') \
+            from None
 
 
 def _is_rank_zero() -> bool:
@@ -204,7 +223,7 @@ def test_main(argv: list[str] | None = None) -> None:
         from mmdet.evaluation import DumpDetResults
         runner.test_evaluator.metrics.append(
             DumpDetResults(out_file_path=args.out))
-    runner.test()
+    _run(runner.test, cfg, 'test_dataloader')
     finish_distributed()
 
 

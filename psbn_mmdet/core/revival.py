@@ -66,6 +66,10 @@ REVIVALS = ('shift', 'reinit', 'reinit_init', 'auto')
 REINIT_SCALES = {'reinit': 'live', 'reinit_init': 'init', 'auto': 'init'}
 #: the rule of a psBN layer whose config names none
 DEFAULT_REVIVAL = 'reinit_init'
+#: convs that standardize their weight before using it (mmcv's ConvWS2d,
+#: ConvAWS2d, SAConv2d): a zeroed column is re-standardized into a non-zero
+#: one, so such a reader cannot mute a revived channel (no unit: the shift)
+STANDARDIZED_CONVS = ('ConvWS2d', 'ConvAWS2d', 'SAConv2d')
 #: layers that keep channel c at channel c (between a unit and its reader)
 CHANNELWISE = (nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d,
                nn.AdaptiveMaxPool2d, nn.Dropout, nn.Identity)
@@ -156,7 +160,8 @@ def _checked(conv, bn, outgoing) -> Unit | None:
     c = bn.num_features
     for layer in outgoing:
         if isinstance(layer, nn.Conv2d):
-            fits = layer.groups == 1 and layer.in_channels == c
+            fits = (layer.groups == 1 and layer.in_channels == c
+                    and type(layer).__name__ not in STANDARDIZED_CONVS)
         else:
             fits = isinstance(layer, nn.Linear) and layer.in_features == c
         if not fits:

@@ -8,8 +8,11 @@ Two sources, one rule:
   summed with the residual (pre-add) and whose other BNs feed a ReLU (pre-ReLU).
   The report uses it on checkpoints without building a model.
 * :func:`roles_from_model` checks the same rule against the module structure
-  (block classes, the ReLU after the stem) and, for any other backbone, traces
-  it with ``torch.fx``: a BN whose only user is a ReLU is pre-ReLU.  BNs it cannot
+  (block classes, the ReLU after the stem), reads the declared ``order`` of
+  mmcv's ``ConvModule`` (FPN, heads: ``('conv', 'norm', 'act')`` with a
+  ReLU makes its BN pre-ReLU; FX cannot trace it, its ``norm`` and
+  ``activate`` arguments enter control flow), and, for any other backbone,
+  traces it with ``torch.fx``: a BN whose only user is a ReLU is pre-ReLU.  BNs it cannot
   place get the role ``None`` (:func:`unplaced`); they are never shifted.
 """
 from __future__ import annotations
@@ -186,6 +189,22 @@ def _fx_roles(prefix: str, module: nn.Module) -> dict[str, BNRole]:
     return roles
 
 
+def _conv_module_role(module: nn.Module) -> str | None:
+    """The role of an mmcv ``ConvModule``'s BN from its declared ``order``
+    (duck-typed: core imports no mmcv); None for any other module or a
+    ConvModule without a norm."""
+    order = getattr(module, 'order', None)
+    name = getattr(module, 'norm_name', None)
+    if not (isinstance(order, tuple) and isinstance(name, str)
+            and isinstance(getattr(module, name, None), _BatchNorm)
+            and 'norm' in order):
+        return None
+    after = order[order.index('norm') + 1:order.index('norm') + 2]
+    relu = (getattr(module, 'with_activation', False)
+            and isinstance(getattr(module, 'activate', None), nn.ReLU))
+    return PRE_RELU if after == ('act', ) and relu else None
+
+
 def roles_from_model(model: nn.Module) -> dict[str, BNRole]:
     """Stage and role for every BN module of ``model`` (role None: unknown,
     see :func:`unplaced`)."""
@@ -209,6 +228,8 @@ def roles_from_model(model: nn.Module) -> dict[str, BNRole]:
                     if isinstance(sub, _BatchNorm):
                         roles[f'{prefix}downsample.{sub_name}'.rstrip(
                             '.')] = BNRole(stage, PRE_ADD)
+        elif (role := _conv_module_role(module)) is not None:
+            roles[f'{prefix}{module.norm_name}'] = BNRole('other', role)
     left = bns - set(roles)
     # Anything else: trace the top-level child holding it (or the model).
     owners = {n.split('.')[0] if '.' in n else '' for n in left}

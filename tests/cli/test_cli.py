@@ -104,6 +104,21 @@ def test_bad_hook_option_is_one_line_before_training(in_workspace, tmp_path,
     one_line_error(code, capsys.readouterr().err, 'train: error:', fragment)
 
 
+def test_an_empty_training_set_is_one_line(in_workspace, tmp_path, capsys):
+    """Issue 39, item 9: before, mmengine's traceback ('need at least one
+    array to concatenate')."""
+    import json
+    coco = json.loads((in_workspace / 'data/demo/annotations/'
+                       'instances_train.json').read_text())
+    coco.update(images=[], annotations=[])
+    empty = tmp_path / 'empty.json'
+    empty.write_text(json.dumps(coco))
+    code = train(DEMO_CONFIG, '--work-dir', tmp_path / 'w', '--cfg-options',
+                 f'train_dataloader.dataset.ann_file={empty}')
+    one_line_error(code, capsys.readouterr().err, 'train: error:',
+                   'train_dataloader.dataset has no image', str(empty))
+
+
 def test_config_raising_name_error_is_one_line(tmp_path, capsys):
     config = tmp_path / 'broken.py'
     config.write_text('model = dict(type=undefined_name)\n')

@@ -156,3 +156,40 @@ def test_fx_trace_never_calls_a_pre_add_bn_pre_relu():
         roles = roles_from_model(AddAfterBN())
     assert roles['norm'].role is None
     assert roles['norm2'].role == PRE_RELU
+
+
+def test_conv_module_order_places_fpn_norms_and_they_are_revived():
+    """Issue 39, item 8: an FPN with psBN (mmcv ConvModule, order conv ->
+    norm -> act, ReLU): every norm is pre-ReLU from the declared order (FX
+    cannot trace ConvModule, so before, every one was unplaced), and a dead
+    channel is revived (the shift: no known reader)."""
+    from mmdet.models.necks import FPN
+    from psbn_mmdet import PostShiftController
+    torch.manual_seed(0)
+    fpn = FPN(in_channels=[8, 16], out_channels=8, num_outs=2,
+              norm_cfg=dict(type='psBN', window=2), act_cfg=dict(type='ReLU'))
+    roles = roles_from_model(fpn)
+    assert {n: r.role for n, r in roles.items()} == {
+        f'{kind}.{i}.bn': PRE_RELU for kind in ('lateral_convs', 'fpn_convs')
+        for i in (0, 1)}
+    assert not unplaced(roles)
+    with torch.no_grad():
+        fpn.lateral_convs[0].bn.bias[3] = -50.0
+    optimizer = torch.optim.SGD(fpn.parameters(), lr=0.0)
+    controller = PostShiftController(fpn, optimizer)
+    assert controller.revival_of('lateral_convs.0.bn') == 'shift'
+    for _ in range(2):
+        inputs = (torch.randn(2, 8, 16, 16), torch.randn(2, 16, 8, 8))
+        loss = sum(o.mean() for o in fpn(inputs))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        result = controller.step()
+    assert result.shifted_channels['lateral_convs.0.bn'].nonzero().flatten(
+    ).tolist() == [3]
+    assert fpn.lateral_convs[0].bn.bias[3].item() > -50.0
+    # a norm after the activation, or before the conv, is not pre-ReLU
+    from mmcv.cnn import ConvModule
+    late = ConvModule(3, 4, 3, norm_cfg=dict(type='BN'),
+                      order=('conv', 'act', 'norm'))
+    assert roles_from_model(late)['bn'].role != PRE_RELU

@@ -367,3 +367,27 @@ def test_monitor_hook_on_a_model_without_bn_says_so_once(tmp_path):
                      model=dict(type='ConvOnly'))
     said = _said(runner)
     assert sum('the model has no pre-ReLU BN layer' in m for m in said) == 1
+
+
+def test_train_start_names_the_layers_that_fall_back_to_the_shift(tmp_path):
+    """Issue 39, item 9: one line says, per stage, how many psBN layers
+    re-initialize (ResNet-18: each block's bn1) and that the others (the
+    stem) fall back to the shift."""
+    runner = _runner(tmp_path, 'psBN', dict(type='PostShiftHook'))
+    lines = [m for m in _said(runner) if 'fall back to the shift' in m]
+    assert len(lines) == 1
+    assert ('re-initialized in 8 of 9 psBN layers (stem 0/1, layer1 2/2, '
+            'layer2 2/2, layer3 2/2, layer4 2/2)') in lines[0]
+
+
+def test_weight_standardized_readers_fall_back_to_the_shift():
+    """Issue 39, item 9: a ConvWS conv re-standardizes a zeroed column
+    into a non-zero one, so it cannot mute a revived channel: no unit."""
+    from mmdet.models.backbones import ResNet
+
+    from psbn_mmdet.core import units_of
+    plain, ws = (ResNet(depth=18, conv_cfg=conv_cfg,
+                        norm_cfg=dict(type='psBN'))
+                 for conv_cfg in (None, dict(type='ConvWS')))
+    assert len(units_of(plain)) == 8
+    assert units_of(ws) == {}

@@ -41,6 +41,7 @@ from mmengine.registry import HOOKS
 from ...core.controller import PostShiftController, check_options
 from ...core.criteria import collapse_regime, per_stage
 from ...core.revival import first_window_rule
+from ...core.statistics import is_trainable
 from ...models.layers import restore_post_shift
 from ...utils.errors import UserError
 
@@ -201,28 +202,35 @@ class PostShiftHook(Hook):
                 'or use CollapseMonitorHook to count dead channels only')
 
     def _log_rules(self, runner) -> None:
-        """One line: per stage, the psBN layers that re-initialize what is
-        dead and those that fall back to the shift (no known reader)."""
+        """One line when psBN layers configured to re-initialize fall back
+        to the shift: per stage, the layers that re-initialize of those
+        configured to."""
         controller = self.controller
         if not self.shift:
             return
-        fresh, shifted = [], []
+        fresh, configured = [], []
         for name in controller.shiftable:
-            rule = first_window_rule(controller.revival_of(name))
-            (shifted if rule == 'shift' else fresh).append(
-                (controller.roles[name].stage, 1))
+            rule = controller.revival or getattr(controller.bns[name],
+                                                 'revival', 'shift')
+            if (first_window_rule(rule) == 'shift'
+                    or not is_trainable(controller.bns[name])):
+                continue  # a shift by choice, or a frozen layer
+            stage = controller.roles[name].stage
+            configured.append((stage, 1))
+            if first_window_rule(controller.revival_of(name)) != 'shift':
+                fresh.append((stage, 1))
         fresh = per_stage(fresh, controller.stages)
-        shifted = per_stage(shifted, controller.stages)
-        if not sum(fresh.values()):  # every layer shifts: one short line
+        configured = per_stage(configured, controller.stages)
+        if sum(fresh.values()) == sum(configured.values()):
             return
-        parts = ', '.join(
-            f'{stage} {fresh[stage]}/{fresh[stage] + shifted[stage]}'
-            for stage in controller.stages if fresh[stage] + shifted[stage])
+        parts = ', '.join(f'{stage} {fresh[stage]}/{configured[stage]}'
+                          for stage in controller.stages if configured[stage])
         runner.logger.info(
-            f'{type(self).__name__}: psBN layers that re-initialize dead '
-            f'channels, per stage ({parts}); the others fall back to the '
-            'shift (no known layer reads their channels: a stem, grouped or '
-            'split-attention convs)')
+            f'{type(self).__name__}: dead channels are re-initialized in '
+            f'{sum(fresh.values())} of {sum(configured.values())} psBN '
+            f'layers ({parts}); the others fall back to the shift: no known '
+            'layer reads their channels (a stem, grouped, split-attention or '
+            'weight-standardized convs, a frozen conv)')
 
     def _warn_collapse_regime(self, runner) -> None:
         regimes = {collapse_regime(optimizer)
