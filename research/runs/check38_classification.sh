@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 38's classification cells (docs/revival_default.md), each a
 # one-thread process; run two chains at once on 2 cores, as they were run:
-#   bash research/runs/check38_classification.sh c4 c1 c2 c3
+#   bash research/runs/check38_classification.sh c4 c1 c2
 #   bash research/runs/check38_classification.sh i2 i1
 set -euo pipefail
 cd "$(dirname "$0")/../.."
