@@ -23,7 +23,7 @@ import torch
 
 from psbn_mmdet import PostShiftController, psBN
 from psbn_mmdet.cli import run_tool
-from psbn_mmdet.core import PRE_RELU, ChannelMax
+from psbn_mmdet.core import PRE_RELU, ChannelMax, roles_from_model
 from psbn_mmdet.demo.data import make_demo_data
 from psbn_mmdet.utils import UserError
 
@@ -142,6 +142,60 @@ def backbone_train_step(pairs: int, finetune: bool, repeat: int = 3,
                    _train_step(bn, opt_bn, inputs),
                    _train_step(psbn, opt_ps, inputs, attached), pairs,
                    repeat=repeat)
+
+
+def window_end_step(pairs: int, revival: str, dead_fraction: float = 0.1,
+                    repeat: int = 1) -> Comparison:
+    """A ResNet-50 finetune step (``frozen_stages=1``, ``norm_eval=True``,
+    SGD + momentum) that ends a window and revives ``dead_fraction`` of
+    every trained pre-ReLU layer's channels by ``revival``, against BN's
+    plain step on the same weights and inputs.
+
+    psBN's window is 1, so every step is a window end; before each step
+    both models get the same channels killed (β = −1e3: dead on every
+    element), so each step does the same work.  What is timed is the
+    window-end step (decision, revival, optimizer-state reset) plus the next
+    forward's recalibration; a run pays it once per window.
+    """
+    from mmdet.models.backbones import ResNet
+    torch.manual_seed(0)
+    psbn = ResNet(depth=50, frozen_stages=1, norm_eval=True, norm_cfg=dict(
+        type='psBN', window=1, revival=revival))
+    psbn.init_weights()
+    bn = to_bn(copy.deepcopy(psbn))
+    controller = None
+    steps = []
+    inputs = torch.randn(2, 3, 224, 224)
+    for model in (bn, psbn):
+        model.train()
+        optimizer = torch.optim.SGD([p for p in model.parameters()
+                                     if p.requires_grad], lr=0.0,
+                                    momentum=0.9)
+        if model is psbn:
+            controller = PostShiftController(psbn, optimizer)
+        modules = dict(model.named_modules())
+        layers = [modules[name] for name, role in
+                  roles_from_model(model).items()
+                  if role.role == PRE_RELU and modules[name].weight.requires_grad]
+        step = _train_step(model, optimizer, inputs, controller)
+
+        def killed_step(layers=layers, step=step):
+            with torch.no_grad():
+                for layer in layers:
+                    layer.bias[:int(dead_fraction * layer.num_features)] = \
+                        -1e3
+            step()
+
+        steps.append(killed_step)
+    revived = sum(int(dead_fraction * psbn_layer.num_features)
+                  for psbn_layer in (controller.bns[n]
+                                     for n in controller.pre_relu)
+                  if psbn_layer.weight.requires_grad)
+    return compare(f'ResNet-50 finetune step that ends a window and revives '
+                   f'{revived} channels ({dead_fraction:.0%} of each trained '
+                   f'pre-ReLU layer), revival={revival!r}, against BN\'s '
+                   'plain step', 'no target: paid once per window', *steps,
+                   pairs, repeat=repeat)
 
 
 def detector_train_iteration(pairs: int, config: str,
@@ -309,6 +363,10 @@ def main(argv=None) -> None:
     parser.add_argument('--train-step-only', action='store_true',
                         help='only the ResNet-50 train-step rows and their '
                         'noise floor, into the benchmark_train_step section')
+    parser.add_argument('--window-end', action='store_true',
+                        help='only the window-end step rows (a revival on '
+                        'every step) and the noise floor, into the '
+                        'benchmark_window_end section')
     parser.add_argument('--windows', type=int, nargs='+', default=[None],
                         help='psBN windows of the train-step rows (default: '
                         'the layer\'s)')
@@ -323,12 +381,24 @@ def main(argv=None) -> None:
     MMLogger.get_current_instance().setLevel(logging.WARNING)
     start = time.time()
     load = os.getloadavg()[0]
+    command = 'python -m research.benchmark ' + ' '.join(
+        sys.argv[1:] if argv is None else argv)
+    if args.window_end:
+        rows = [window_end_step(args.pairs, revival)
+                for revival in ('reinit_init', 'shift')]
+        rows.append(backbone_train_step(args.pairs, True, noise_floor=True))
+        lines = [f'Machine: {machine()}; load average {load:.2f} at the '
+                 f'start.', '', f'Command: `{command}` '
+                 f'({(time.time() - start) / 60:.1f} min).', '',
+                 *TABLE_HEADER, *[row.row() for row in rows]]
+        write_generated(args.out, 'benchmark_window_end', '\n'.join(lines),
+                        title='Benchmarks: psBN against BN')
+        print('\n'.join(lines))
+        return
     rows = [backbone_train_step(args.pairs, finetune, window=window)
             for finetune in (False, True) for window in args.windows]
     rows.append(backbone_train_step(args.pairs, True, controller=False))
     rows.append(backbone_train_step(args.pairs, True, noise_floor=True))
-    command = 'python -m research.benchmark ' + ' '.join(
-        sys.argv[1:] if argv is None else argv)
     if args.train_step_only:
         lines = [f'Machine: {machine()}; load average {load:.2f} at the '
                  f'start.', '', f'Command: `{command}` '
