@@ -310,8 +310,13 @@ class psBN(PostShiftMixin, nn.BatchNorm2d, _BatchNorm):
             controller finds that next layer; elsewhere (a ResNet's stem)
             the shift.  ``'reinit'``: the same at the layer's live scale
             (filter norm and |γ| at the live medians).  ``'shift'``: the
-            post-shift of γ and β alone.  The default is the rule chosen
-            across issue 29's cells (docs/inherited_collapse.md).
+            post-shift of γ and β alone.  ``'auto'``: the fresh unit for
+            channels dead at the layer's first window end (they arrived
+            dead with the weights), the shift for those that die later
+            (and the fresh unit where a shift cannot place a channel: a
+            collapsed γ or an all-zero filter).  The default is the rule
+            chosen across issue 29's cells (docs/inherited_collapse.md);
+            issue 38's choice: docs/revival_default.md.
 
     Unknown options raise a one-line ``TypeError`` naming them.
 
