@@ -38,7 +38,8 @@ import torch
 
 from ..core.criteria import (ACTIVATION_THRESHOLD, GAMMA_THRESHOLD,
                              collapsed_gamma, dead_activation)
-from ..core.revival import DEFAULT_REVIVAL, first_window_rule, units_of
+from ..core.revival import (DEFAULT_REVIVAL, first_window_rule, fresh_rule,
+                            units_of)
 from ..core.roles import PRE_RELU, STAGES, BNRole, roles_from_names
 from ..core.statistics import is_trainable
 from ..io.builders import load_backbone
@@ -193,7 +194,7 @@ class Report:
         if self.num_images is None:
             return None
         counts = {'rule': DEFAULT_REVIVAL,
-                  first_window_rule(DEFAULT_REVIVAL): 0, 'shift': 0,
+                  fresh_rule(DEFAULT_REVIVAL): 0, 'shift': 0,
                   'frozen': 0}
         for layer in self.layers:
             if layer.dead is not None:
@@ -293,7 +294,7 @@ def notes(report: Report) -> list[str]:
                      f"counted under '{OTHER}'; dead channels are measured "
                      'in ResNet stages only')
     revive = report.would_revive()
-    fresh = first_window_rule(DEFAULT_REVIVAL)
+    fresh = fresh_rule(DEFAULT_REVIVAL)
     if revive and revive[fresh] + revive['shift']:
         rule = revive['rule']
         lines.append(

@@ -7,7 +7,8 @@ from .criteria import (ACTIVATION_THRESHOLD, ADAPTIVE_OPTIMIZERS,
 from .optimizer_state import SECOND_MOMENTS, reset_optimizer_state
 from .revival import (DEFAULT_REVIVAL, REINIT_SCALES, REVIVALS, Unit,
                       applied_rule, check_revival, draw_seed,
-                      first_window_rule, plan, reinit_, units_of)
+                      first_window_rule, fresh_rule, plan, reinit_,
+                      units_of)
 from .roles import (PRE_ADD, PRE_RELU, STAGES, BNRole, InnerLink, inner_links,
                     roles_from_model, roles_from_names, unplaced)
 from .statistics import (DEFAULT_WINDOW, PostShiftable, WindowStatistics,
@@ -18,7 +19,8 @@ __all__ = [
     'BNRole', 'ChannelMax', 'DEFAULT_REVIVAL',
     'DEFAULT_WINDOW', 'REINIT_SCALES', 'REVIVALS', 'Unit', 'applied_rule',
     'check_revival',
-    'draw_seed', 'first_window_rule', 'plan', 'reinit_', 'units_of',
+    'draw_seed', 'first_window_rule', 'fresh_rule', 'plan', 'reinit_',
+    'units_of',
     'reset_optimizer_state', 'SECOND_MOMENTS',
     'GAMMA_THRESHOLD', 'InnerLink', 'OPTIMIZER_RESETS', 'PRE_ADD', 'PRE_RELU',
     'PostShiftController', 'PostShiftable', 'STAGES', 'WindowResult',

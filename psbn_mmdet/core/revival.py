@@ -85,13 +85,17 @@ def applied_rule(rule: str, unit: Unit | None) -> str:
     return 'shift'
 
 
-def first_window_rule(rule: str, unit: Unit | None = None) -> str:
-    """The rule a layer configured with ``rule`` applies to what is dead at
-    its first window end (what a checkpoint brings), ``'auto'`` resolved to
-    the fresh unit; without ``unit``, the rule where the layer has one."""
-    if unit is not None:
-        rule = applied_rule(rule, unit)
+def fresh_rule(rule: str) -> str:
+    """The rule ``rule`` applies, where it re-initializes, to what is dead
+    at a layer's first window end: ``'auto'`` resolved to its fresh unit."""
     return 'reinit_init' if rule == 'auto' else rule
+
+
+def first_window_rule(rule: str, unit: Unit | None) -> str:
+    """The rule a layer configured with ``rule`` (and with ``unit``, or
+    None) applies to what is dead at its first window end: what a
+    checkpoint brings."""
+    return fresh_rule(applied_rule(rule, unit))
 
 
 def plan(rule: str, dead: torch.Tensor, unfit: torch.Tensor,

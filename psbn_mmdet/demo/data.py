@@ -20,6 +20,9 @@ classes of shape × texture in random colours, unannotated clutter, small and
 touching objects, and two appearance domains (``domain='source'`` or
 ``'target'``) for a transfer finetune.  The default task's output is what it
 always was.
+``classes`` (some of the 20) and ``small=False`` (no object in COCO's small
+range) make the textured task easier (issue 38); left at their defaults,
+the textured task's output is what it always was too.
 
 Output is a function of the parameters alone (numpy ``Generator`` seeded per
 image, fixed JPEG settings).  A stamp file records the parameters: a second
@@ -79,7 +82,9 @@ def make_demo_data(out_dir: str | Path = 'data/demo',
                    task: str = 'shapes',
                    domain: str | None = None,
                    clutter: int | None = None,
-                   touching: bool | None = None) -> dict[str, str]:
+                   touching: bool | None = None,
+                   classes: tuple[str, ...] | list[str] | None = None,
+                   small: bool | None = None) -> dict[str, str]:
     """Write the demo data set to ``out_dir`` unless it is already there.
 
     Args:
@@ -97,6 +102,11 @@ def make_demo_data(out_dir: str | Path = 'data/demo',
             per image (default: the domain's, 2 or 4).
         touching: Task ``'textured'`` only: whether objects may touch
             (default ``True``).
+        classes: Task ``'textured'`` only: the classes drawn, distinct names
+            of :data:`TEXTURED_CLASSES` in that order (default: all 20); the
+            categories are these, ids 1, 2, ... in the order given.
+        small: Task ``'textured'`` only: whether objects (and clutter) in
+            COCO's small range are drawn (default ``True``).
 
     Returns:
         Paths (as strings): ``root``, ``train_ann_file``, ``val_ann_file``,
@@ -114,7 +124,7 @@ def make_demo_data(out_dir: str | Path = 'data/demo',
         raise ValueError(f'image_size must be at least {MIN_IMAGE_SIDE}x'
                          f'{MIN_IMAGE_SIDE}, got {width}x{height}')
 
-    options = _task_options(task, domain, clutter, touching)
+    options = _task_options(task, domain, clutter, touching, classes, small)
 
     root = Path(out_dir)
     counts = dict(train=num_train, val=num_val)
@@ -151,13 +161,16 @@ def make_demo_data(out_dir: str | Path = 'data/demo',
 
 
 def _task_options(task: str, domain: str | None, clutter: int | None,
-                  touching: bool | None) -> dict:
+                  touching: bool | None, classes=None,
+                  small: bool | None = None) -> dict:
     """The textured task's options, defaults filled in (``{}`` for the
-    default task, which takes none)."""
+    default task, which takes none); ``classes`` and ``small`` only when
+    not the default (so the textured task's stamp is what it always was)."""
     if task not in TASKS:
         raise ValueError(f'task must be one of {", ".join(TASKS)}, got '
                          f'{task!r}')
-    given = dict(domain=domain, clutter=clutter, touching=touching)
+    given = dict(domain=domain, clutter=clutter, touching=touching,
+                 classes=classes, small=small)
     if task == 'shapes':
         extra = [name for name, value in given.items() if value is not None]
         if extra:
@@ -177,7 +190,21 @@ def _task_options(task: str, domain: str | None, clutter: int | None,
         touching = True
     if not isinstance(touching, bool):
         raise ValueError(f'touching must be True or False, got {touching!r}')
-    return dict(domain=domain, clutter=clutter, touching=touching)
+    options = dict(domain=domain, clutter=clutter, touching=touching)
+    if classes is not None:
+        if isinstance(classes, str) or not isinstance(classes, (list, tuple)) \
+                or not classes or len(set(classes)) != len(classes) \
+                or not set(classes) <= set(TEXTURED_CLASSES):
+            raise ValueError('classes must be distinct names of the 20 '
+                             f'textured classes (e.g. {TEXTURED_CLASSES[0]!r})'
+                             f', got {classes!r}')
+        if tuple(classes) != TEXTURED_CLASSES:
+            options['classes'] = list(classes)
+    if small is not None and not isinstance(small, bool):
+        raise ValueError(f'small must be True or False, got {small!r}')
+    if small is False:
+        options['small'] = False
+    return options
 
 
 def _replace_dir(new: Path, root: Path) -> None:
@@ -227,7 +254,8 @@ def _write_split(root: Path, split: str, split_index: int, num_images: int,
     image_dir = root / split
     image_dir.mkdir(parents=True, exist_ok=True)
     images, annotations = [], []
-    classes = TASKS['textured' if options else 'shapes']
+    classes = tuple(options.get('classes') or
+                    TASKS['textured' if options else 'shapes'])
     for image_id in range(1, num_images + 1):
         # A generator per image: image k is the same whatever the split sizes.
         if not options:
@@ -237,7 +265,9 @@ def _write_split(root: Path, split: str, split_index: int, num_images: int,
             rng = np.random.default_rng([
                 seed, split_index, image_id,
                 1 + DOMAINS.index(options['domain'])])
-            image, objects = shapes.draw_textured(rng, image_size, **options)
+            image, objects = shapes.draw_textured(
+                rng, image_size, **dict(options, classes=options.get(
+                    'classes') and tuple(options['classes'])))
         file_name = _image_name(image_id)
         image.save(image_dir / file_name, **JPEG_SETTINGS)
         images.append(dict(id=image_id, file_name=file_name,

@@ -8,7 +8,9 @@ class.  Compared with the demo's 5 coloured shapes, the task also has
 
 * clutter: textured long ellipses, Ls and thin bars that are not annotated (the detector has to
   learn what is *not* an object), ``clutter`` of them at most per image;
-* smaller objects: half of them in COCO's small range, down to 10 × 10 px;
+* smaller objects: half of them in COCO's small range, down to 10 × 10 px
+  (``small=False`` draws none: medium and large ones only, in the default's
+  proportions);
 * touching objects (``touching=True``): an object is often placed right next
   to an earlier one; objects never share a pixel, so every annotation's
   polygon is exactly what was drawn;
@@ -17,6 +19,10 @@ class.  Compared with the demo's 5 coloured shapes, the task also has
   saturated objects with *dark* texture lines on plain muted backgrounds; the
   target has pale objects with *light* texture lines, a warm tint, faint
   textures in the background, stronger noise and more clutter.
+
+``classes`` restricts the task to some of :data:`TEXTURED_CLASSES` (an
+easier task, issue 38): the objects are drawn from those alone, and their
+indices are into ``classes``.
 
 Output is a function of the parameters alone (a numpy ``Generator`` per
 image, seeded by the caller).
@@ -76,11 +82,13 @@ APPEARANCES = {
 
 
 def draw_textured(rng: np.random.Generator, image_size: tuple[int, int],
-                  domain: str, clutter: int, touching: bool
+                  domain: str, clutter: int, touching: bool,
+                  classes: tuple[str, ...] | None = None, small: bool = True
                   ) -> tuple[Image.Image, list[tuple[int, np.ndarray]]]:
     """One image of ``domain`` and its ``(category_index, polygon)`` objects
-    (indices into :data:`TEXTURED_CLASSES`); ``clutter`` is the most
-    unannotated distractors drawn."""
+    (indices into ``classes``, default :data:`TEXTURED_CLASSES`);
+    ``clutter`` is the most unannotated distractors drawn; ``small=False``
+    draws no object (nor distractor) in COCO's small range."""
     look = APPEARANCES[domain]
     width, height = image_size
     pixels = background(rng, image_size, look)
@@ -88,11 +96,17 @@ def draw_textured(rng: np.random.Generator, image_size: tuple[int, int],
     anchors: list[tuple[float, float, float]] = []  # centre x, y, radius
     objects = []
     low, high = OBJECTS_PER_IMAGE
+    sizes = SIZE_PROBABILITIES if small else _without_small()
     for _ in range(int(rng.integers(low, high + 1))):
-        index = int(rng.integers(len(TEXTURED_CLASSES)))
-        shape, texture = divmod(index, len(TEXTURES))
+        if classes is None:  # the default task's draws, as they always were
+            index = int(rng.integers(len(TEXTURED_CLASSES)))
+            shape, texture = divmod(index, len(TEXTURES))
+        else:
+            index = int(rng.integers(len(classes)))
+            shape, texture = divmod(TEXTURED_CLASSES.index(classes[index]),
+                                    len(TEXTURES))
         placed = _place(rng, unit_shape(rng, SHAPES[shape]), image_size,
-                        occupied, anchors, touching)
+                        occupied, anchors, touching, sizes)
         if placed is None:
             continue
         polygon, mask = placed
@@ -100,13 +114,20 @@ def draw_textured(rng: np.random.Generator, image_size: tuple[int, int],
         objects.append((index, polygon))
     for _ in range(int(rng.integers(0, clutter + 1))):
         placed = _place(rng, distractor(rng), image_size, occupied, anchors,
-                        touching)
+                        touching, sizes)
         if placed is not None:
             polygon, mask = placed
             _paint(rng, pixels, polygon, mask,
                    TEXTURES[int(rng.integers(len(TEXTURES)))], look)
     pixels += rng.normal(0, look.noise, size=pixels.shape)
     return Image.fromarray(pixels.clip(0, 255).astype(np.uint8)), objects
+
+
+def _without_small() -> tuple[float, ...]:
+    """:data:`SIZE_PROBABILITIES` with the small class's share moved to the
+    others, in proportion."""
+    rest = sum(SIZE_PROBABILITIES[1:])
+    return (0.0, *(p / rest for p in SIZE_PROBABILITIES[1:]))
 
 
 def background(rng: np.random.Generator, image_size: tuple[int, int],
@@ -222,9 +243,11 @@ def _rasterize(polygon: np.ndarray, image_size: tuple[int, int]
 
 def _place(rng: np.random.Generator, unit: np.ndarray,
            image_size: tuple[int, int], occupied: np.ndarray,
-           anchors: list[tuple[float, float, float]], touching: bool
+           anchors: list[tuple[float, float, float]], touching: bool,
+           sizes: tuple[float, ...] = SIZE_PROBABILITIES
            ) -> tuple[np.ndarray, np.ndarray] | None:
-    """Scale ``unit`` into a size class and put it on free pixels: the
+    """Scale ``unit`` into a size class (drawn with the probabilities
+    ``sizes``) and put it on free pixels: the
     polygon (rounded to 0.01 px) and its mask, or ``None`` if no free spot
     was found.  Marks what it takes in ``occupied`` and ``anchors``."""
     unit_min, unit_max = unit.min(0), unit.max(0)
@@ -232,8 +255,10 @@ def _place(rng: np.random.Generator, unit: np.ndarray,
     unit_area = abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))) / 2
     room = np.array(image_size) - 2 * BORDER
     largest_area = (room / (unit_max - unit_min)).min()**2 * unit_area
-    size_class = rng.choice(len(SIZE_AREA_RANGES), p=SIZE_PROBABILITIES)
-    while SIZE_AREA_RANGES[size_class][0] > largest_area and size_class > 0:
+    size_class = rng.choice(len(SIZE_AREA_RANGES), p=sizes)
+    smallest = 0 if sizes[0] else 1  # the smallest class drawn
+    while SIZE_AREA_RANGES[size_class][0] > largest_area and \
+            size_class > smallest:
         size_class -= 1
     low, high = SIZE_AREA_RANGES[size_class]
     high = min(high, largest_area)

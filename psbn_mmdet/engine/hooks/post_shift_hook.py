@@ -40,7 +40,7 @@ from mmengine.registry import HOOKS
 
 from ...core.controller import PostShiftController, check_options
 from ...core.criteria import collapse_regime, per_stage
-from ...core.revival import first_window_rule
+from ...core.revival import fresh_rule
 from ...core.statistics import is_trainable
 from ...models.layers import restore_post_shift
 from ...utils.errors import UserError
@@ -212,12 +212,12 @@ class PostShiftHook(Hook):
         for name in controller.shiftable:
             rule = controller.revival or getattr(controller.bns[name],
                                                  'revival', 'shift')
-            if (first_window_rule(rule) == 'shift'
+            if (fresh_rule(rule) == 'shift'
                     or not is_trainable(controller.bns[name])):
                 continue  # a shift by choice, or a frozen layer
             stage = controller.roles[name].stage
             configured.append((stage, 1))
-            if first_window_rule(controller.revival_of(name)) != 'shift':
+            if fresh_rule(controller.revival_of(name)) != 'shift':
                 fresh.append((stage, 1))
         fresh = per_stage(fresh, controller.stages)
         configured = per_stage(configured, controller.stages)
