@@ -222,8 +222,19 @@ def test_monitor_and_post_shift_hook_in_one_run(tmp_path, order):
     assert _scalars(runner, 'recovered')['layer2'] == 3
 
 
+@pytest.fixture(scope='module')
+def window_end_run(tmp_path_factory):
+    """Window 4, 4 iterations: the crafted layer2.0.bn1 channels are
+    re-initialized at iteration 4, when the checkpoint is saved."""
+    tmp_path = tmp_path_factory.mktemp('window_end')
+    runner = _runner(tmp_path, 'psBN', dict(type='PostShiftHook', interval=1),
+                     model=dict(type='CraftedResNet18', window=4))
+    runner.train()
+    return runner, tmp_path
+
+
 def test_a_window_end_checkpoint_holds_the_revived_channels_statistics(
-        tmp_path):
+        window_end_run):
     """Issue 39, item 5: window 4, 4 iterations: the crafted layer2.0.bn1
     channels are re-initialized at iteration 4, when the checkpoint is
     saved, before any batch recalibrates them.  The saved running mean and
@@ -232,9 +243,7 @@ def test_a_window_end_checkpoint_holds_the_revived_channels_statistics(
     next training batch; every other entry is the live model's; resuming
     still recalibrates on the next batch (the pending channels are in the
     checkpoint's psbn entry)."""
-    runner = _runner(tmp_path, 'psBN', dict(type='PostShiftHook', interval=1),
-                     model=dict(type='CraftedResNet18', window=4))
-    runner.train()
+    runner, tmp_path = window_end_run
     bn = runner.model.backbone.layer2[0].bn1
     assert bn.pending_recalibration[:3].all()
     assert not bn.pending_recalibration[3:].any()
@@ -266,19 +275,17 @@ def test_a_window_end_checkpoint_holds_the_revived_channels_statistics(
 
 
 def test_bn_twin_resumes_a_psbn_checkpoint_with_pending_recalibrations(
-        tmp_path):
+        window_end_run, tmp_path):
     """Issue 39, item 6: the BN config with CollapseMonitorHook resumes the
     psBN run's window-end checkpoint (before: 'BatchNorm2d' object has no
     attribute 'recalibrate_'); the log says what it cannot recalibrate."""
-    runner = _runner(tmp_path, 'psBN', dict(type='PostShiftHook', interval=1),
-                     model=dict(type='CraftedResNet18', window=4))
-    runner.train()
+    _, trained = window_end_run
     resumed = _runner(tmp_path, 'BN', dict(type='CollapseMonitorHook',
                                            interval=1, window=2))
     resumed.train_cfg = None
     resumed._train_loop = dict(type='IterBasedTrainLoop', max_iters=6)
     resumed._resume = True
-    resumed._load_from = str(tmp_path / 'iter_4.pth')
+    resumed._load_from = str(trained / 'iter_4.pth')
     said = _said(resumed)
     assert resumed.iter == 6
     notes = [m for m in said if 'revived channel(s) of plain BN layers' in m]
