@@ -1,0 +1,46 @@
+"""research.revival_choice: issue 38's declared rule on constructed cells
+(two units, never averaged across cells)."""
+from research.revival_choice import FLOORS, Cell, choose, conditions
+
+
+def _cell(name, unit, means, noise):
+    """Eight seeds per method: ``means[method] + noise[seed]``."""
+    return Cell(name, unit, {method: {s: mean + n for s, n in enumerate(noise)}
+                             for method, mean in means.items()})
+
+
+NOISE = [0.0, 0.3, -0.2, 0.1, -0.1, 0.25, -0.3, 0.05]
+
+
+def test_the_rule_that_never_costs_and_never_trails_wins():
+    # points: auto ties the best (shift); reinit_init costs a point
+    c1 = _cell('C1', 'points', dict(BN=80.0, shift=81.0, reinit=80.0,
+                                    reinit_init=79.0, auto=81.0, ReDo=80.5),
+               NOISE)
+    # mAP: auto ties the best (reinit_init); shift is 0.02 below BN
+    d1 = _cell('D1', 'mAP', dict(BN=0.40, shift=0.38, reinit=0.41,
+                                 reinit_init=0.45, auto=0.45, ReDo=0.44),
+               [n / 100 for n in NOISE])
+    # the seeds' noise is common to all methods: the differences are exact
+    for cell in (c1, d1):
+        cell.values['BN'][0] += 0.001 if cell.unit == 'mAP' else 0.1
+    chosen, score = choose([c1, d1])
+    assert chosen == 'auto'
+    assert score['auto'][0] == 0
+    assert score['shift'][0] >= 2 and score['reinit_init'][0] >= 2
+    met = conditions([c1, d1])
+    floors = {text for cell, text, ok, _ in met['shift'] if cell == 'D1'}
+    assert any(f'{FLOORS["mAP"]:+.3f}' in text for text in floors)
+
+
+def test_ties_in_failures_go_to_the_smaller_worst_shortfall():
+    noise = NOISE
+    cell = _cell('C', 'points', dict(BN=80.0, shift=79.0, reinit=78.0,
+                                     reinit_init=78.0, auto=77.0, ReDo=82.0),
+                 noise)
+    cell.values['BN'][0] += 0.1
+    chosen, score = choose([cell])
+    failed = {rule: n for rule, (n, _) in score.items()}
+    assert len(set(failed.values())) == 1  # every rule fails both
+    assert chosen == 'shift'  # the smallest shortfall
+    assert score['shift'][1] < score['reinit'][1] < score['auto'][1]
