@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 export OMP_NUM_THREADS=1
 PY=${PYTHON:-.venv/bin/python}
-ALL="bn ps_keep ps_reinit ps_reinit_init ps_auto redo_20"
+# the order runs go in: a chain cut short keeps the candidates first
+ALL="bn ps_auto ps_reinit_init ps_keep redo_20 ps_reinit"
 OUT=docs/capacity_runs
 run() {  # cell name, then capacity_study arguments
     local name=$1; shift
