@@ -18,7 +18,8 @@ cell's own unit: test accuracy in points (classification,
 
 The default is the rule that meets both everywhere; else the one failing
 fewest conditions, then the smallest worst shortfall in that cell's own
-interval half-widths.  No mean across cells enters.
+interval half-widths; ties keep the current default (then the largest
+smallest margin).  No mean across cells enters.
 """
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ from dataclasses import dataclass, field
 from research.markdown import write_generated
 from research.records import read_records
 from research.stats import interval, t_interval
+
+from psbn_mmdet.core import DEFAULT_REVIVAL
 
 from .capacity_study.inherited import by_cell
 
@@ -92,7 +95,8 @@ def detection_cells(runs: list[dict]) -> list[Cell]:
 
 
 def conditions(cells: list[Cell]) -> dict[str, list[tuple]]:
-    """Per rule: ``(cell, text, met, shortfall in half-widths)``."""
+    """Per rule: ``(cell, text, met, margin in half-widths)``; the margin
+    is negative by the shortfall where a condition fails."""
     out: dict[str, list[tuple]] = {rule: [] for rule in RULES}
     for cell in cells:
         best, floor = cell.best(), FLOORS[cell.unit]
@@ -104,10 +108,10 @@ def conditions(cells: list[Cell]) -> dict[str, list[tuple]]:
             half = (high - low) / 2 or 1e-12
             out[rule].append((cell.name, f'− BN lower end {low:+.3f} ≥ '
                               f'{floor:+.3f}', low >= floor,
-                              max(0.0, (floor - low) / half)))
+                              (low - floor) / half))
             if best is None or best == rule:
                 out[rule].append((cell.name, f'best rule ({best or "–"}) '
-                                  'itself', True, 0.0))
+                                  'itself', True, float('inf')))
                 continue
             vs = cell.diffs(rule, best)
             if len(vs) < 2:
@@ -116,18 +120,23 @@ def conditions(cells: list[Cell]) -> dict[str, list[tuple]]:
             vs_half = (vs_high - vs_low) / 2 or 1e-12
             out[rule].append((cell.name, f'− {best} (best) upper end '
                               f'{vs_high:+.3f} ≥ 0', vs_high >= 0,
-                              max(0.0, -vs_high / vs_half)))
+                              vs_high / vs_half))
     return out
 
 
 def choose(cells: list[Cell]) -> tuple[str, dict[str, tuple[int, float]]]:
     """The declared rule: fewest failed conditions, then the smallest
-    worst shortfall (half-widths); rules with no cell are not candidates."""
+    worst shortfall (half-widths); ties keep the current default, else go
+    to the largest smallest margin.  Rules with no cell are no candidates.
+    Returns the rule and, per rule, (failed, worst shortfall)."""
     met = conditions(cells)
     score = {rule: (sum(not ok for *_, ok, _ in rows),
-                    max((s for *_, s in rows), default=0.0))
+                    max((max(0.0, -m) for *_, m in rows), default=0.0))
              for rule, rows in met.items() if rows}
-    return min(score, key=lambda rule: score[rule]), score
+    smallest = {rule: min(m for *_, m in met[rule]) for rule in score}
+    return min(score, key=lambda rule: (score[rule],
+                                        rule != DEFAULT_REVIVAL,
+                                        -smallest[rule])), score
 
 
 def tables(cells: list[Cell]) -> str:
@@ -152,17 +161,18 @@ def tables(cells: list[Cell]) -> str:
                 paired.append(f'| {cell.name} | {a} − {b} | {len(diffs)} | '
                               f'{interval(diffs, digits)} |')
     met = conditions(cells)
-    goal = ['| rule | cell | condition | met | shortfall (half-widths) |',
+    goal = ['| rule | cell | condition | met | margin (half-widths) |',
             '|---|---|---|---|---|']
     for rule, rows in met.items():
         goal += [f'| {rule} | {cell} | {text} | '
-                 f'{"yes" if ok else "**no**"} | {short:.2f} |'
-                 for cell, text, ok, short in rows]
+                 f'{"yes" if ok else "**no**"} | {margin:+.2f} |'
+                 for cell, text, ok, margin in rows]
     chosen, score = choose(cells)
     verdict = [f'- `{rule}`: {failed} condition(s) failed, worst shortfall '
                f'{worst:.2f} half-widths' for rule, (failed, worst)
                in score.items()]
-    verdict += ['', f'Chosen by the declared rule: **`{chosen}`** (cells: '
+    verdict += ['', f'Chosen by the declared rule (ties keep the current '
+                f'default, `{DEFAULT_REVIVAL}`): **`{chosen}`** (cells: '
                 f'{", ".join(c.name for c in cells)}).']
     return '\n\n'.join(['### Methods', '\n'.join(methods),
                         '### Paired differences', '\n'.join(paired),

@@ -44,3 +44,13 @@ def test_ties_in_failures_go_to_the_smaller_worst_shortfall():
     assert len(set(failed.values())) == 1  # every rule fails both
     assert chosen == 'shift'  # the smallest shortfall
     assert score['shift'][1] < score['reinit'][1] < score['auto'][1]
+
+
+def test_rules_that_all_meet_every_condition_keep_the_current_default():
+    from psbn_mmdet.core import DEFAULT_REVIVAL
+    cell = _cell('H', 'points', dict(BN=80.0, shift=80.0, reinit=80.0,
+                                     reinit_init=80.0, auto=80.0, ReDo=80.0),
+                 NOISE)
+    chosen, score = choose([cell])
+    assert all(failed == 0 for failed, _ in score.values())
+    assert chosen == DEFAULT_REVIVAL
