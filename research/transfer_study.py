@@ -6,6 +6,8 @@
         [--json RUNS.json]
     python -m research.transfer_study --noise [--widths 1] [--json NOISE.json]
     python -m research.transfer_study --from-json RUNS.json ... [--out PAGE.md]
+    python -m research.transfer_study --task big10 --starts healthy collapsed
+        --regimes recipe --norms BN [--widths 1 0.5] [--seeds 0 1 2] ...
 
 The demo's Faster R-CNN (ResNet-18, base width 16/32/64 for 0.5x/1x/2x) is
 pretrained from random init on the *source* domain of the demo data's
@@ -26,6 +28,16 @@ evaluation noise alone: one checkpoint (the 1x control finetune of seed 0,
 or the pretrained detector) on the two disjoint halves of the target val
 images.  Tables (cells; paired differences with 95% t intervals) are
 rendered from the JSON records only.
+
+Issue 38 (a task where capacity binds): ``--task`` picks an easier variant
+of the textured task (:data:`TASKS`: fewer classes, no small objects; its
+own configs ``research/configs/transfer/<task>_*.py``, data and val images),
+and ``--starts`` finetunes not the source-pretrained checkpoint but one made
+from it (:data:`STARTS`): ``N`` more BN iterations on the source with stem
+and layer1 frozen and ``norm_eval=True``, under Adam + coupled L2 (the
+*collapsed* checkpoint, its dead channels recorded) or SGD (the *healthy*
+one).  The ``recipe`` regime is mmdet's finetune recipe (SGD + momentum,
+lr 0.02, wd 1e-4, lr x0.1 at 75% of the iterations).
 """
 from __future__ import annotations
 
@@ -67,9 +79,49 @@ DATA = {
                    domain='target', image_size=(160, 120), num_train=400,
                    num_val=1000),
 }
+PRETRAIN_ITERS = 1200
+
+
+@dataclass(frozen=True)
+class Task:
+    """A data variant of the textured task with its configs
+    (``{CONFIGS}/{name}_source_pretrain{width suffix}.py``,
+    ``{name}_source_start.py``, ``{name}_target_finetune{_norm}.py``)."""
+    data: dict  # 'source' / 'target' -> make_demo_data's arguments
+    pretrain_iters: int
+    val_images: int  # --val-images' default
+
+
+_BIG10 = tuple(f'{texture}_{shape}'
+               for shape in ('circle', 'square', 'triangle', 'star', 'cross')
+               for texture in ('solid', 'stripes'))
+#: --task: 'textured' is issue 23's (DATA, the configs' ``textured_*``);
+#: the others are issue 38's candidates, screened in
+#: docs/detection_screening.md
+TASKS = {
+    'textured': Task(DATA, PRETRAIN_ITERS, 500),
+    # the 5 shapes solid or striped (10 classes), no small objects
+    'big10': Task({
+        'source': dict(out_dir='data/big10/source', task='textured',
+                       domain='source', image_size=(160, 120),
+                       num_train=1500, num_val=200, classes=_BIG10,
+                       small=False),
+        'target': dict(out_dir='data/big10/target', task='textured',
+                       domain='target', image_size=(160, 120), num_train=200,
+                       num_val=300, classes=_BIG10, small=False)},
+        1000, 200),
+}
+# big10's data, pretrained 3x longer (big10's pretrain left the detector at
+# 0.28 source bbox mAP)
+TASKS['big10_long'] = Task(TASKS['big10'].data, 3000, 200)
+# the 5 shapes, solid (random colours): 5 classes, no small objects
+_SOLID5 = tuple(f'solid_{shape}'
+                for shape in ('circle', 'square', 'triangle', 'star', 'cross'))
+TASKS['solid5'] = Task({
+    domain: dict(spec, out_dir=f'data/solid5/{domain}', classes=_SOLID5)
+    for domain, spec in TASKS['big10'].data.items()}, 2000, 200)
 #: width multiplier -> (config suffix, ResNet-18 base_channels)
 WIDTHS = {0.5: ('_w05', 16), 1.0: ('', 32), 2.0: ('_w2', 64)}
-PRETRAIN_ITERS = 1200
 #: norm -> the 1x finetune config (other widths: + :func:`width_options`)
 NORMS = {'BN': f'{CONFIGS}/textured_target_finetune.py',
          'psBN': f'{CONFIGS}/textured_target_finetune_psbn.py',
@@ -92,6 +144,19 @@ def _optimizer(kind: str, **values) -> tuple[str, ...]:
     return ('optim_wrapper.optimizer._delete_=True',
             f'optim_wrapper.optimizer.type={kind}',
             *(f'optim_wrapper.optimizer.{k}={v}' for k, v in values.items()))
+
+
+def _step(iterations: int) -> tuple[str, ...]:
+    """lr x0.1 at 75% of ``iterations`` (mmdet's step schedule)."""
+    return ('param_scheduler._delete_=True',
+            'param_scheduler.type=MultiStepLR',
+            'param_scheduler.by_epoch=False', 'param_scheduler.begin=0',
+            f'param_scheduler.end={iterations}',
+            f'param_scheduler.milestones=[{int(iterations * 0.75)}]',
+            'param_scheduler.gamma=0.1')
+
+
+RECIPE_ITERS = 200  # the recipe's iterations unless --iterations says
 
 
 #: declared before the runs (docs/transfer_study_notes.md): the control is
@@ -117,6 +182,29 @@ REGIMES = {
             'param_scheduler.by_epoch=False', 'param_scheduler.begin=0',
             'param_scheduler.end=50'))
        for lr in (0.1, 0.05)},
+    # issue 38: mmdet's finetune recipe, the step at 75% of the iterations
+    # (finetune() moves it with --iterations)
+    'recipe': Regime('SGD+m, lr 0.02, ×0.1 at 75% (mmdet recipe)', (
+        *_optimizer('SGD', lr=0.02, momentum=0.9, weight_decay=1e-4),
+        *_step(RECIPE_ITERS))),
+}
+
+
+@dataclass(frozen=True)
+class Start:
+    """A checkpoint the finetunes start from, made from the width's
+    source-pretrained one by ``{task}_source_start.py`` (its iterations on
+    the source, stem and layer1 frozen, ``norm_eval=True``, constant lr,
+    seed 0) under ``options`` (``--cfg-options`` over that config)."""
+    label: str
+    options: tuple[str, ...]
+
+
+#: issue 38's starts (as research/finetune_study.py's STARTS for the demo)
+STARTS = {
+    'collapsed': Start('collapsed checkpoint (Adam + coupled L2)', _optimizer(
+        'Adam', lr=2e-3, weight_decay=5e-3)),
+    'healthy': Start('healthy checkpoint (SGD)', ()),  # the config's SGD
 }
 
 
@@ -127,42 +215,67 @@ class Job:
     norm: str
     seed: int
     iterations: int | None = None  # None: the config's
+    task: str = 'textured'  # a TASKS key
+    start: str = ''  # a STARTS key; '': the source-pretrained checkpoint
 
     @property
     def name(self) -> str:
-        return (f'w{self.width:g}_{self.regime}_{self.norm.lower()}_'
+        prefix = '' if self.task == 'textured' else f'{self.task}_'
+        prefix += f'{self.start}_' if self.start else ''
+        return (f'{prefix}w{self.width:g}_{self.regime}_{self.norm.lower()}_'
                 f'seed{self.seed}')
 
 
-def grid(widths, regimes, norms, seeds, iterations=None) -> list[Job]:
-    return [Job(float(w), r, n, s, iterations)
-            for w in widths for r in regimes for s in seeds for n in norms]
+def grid(widths, regimes, norms, seeds, iterations=None, task='textured',
+         starts=('',)) -> list[Job]:
+    return [Job(float(w), r, n, s, iterations, task, start)
+            for w in widths for start in starts for r in regimes
+            for s in seeds for n in norms]
 
 
-def width_options(width: float, pretrain_dir: str = 'work_dirs/transfer'
-                  ) -> list[str]:
+def config(task: str, kind: str, width: float = 1.0, norm: str = 'BN'
+           ) -> str:
+    """A config of ``task``: ``kind`` 'source_pretrain' (the width's),
+    'source_start' or 'target_finetune' (the norm's, at 1x:
+    :func:`width_options` makes the width)."""
+    if kind == 'target_finetune':
+        name = NORMS[norm]
+        return name if task == 'textured' else name.replace(
+            'textured_target_finetune', f'{task}_target_finetune')
+    suffix = WIDTHS[width][0] if kind == 'source_pretrain' else ''
+    name = f'{CONFIGS}/{task}_{kind}{suffix}.py'
+    if not (REPO / name).is_file():
+        raise UserError(f'task {task!r} has no {kind} config at '
+                        f'{width:g}x ({name})')
+    return name
+
+
+def width_options(width: float, pretrain_dir: str = 'work_dirs/transfer',
+                  task: str = 'textured') -> list[str]:
     """``--cfg-options`` turning a 1x config into ``width``'s, loading that
     width's source-pretrained checkpoint."""
     suffix, base = WIDTHS[width]
     return [f'model.backbone.base_channels={base}',
             'model.neck.in_channels=[' + ','.join(
                 str(base * 2**i) for i in range(4)) + ']',
-            f'load_from={pretrain_dir}/textured_source_pretrain{suffix}/'
-            f'iter_{PRETRAIN_ITERS}.pth']
+            f'load_from={pretrain_dir}/{task}_source_pretrain{suffix}/'
+            f'iter_{TASKS[task].pretrain_iters}.pth']
 
 
 # ------------------------------------------------------------------ running
-def prepare_data(quick: bool = False) -> None:
-    for spec in DATA.values():
+def prepare_data(quick: bool = False, task: str = 'textured') -> None:
+    for spec in TASKS[task].data.values():
         spec = dict(spec)
         if quick:  # the test: a few images of each
             spec.update(num_train=16, num_val=8)
         make_demo_data(spec.pop('out_dir'), **spec)
 
 
-def val_subset(first: int, last: int, out_dir: Path) -> str:
+def val_subset(first: int, last: int, out_dir: Path,
+               task: str = 'textured') -> str:
     """An annotation file of target val images ``first..last`` (ids), absolute."""
-    source = Path(DATA['target']['out_dir']) / 'annotations/instances_val.json'
+    source = Path(TASKS[task].data['target']['out_dir']) / \
+        'annotations/instances_val.json'
     coco = json.loads(source.read_text())
     ids = set(range(first, last + 1))
     if not ids <= {image['id'] for image in coco['images']}:
@@ -170,7 +283,8 @@ def val_subset(first: int, last: int, out_dir: Path) -> str:
     coco['images'] = [i for i in coco['images'] if i['id'] in ids]
     coco['annotations'] = [a for a in coco['annotations']
                            if a['image_id'] in ids]
-    path = out_dir / f'instances_val_{first}_{last}.json'
+    prefix = '' if task == 'textured' else f'{task}_'
+    path = out_dir / f'{prefix}instances_val_{first}_{last}.json'
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(coco))
     return str(path.absolute())
@@ -183,26 +297,66 @@ def val_options(ann_file: str) -> list[str]:
             f'test_evaluator.ann_file={ann_file}']
 
 
-def pretrained(width: float, work_dirs: Path, iterations: int | None = None
-               ) -> str:
+def pretrained(width: float, work_dirs: Path, iterations: int | None = None,
+               task: str = 'textured') -> str:
     """The width's source-pretrained checkpoint: reused when finished."""
-    suffix, _ = WIDTHS[width]
-    config = f'{CONFIGS}/textured_source_pretrain{suffix}.py'
-    work_dir = work_dirs / Path(config).stem
+    config_ = config(task, 'source_pretrain', width)
+    work_dir = work_dirs / Path(config_).stem
     if iterations is None:
         try:
-            return str(demo.check_pretrained(REPO / config, work_dir))
+            return str(demo.check_pretrained(REPO / config_, work_dir))
         except UserError:
             pass
     else:
         work_dir = work_dir.with_name(f'{work_dir.name}_{iterations}')
-    iterations = iterations or PRETRAIN_ITERS
-    print(f'pretraining {config} into {work_dir}', flush=True)
-    train_process(config, work_dir, [
+    iterations = iterations or TASKS[task].pretrain_iters
+    print(f'pretraining {config_} into {work_dir}', flush=True)
+    train_process(config_, work_dir, [
         f'train_cfg.max_iters={iterations}',
         f'train_cfg.val_interval={iterations}',
         f'default_hooks.checkpoint.interval={iterations}'])
     return str(demo.last_checkpoint(work_dir))
+
+
+def start_name(task: str, start: str, width: float) -> str:
+    """The work dir (under the work dirs) of a start checkpoint."""
+    return f'{task}_start_{start}{WIDTHS[width][0]}'
+
+
+def start_checkpoint(task: str, start: str, width: float, pretrained_: str,
+                     work_dirs: Path) -> str:
+    """The checkpoint of ``STARTS[start]`` at ``width``: reused when
+    finished, else made from ``pretrained_`` (one thread)."""
+    config_ = config(task, 'source_start')
+    work_dir = work_dirs / start_name(task, start, width)
+    try:
+        return str(demo.check_pretrained(
+            REPO / config_, work_dir) if width == 1.0 else
+            demo.last_checkpoint(work_dir))
+    except UserError:
+        pass
+    print(f'making the {STARTS[start].label} at {width:g}x into {work_dir}',
+          flush=True)
+    train_process(config_, work_dir, [
+        *width_options(width, task=task)[:2], f'load_from={pretrained_}',
+        'randomness.seed=0', *STARTS[start].options])
+    return str(demo.last_checkpoint(work_dir))
+
+
+def start_record(task: str, start: str, width: float, work_dirs: Path
+                 ) -> dict:
+    """A start checkpoint's dead channels, on 64 of its (source) val
+    images, as a finetune's record has them."""
+    work_dir = work_dirs / start_name(task, start, width)
+    loaded = demo.load_run(work_dir.name, work_dir)
+    numbers = demo.summary(demo.measure([loaded], NUM_IMAGES))[work_dir.name]
+    metrics = loaded.metrics
+    return dict(task=task, start=start, width=width,
+                checkpoint=os.path.relpath(loaded.checkpoint),
+                seconds=finished_seconds(work_dir),
+                source_bbox_mAP=metrics.get('coco/bbox_mAP'),
+                source_bbox_mAP_50=metrics.get('coco/bbox_mAP_50'),
+                stages=numbers['stages'], dead_series=loaded.series['dead'])
 
 
 def finetune(job: Job, checkpoint: str, ann_file: str,
@@ -214,7 +368,10 @@ def finetune(job: Job, checkpoint: str, ann_file: str,
         options += [f'train_cfg.max_iters={job.iterations}',
                     f'train_cfg.val_interval={job.iterations}',
                     f'default_hooks.checkpoint.interval={job.iterations}']
-    return train_process(NORMS[job.norm], work_dirs / job.name, options)
+        if job.regime == 'recipe':  # the step stays at 75%
+            options += _step(job.iterations)
+    return train_process(config(job.task, 'target_finetune', norm=job.norm),
+                         work_dirs / job.name, options)
 
 
 def record(job: Job, work_dirs: Path, seconds: float) -> dict:
@@ -255,12 +412,16 @@ def evaluate(config: str, checkpoint: str, options: list[str],
              work_dir: Path) -> dict:
     """CocoMetric of ``checkpoint`` under ``config`` (mmengine's test loop,
     in this process)."""
+    from mmengine.config import DictAction
     from mmengine.runner import Runner
 
     from psbn_mmdet.utils.config import load_config
     cfg = load_config(REPO / config)
-    cfg.merge_from_dict(dict(option.split('=', 1) for option in options
-                             if not option.startswith('load_from=')))
+    parser = argparse.ArgumentParser()  # tools/train.py's --cfg-options
+    parser.add_argument('--options', nargs='+', action=DictAction)
+    cfg.merge_from_dict(parser.parse_args(['--options', *(
+        option for option in options
+        if not option.startswith('load_from='))]).options)
     cfg.load_from, cfg.work_dir = checkpoint, str(work_dir)
     started = time.perf_counter()
     metrics = Runner.from_cfg(cfg).test()
@@ -284,15 +445,30 @@ def dead_pct(run: dict) -> float:
     return 100.0 * dead / total if total else 0.0
 
 
+def _task_start(job: dict) -> tuple[str, str]:
+    return job.get('task', 'textured'), job.get('start', '')
+
+
 def _cells(runs: list[dict]) -> dict[tuple, list[dict]]:
+    """(width, regime, norm, iterations, task, start) -> runs."""
     grouped = defaultdict(list)
     for run in runs:
         job = run['job']
         grouped[(job['width'], job['regime'], job['norm'],
-                 job['iterations'])].append(run)
+                 job['iterations'], *_task_start(job))].append(run)
     return dict(sorted(grouped.items(), key=lambda kv: (
-        kv[0][0], _rank(REGIMES, kv[0][1]), _rank(NORMS, kv[0][2]),
-        kv[0][3] or 0)))
+        _rank(TASKS, kv[0][4]), kv[0][0], _rank(STARTS, kv[0][5]),
+        _rank(REGIMES, kv[0][1]), _rank(NORMS, kv[0][2]), kv[0][3] or 0)))
+
+
+def _width(width: float, task: str) -> str:
+    """The width column: the task too where it is not issue 23's."""
+    return f'{width:g}x' if task == 'textured' else f'{task} {width:g}x'
+
+
+def _regime(regime: str, start: str) -> str:
+    label = REGIMES[regime].label if regime in REGIMES else regime
+    return f'{label}, from the {start} checkpoint' if start else label
 
 
 def _rank(known: dict, name: str) -> int:
@@ -305,10 +481,11 @@ def cell_table(runs: list[dict]) -> str:
     lines = ['| width | regime | norm | iterations | seeds | bbox mAP | '
              'mAP@50 | dead % (trained stages) | min / run |',
              '|' + '---|' * 9]
-    for (width, regime, norm, iterations), group in _cells(runs).items():
-        label = REGIMES[regime].label if regime in REGIMES else regime
+    for (width, regime, norm, iterations, task, start), group in \
+            _cells(runs).items():
         lines.append(
-            f'| {width:g}x | {label} | {norm} | {iterations or "config"} | '
+            f'| {_width(width, task)} | {_regime(regime, start)} | {norm} | '
+            f'{iterations or "config"} | '
             f'{len(group)} | {_mean_sd([r["bbox_mAP"] for r in group])} | '
             f'{_mean_sd([r["bbox_mAP_50"] for r in group])} | '
             f'{_mean_sd([dead_pct(r) for r in group], 1)} | '
@@ -317,36 +494,95 @@ def cell_table(runs: list[dict]) -> str:
 
 
 def _by_seed(runs: list[dict]) -> dict[tuple, dict[str, dict[int, dict]]]:
-    """(width, regime, iterations) -> norm -> seed -> run, in REGIMES order."""
+    """(width, regime, iterations, task, start) -> norm -> seed -> run, in
+    REGIMES order."""
     by_cell = defaultdict(lambda: defaultdict(dict))
     for run in runs:
         job = run['job']
-        by_cell[(job['width'], job['regime'], job['iterations'])][
-            job['norm']][job['seed']] = run
+        by_cell[(job['width'], job['regime'], job['iterations'],
+                 *_task_start(job))][job['norm']][job['seed']] = run
     return dict(sorted(by_cell.items(), key=lambda kv: (
-        kv[0][0], _rank(REGIMES, kv[0][1]), kv[0][2] or 0)))
+        _rank(TASKS, kv[0][3]), kv[0][0], _rank(STARTS, kv[0][4]),
+        _rank(REGIMES, kv[0][1]), kv[0][2] or 0)))
 
 
 def paired_table(runs: list[dict], pairs=PAIRS + RULE_PAIRS) -> str:
     lines = ['| width | regime | iterations | difference | pairs | bbox mAP, '
              'mean [95% t interval] | dead % (points) |', '|' + '---|' * 7]
-    for (width, regime, iterations), norms in _by_seed(runs).items():
+    for (width, regime, iterations, task, start), norms in \
+            _by_seed(runs).items():
         for a, b in pairs:
             mAP = paired_differences(norms, a, b, lambda r: r['bbox_mAP'])
             if not mAP:
                 continue
             dead = paired_differences(norms, a, b, dead_pct)
-            lines.append(f'| {width:g}x | {regime} | {iterations or "config"}'
-                         f' | {a} − {b} | {len(mAP)} | {interval(mAP)} | '
-                         f'{interval(dead, 1)} |')
+            label = f'{regime}, {start}' if start else regime
+            lines.append(f'| {_width(width, task)} | {label} | '
+                         f'{iterations or "config"} | {a} − {b} | {len(mAP)}'
+                         f' | {interval(mAP)} | {interval(dead, 1)} |')
+    return '\n'.join(lines)
+
+
+def start_table(runs: list[dict]) -> str:
+    """Issue 38's cost of collapse: healthy − collapsed start, paired by
+    seed, per (task, width, regime, norm, iterations); '' without both."""
+    by_start = defaultdict(lambda: defaultdict(dict))
+    for run in runs:
+        job = run['job']
+        task, start = _task_start(job)
+        if start:
+            by_start[(task, job['width'], job['regime'], job['norm'],
+                      job['iterations'])][start][job['seed']] = run
+    lines = ['| task, width | regime | norm | iterations | difference | '
+             'pairs | per seed | bbox mAP, mean [95% t interval] | '
+             'dead % (points) |', '|' + '---|' * 9]
+    for (task, width, regime, norm, iterations), starts in sorted(
+            by_start.items(), key=lambda kv: (
+                _rank(TASKS, kv[0][0]), kv[0][1], _rank(REGIMES, kv[0][2]),
+                _rank(NORMS, kv[0][3]), kv[0][4] or 0)):
+        mAP = paired_differences(starts, 'healthy', 'collapsed',
+                                 lambda r: r['bbox_mAP'])
+        if not mAP:
+            continue
+        dead = paired_differences(starts, 'healthy', 'collapsed', dead_pct)
+        lines.append(f'| {_width(width, task)} | {regime} | {norm} | '
+                     f'{iterations or "config"} | healthy − collapsed | '
+                     f'{len(mAP)} | {", ".join(f"{d:+.3f}" for d in mAP)} | '
+                     f'{interval(mAP)} | {interval(dead, 1)} |')
+    return '\n'.join(lines) if len(lines) > 2 else ''
+
+
+def starts_table(records: list[dict]) -> str:
+    """The start checkpoints (issue 38): dead channels on their source val
+    images, the seconds they took."""
+    rows = {(r['task'], r['width'], r['start']): r for record in records
+            for r in record.get('starts', [])}
+    if not rows:
+        return ''
+    lines = ['| task, width | start checkpoint | dead % (layer2-4) | '
+             'dead per stage (layer2, layer3, layer4) | source bbox mAP | '
+             'min |', '|' + '---|' * 6]
+    for (task, width, start), r in sorted(rows.items(), key=lambda kv: (
+            _rank(TASKS, kv[0][0]), kv[0][1], _rank(STARTS, kv[0][2]))):
+        stages = r['stages']
+        per_stage = ', '.join(
+            f'{stages[s]["dead"]}/{stages[s]["pre_relu_channels"]}'
+            for s in STAGES if not stages[s]['frozen'])
+        source, seconds = r.get('source_bbox_mAP'), r.get('seconds')
+        label = STARTS[start].label if start in STARTS else start
+        lines.append(
+            f'| {_width(width, task)} | {label} | {dead_pct(r):.1f} | '
+            f'{per_stage} | '
+            f'{"–" if source is None else format(source, ".3f")} | '
+            f'{"–" if seconds is None else format(seconds / 60, ".1f")} |')
     return '\n'.join(lines)
 
 
 def paired(runs: list[dict], a: str, b: str, regime: str,
            width: float = 1.0) -> list[float]:
     """Paired mAP differences ``a`` − ``b`` over the seeds both ran (the
-    configs' iterations)."""
-    norms = _by_seed(runs).get((width, regime, None), {})
+    configs' iterations, issue 23's task and starts)."""
+    norms = _by_seed(runs).get((width, regime, None, 'textured', ''), {})
     return paired_differences(norms, a, b, lambda r: r['bbox_mAP'])
 
 
@@ -379,8 +615,10 @@ def pretrained_table(records: list[dict]) -> str:
         return ''
     lines = ['| width | pretrained on source, target bbox mAP | mAP@50 | '
              'val images |', '|---|---|---|---|']
-    for width, r in sorted(rows, key=lambda x: x[0]):
-        lines.append(f'| {width:g}x | {r["coco/bbox_mAP"]:.3f} | '
+    for width, r in sorted(rows, key=lambda x: (
+            _rank(TASKS, x[1].get('task', 'textured')), x[0])):
+        lines.append(f'| {_width(width, r.get("task", "textured"))} | '
+                     f'{r["coco/bbox_mAP"]:.3f} | '
                      f'{r["coco/bbox_mAP_50"]:.3f} | {r["val_images"]} |')
     return '\n'.join(lines)
 
@@ -402,9 +640,11 @@ def render(records: list[dict]) -> str:
     parts += [f'- `python -m research.transfer_study {shlex.join(r["argv"])}`'
               f' ({len(r.get("runs", []))} runs, '
               f'{r["wall_seconds"] / 60:.1f} min)' for r in records]
-    for table in (pretrained_table(records), cell_table(runs) if runs else '',
-                  paired_table(runs) if runs else ''):
-        if table:
+    for table in (pretrained_table(records), starts_table(records),
+                  cell_table(runs) if runs else '',
+                  paired_table(runs) if runs else '',
+                  start_table(runs) if runs else ''):
+        if table.count('\n') >= 2:  # a row under the header
             parts += ['', table]
     return '\n'.join(parts)
 
@@ -423,11 +663,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--norms', nargs='+', choices=list(NORMS),
                         default=['BN', 'psBN', 'ReDo'])
     parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
+    parser.add_argument('--task', choices=list(TASKS), default='textured',
+                        help='the data variant and its configs (default: '
+                        "issue 23's %(default)s)")
+    parser.add_argument('--starts', nargs='+', choices=list(STARTS),
+                        help='finetune these start checkpoints (made from '
+                        'the source-pretrained one, reused when finished) '
+                        'instead of the source-pretrained checkpoint')
     parser.add_argument('--iterations', type=int,
                         help="finetune iterations (default: the config's)")
-    parser.add_argument('--val-images', type=int, default=500,
+    parser.add_argument('--val-images', type=int,
                         help='the first N target val images for mAP '
-                        '(default: %(default)s)')
+                        "(default: the task's, 500 for textured)")
     parser.add_argument('--pretrained-map', action='store_true',
                         help="evaluate each width's pretrained detector on "
                         'the target val images too')
@@ -469,9 +716,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.processes < 1:
         raise UserError(f'--processes must be at least 1, got '
                         f'{args.processes}')
-    if not 1 <= args.val_images <= DATA['target']['num_val']:
+    task = TASKS[args.task]
+    if args.val_images is None:
+        args.val_images = task.val_images
+    if not 1 <= args.val_images <= task.data['target']['num_val']:
         raise UserError(f'--val-images must be in 1..'
-                        f'{DATA["target"]["num_val"]}, got {args.val_images}')
+                        f'{task.data["target"]["num_val"]}, got '
+                        f'{args.val_images}')
+    if args.starts and (args.quick or args.task == 'textured'):
+        raise UserError('--starts needs --task (not textured) and no '
+                        '--quick')
     return args
 
 
@@ -488,11 +742,13 @@ def run(args, argv) -> dict:
 def _run(args, argv) -> dict:
     os.chdir(args.workspace)  # the configs read data/ from here
     started, load = time.perf_counter(), os.getloadavg()[0]
-    prepare_data(args.quick)
+    prepare_data(args.quick, args.task)
     work_dirs = Path(args.work_dirs)
     subsets = work_dirs / 'annotations'
     result = dict(machine=machine(), argv=list(argv), runs=[],
                   pretrained_eval=[], noise=[])
+    if args.task != 'textured':  # issue 23's records stay as they were
+        result.update(task=args.task, starts=[])
     if args.quick:
         args.widths, args.val_images = [0.5], 8
         jobs = grid([0.5], ['adam_l2'], ['BN', 'psBN'], [0], iterations=10)
@@ -500,15 +756,22 @@ def _run(args, argv) -> dict:
         work_dirs = work_dirs / 'quick'
     else:
         jobs = grid(args.widths, args.regimes, args.norms, args.seeds,
-                    args.iterations)
-        checkpoints = {w: pretrained(w, work_dirs) for w in args.widths}
-    ann_file = val_subset(1, args.val_images, subsets)
+                    args.iterations, args.task, args.starts or ('',))
+        checkpoints = {w: pretrained(w, work_dirs, task=args.task)
+                       for w in args.widths}
+    ann_file = val_subset(1, args.val_images, subsets, args.task)
     if args.pretrained_map or args.noise:
-        halves = ([(1, 500), (501, 1000)] if args.noise else
-                  [(1, args.val_images)])
+        num_val = TASKS[args.task].data['target']['num_val']
+        halves = ([(1, num_val // 2), (num_val // 2 + 1, num_val)]
+                  if args.noise else [(1, args.val_images)])
         for width in args.widths:
             suffix, _ = WIDTHS[width]
-            config = f'{CONFIGS}/textured_target_finetune{suffix}.py'
+            if args.task == 'textured':
+                config_ = f'{CONFIGS}/textured_target_finetune{suffix}.py'
+                widened = []
+            else:
+                config_ = config(args.task, 'target_finetune')
+                widened = width_options(width, task=args.task)[:2]
             targets = [('pretrained', checkpoints[width])]
             if args.noise:
                 control = work_dirs / Job(width, 'control', 'BN', 0).name
@@ -517,16 +780,30 @@ def _run(args, argv) -> dict:
             for label, checkpoint in targets:
                 for first, last in halves:
                     metrics = evaluate(
-                        config, checkpoint,
-                        val_options(val_subset(first, last, subsets)),
+                        config_, checkpoint, [*widened, *val_options(
+                            val_subset(first, last, subsets, args.task))],
                         work_dirs / 'eval')
                     entry = dict(width=width, label=label,
                                  checkpoint=os.path.relpath(checkpoint),
                                  val_images=last - first + 1,
                                  first=first, last=last, **metrics)
+                    if args.task != 'textured':
+                        entry['task'] = args.task
                     result['noise' if args.noise else
                            'pretrained_eval'].append(entry)
                     print(json.dumps(entry), flush=True)
+    if args.starts and not args.noise:
+        # the start checkpoints, made one at a time, recorded once each
+        starts = {}
+        for width in args.widths:
+            for start in args.starts:
+                starts[(width, start)] = start_checkpoint(
+                    args.task, start, width, checkpoints[width], work_dirs)
+                entry = start_record(args.task, start, width, work_dirs)
+                result['starts'].append(entry)
+                print(f'{start_name(args.task, start, width)}: dead '
+                      f'{dead_pct(entry):.1f}% of layer2-4', flush=True)
+        checkpoints = starts
     if not args.noise:
         run_jobs(jobs, checkpoints, ann_file, work_dirs, args, result,
                  partial=lambda: args.json and write_record(args.json, dict(
@@ -552,8 +829,9 @@ def run_jobs(jobs: list[Job], checkpoints: dict, ann_file: str,
                    else None)
         if seconds is not None:
             return seconds, True
-        return finetune(job, checkpoints[job.width], ann_file,
-                        work_dirs), False
+        checkpoint = checkpoints[(job.width, job.start) if job.start
+                                 else job.width]
+        return finetune(job, checkpoint, ann_file, work_dirs), False
 
     def finished(count: int, job: Job, value: tuple[float, bool]) -> None:
         seconds, reused = value

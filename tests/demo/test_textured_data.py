@@ -160,3 +160,59 @@ def test_cli_flags(tmp_path, capsys):
     stamp = json.loads((tmp_path / 'd/demo_data_stamp.json').read_text())
     assert (stamp['image_size'], stamp['domain'], stamp['clutter'],
             stamp['touching']) == ([128, 96], 'target', 1, False)
+
+
+# ---------------------------------------------------------------- issue 38
+EASY = ('solid_circle', 'stripes_circle', 'solid_star', 'rings_cross')
+
+
+def test_restricted_classes_without_small_objects(tmp_path):
+    """``classes`` and ``small=False``: only those categories (ids in the
+    order given), no object in COCO's small range, a stamp that says so."""
+    make_demo_data(tmp_path, num_train=12, num_val=2, image_size=SIZE,
+                   task='textured', domain='target', classes=list(EASY),
+                   small=False)
+    coco = load_coco(tmp_path / 'annotations/instances_train.json')
+    assert [(c['id'], c['name']) for c in coco.dataset['categories']] == \
+        list(enumerate(EASY, 1))
+    areas = [a['area'] for a in coco.anns.values()]
+    assert areas and min(areas) >= 32**2
+    assert {a['category_id'] for a in coco.anns.values()} <= {1, 2, 3, 4}
+    stamp = json.loads((tmp_path / 'demo_data_stamp.json').read_text())
+    assert stamp['classes'] == list(EASY) and stamp['small'] is False
+    # stamped: the same call again touches nothing, another one redraws
+    image = tmp_path / 'train/000003.jpg'
+    mtime = image.stat().st_mtime_ns
+    make_demo_data(tmp_path, num_train=12, num_val=2, image_size=SIZE,
+                   task='textured', domain='target', classes=EASY,
+                   small=False)
+    assert image.stat().st_mtime_ns == mtime
+
+
+def test_default_options_leave_the_textured_output_unchanged(roots,
+                                                             tmp_path):
+    """All 20 classes and ``small=True`` given explicitly are the default:
+    the same bytes and the same stamp as issue 23's data."""
+    make_demo_data(tmp_path, num_train=40, num_val=4, image_size=SIZE,
+                   task='textured', domain='source',
+                   classes=list(TEXTURED_CLASSES), small=True)
+    for name in ('train/000011.jpg', 'annotations/instances_train.json',
+                 'demo_data_stamp.json'):
+        assert (tmp_path / name).read_bytes() == \
+            (roots['source'] / name).read_bytes()
+    stamp = json.loads((tmp_path / 'demo_data_stamp.json').read_text())
+    assert 'classes' not in stamp and 'small' not in stamp
+
+
+@pytest.mark.parametrize('options', [
+    dict(classes=['solid_circle']), dict(small=False),
+    dict(task='textured', classes=['solid_circle', 'plaid_circle']),
+    dict(task='textured', classes=['solid_circle', 'solid_circle']),
+    dict(task='textured', classes=[]),
+    dict(task='textured', classes='solid_circle'),
+    dict(task='textured', small=0), dict(task='textured', small='no')])
+def test_bad_variant_options_raise_one_line(tmp_path, options):
+    with pytest.raises(ValueError) as error:
+        make_demo_data(tmp_path / 'out', num_train=1, num_val=1, **options)
+    assert '\n' not in str(error.value)
+    assert not (tmp_path / 'out').exists()

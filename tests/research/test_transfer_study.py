@@ -2,6 +2,7 @@
 width options, its regimes build, its tables come from records alone, and
 (slow) its quick cell runs end to end."""
 import json
+from pathlib import Path
 
 import pytest
 from mmengine.config import Config
@@ -90,12 +91,16 @@ def test_regimes_build_their_optimizer(regime):
     assert kind == ('Adam' if regime == 'adam_l2' else 'SGD')
     group = wrapper.optimizer.param_groups[0]
     assert group['lr'] == ({'control': 0.01, 'sgd_high': 0.1,
-                            'adam_l2': 2e-3}.get(regime)
+                            'adam_l2': 2e-3, 'recipe': 0.02}.get(regime)
                            or float(regime.rsplit('_lr', 1)[1]))
     if 'warmup' in regime:  # mmdet's linear warm-up, then constant
         assert cfg.param_scheduler == dict(
             type='LinearLR', start_factor=0.001, by_epoch=False, begin=0,
             end=50)
+    elif regime == 'recipe':  # issue 38: mmdet's step at 75%
+        assert cfg.param_scheduler == dict(
+            type='MultiStepLR', by_epoch=False, begin=0, end=200,
+            milestones=[150], gamma=0.1)
     else:
         assert cfg.param_scheduler == []
 
@@ -271,3 +276,174 @@ def test_the_committed_evidence_is_the_benchmarks_summary():
     for a, b in zip(committed['differences'], again['differences']):
         for key in ('mean', 'low', 'high'):
             assert a[key] == pytest.approx(b[key])
+
+
+# ---------------------------------------------------------------- issue 38
+def test_the_committed_page_renders_unchanged():
+    """docs/transfer_study.md's section is what its records render to (the
+    task variants and starts add nothing to issue 23's records)."""
+    from research.records import read_records
+    runs = REPO / 'docs' / 'transfer_runs'
+    paths = [sorted(str(p) for p in runs.glob(f'{kind}_*.json'))
+             for kind in ('bench', 'check_capacity', 'screen')]
+    text = study.render(read_records([p for group in paths for p in group]))
+    page = (REPO / 'docs' / 'transfer_study.md').read_text()
+    assert f'<!-- transfer:begin -->\n{text}\n<!-- transfer:end -->' in page
+
+
+@pytest.mark.parametrize('name', [t for t in study.TASKS if t != 'textured'])
+def test_task_configs_agree_with_the_task_data(name):
+    task = study.TASKS[name]
+    for kind, domain in (('source_pretrain', 'source'),
+                         ('target_finetune', 'target'),
+                         ('source_start', 'source')):
+        cfg = _config(f'{name}_{kind}.py')
+        spec = task.data[domain]
+        assert tuple(cfg.classes) == tuple(spec['classes'])
+        assert set(spec['classes']) <= set(TEXTURED_CLASSES)
+        assert cfg.model.roi_head.bbox_head.num_classes == \
+            len(spec['classes'])
+        assert cfg.train_dataloader.dataset.data_root == \
+            spec['out_dir'] + '/'
+        assert cfg.val_evaluator.ann_file.startswith(spec['out_dir'])
+        assert spec['small'] is False
+    pretrain = _config(f'{name}_source_pretrain.py')
+    assert pretrain.train_cfg.max_iters == task.pretrain_iters
+    assert pretrain.param_scheduler[1]['milestones'] == [
+        int(0.75 * task.pretrain_iters)]
+    assert _config(f'{name}_source_start.py').load_from == \
+        study.width_options(1.0, 'work_dirs/screen38', name)[2][
+            len('load_from='):]
+    assert task.val_images >= 200
+
+
+@pytest.mark.parametrize('name', [t for t in study.TASKS if t != 'textured'])
+def test_the_finetune_is_mmdets_recipe_for_several_epochs(name):
+    cfg = _config(f'{name}_target_finetune.py')
+    assert cfg.model.backbone.frozen_stages == 1
+    assert cfg.model.backbone.norm_eval is True
+    assert cfg.optim_wrapper.optimizer == dict(
+        type='SGD', lr=0.02, momentum=0.9, weight_decay=1e-4)
+    [step] = cfg.param_scheduler
+    assert step['type'] == 'MultiStepLR' and step['gamma'] == 0.1
+    assert step['milestones'] == [int(0.75 * cfg.train_cfg.max_iters)]
+    images = study.TASKS[name].data['target']['num_train']
+    epochs = (cfg.train_cfg.max_iters *
+              cfg.train_dataloader.batch_size / images)
+    assert epochs >= 4
+    # the 'recipe' regime sets the same optimizer and step
+    again = _config(f'{name}_target_finetune.py',
+                    study.REGIMES['recipe'].options)
+    assert again.optim_wrapper.optimizer == cfg.optim_wrapper.optimizer
+    assert again.param_scheduler == dict(step, end=cfg.train_cfg.max_iters)
+    # --iterations moves the step with them
+    longer = _config(f'{name}_target_finetune.py', (
+        *study.REGIMES['recipe'].options, *study._step(400)))
+    assert longer.param_scheduler['milestones'] == [300]
+
+
+@pytest.mark.parametrize('start', list(study.STARTS))
+@pytest.mark.parametrize('name', [t for t in study.TASKS if t != 'textured'])
+def test_starts_train_on_the_source_frozen_at_a_constant_lr(name, start):
+    import torch
+    from mmengine.optim import build_optim_wrapper
+    cfg = _config(f'{name}_source_start.py', study.STARTS[start].options)
+    assert cfg.model.backbone.frozen_stages == 1
+    assert cfg.model.backbone.norm_eval is True
+    assert cfg.param_scheduler == []
+    wrapper = build_optim_wrapper(torch.nn.Linear(2, 2), cfg.optim_wrapper)
+    group = wrapper.optimizer.param_groups[0]
+    if start == 'collapsed':  # torch Adam: coupled L2
+        assert type(wrapper.optimizer).__name__ == 'Adam'
+        assert (group['lr'], group['weight_decay']) == (2e-3, 5e-3)
+    else:
+        assert type(wrapper.optimizer).__name__ == 'SGD'
+        assert (group['lr'], group['momentum'], group['weight_decay']) == \
+            (0.02, 0.9, 1e-4)
+
+
+@pytest.mark.parametrize('name', [t for t in study.TASKS if t != 'textured'])
+def test_task_half_width_is_the_1x_with_the_width_options(name):
+    half = _config(f'{name}_source_pretrain_w05.py').to_dict()
+    one = _config(f'{name}_source_pretrain.py',
+                  study.width_options(0.5, task=name)[:2]).to_dict()
+    assert half.pop('base_channels') == 16
+    one.pop('base_channels')
+    assert half == one
+
+
+@pytest.mark.parametrize('name', [t for t in study.TASKS if t != 'textured'])
+def test_task_norm_configs_differ_from_bn_only_in_norm_and_hooks(name):
+    bn = _config(Path(study.config(name, 'target_finetune')).name)
+    for norm in ('psBN', 'ReDo', 'psBN_b'):
+        path = study.config(name, 'target_finetune', norm=norm)
+        assert path.startswith(f'{study.CONFIGS}/{name}_target_finetune')
+        other = _config(Path(path).name)
+        other.model.backbone.norm_cfg.type = 'BN'
+        other.custom_hooks = bn.custom_hooks
+        other.custom_imports = bn.custom_imports
+        assert other.to_dict() == bn.to_dict()
+    assert study.config('textured', 'target_finetune', norm='psBN') == \
+        study.NORMS['psBN']
+    with pytest.raises(study.UserError, match='no source_pretrain config'):
+        study.config(name, 'source_pretrain', 2.0)
+
+
+def test_jobs_of_a_task_and_start_are_named_and_read_back():
+    jobs = study.grid([1, 0.5], ['recipe'], ['BN'], [0, 1], task='big10',
+                      starts=('healthy', 'collapsed'))
+    assert len(jobs) == 8 and len({j.name for j in jobs}) == 8
+    assert jobs[0].name == 'big10_healthy_w1_recipe_bn_seed0'
+    # issue 23's records (no task, no start) read back as before
+    old = study.Job(**_run('BN', 0, 0.3, 0)['job'])
+    assert old.name == 'w1_adam_l2_bn_seed0'
+    assert (old.task, old.start) == ('textured', '')
+
+
+def _start_run(start, seed, mAP, dead4, width=1.0):
+    run = _run('BN', seed, mAP, dead4, 'recipe', width)
+    run['job'].update(task='big10', start=start)
+    return run
+
+
+START_RUNS = [_start_run('healthy', 0, 0.50, 0),
+              _start_run('collapsed', 0, 0.44, 40),
+              _start_run('healthy', 1, 0.52, 0),
+              _start_run('collapsed', 1, 0.47, 45),
+              _start_run('healthy', 0, 0.40, 0, 0.5)]
+
+
+def test_start_tables_from_records(tmp_path):
+    table = study.start_table(START_RUNS).splitlines()
+    assert len(table) == 3  # 1x only: 0.5x has no collapsed start
+    assert '| big10 1x | recipe | BN | config | healthy − collapsed | 2 | '\
+        '+0.060, +0.050 | +0.055 [' in table[2]
+    cells = study.cell_table(START_RUNS)
+    assert '| big10 1x | SGD+m, lr 0.02, ×0.1 at 75% (mmdet recipe), from '\
+        'the healthy checkpoint | BN | config | 2 | 0.510 ± 0.014 |' in cells
+    stages = {s: dict(pre_relu_channels=100, dead=40 if s == 'layer4' else 0,
+                      frozen=s in ('stem', 'layer1')) for s in STAGES}
+    record = dict(machine='test', argv=['--task', 'big10'],
+                  wall_seconds=60.0, task='big10', runs=START_RUNS,
+                  starts=[dict(task='big10', start='collapsed', width=1.0,
+                               stages=stages, seconds=60.0,
+                               source_bbox_mAP=0.5)])
+    path = tmp_path / 'r.json'
+    path.write_text(json.dumps(record))
+    out = tmp_path / 'page.md'
+    assert study.main(['--from-json', str(path), '--out', str(out)]) == 0
+    page = out.read_text()
+    assert '| big10 1x | collapsed checkpoint (Adam + coupled L2) | 13.3 | '\
+        '0/100, 0/100, 40/100 | 0.500 | 1.0 |' in page
+    assert 'healthy − collapsed' in page
+    assert 'psBN − BN' not in page  # no norm pairs: no empty table
+
+
+def test_task_options_are_checked():
+    args = study.parse_args(['--task', 'big10'])
+    assert args.val_images == study.TASKS['big10'].val_images
+    with pytest.raises(study.UserError, match='--val-images'):
+        study.parse_args(['--task', 'big10', '--val-images', '301'])
+    with pytest.raises(study.UserError, match='--starts'):
+        study.parse_args(['--starts', 'healthy'])  # textured has none
+    assert study.parse_args([]).val_images == 500

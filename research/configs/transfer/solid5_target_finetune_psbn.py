@@ -1,0 +1,6 @@
+# The solid5 target finetune with psBN: only the norm type and the hook differ.
+_base_ = './solid5_target_finetune.py'
+model = dict(backbone=dict(norm_cfg=dict(type='psBN')))
+custom_hooks = [
+    dict(type='PostShiftHook', interval=10, window={{_base_.window}})
+]
