@@ -270,8 +270,8 @@ class PostShiftController:
         (|γ| < ``gamma_threshold``) or an all-zero filter, whose constant
         input the dead criterion does not judge."""
         rule = self.revival_of(name)
-        if rule not in REINIT_SCALES:
-            return plan(rule, dead, dead, False)
+        if rule not in REINIT_SCALES:  # the shift: nothing is unfit
+            return plan(rule, dead, torch.zeros_like(dead), False)
         bn, unit = self.bns[name], self.units[name]
         collapsed = (collapsed_gamma(bn.weight, self.gamma_threshold)
                      | (unit.conv.weight.detach().flatten(1).abs().amax(1)
