@@ -1,18 +1,5 @@
-# The starts of issue 38 (research.transfer_study STARTS): the big10_long
-# source-pretrained detector trained `max_iters` more BN iterations on the
-# SOURCE domain with stem and layer1 frozen and norm_eval=True, at a constant
-# lr.  The optimizer here is the healthy start's (SGD + momentum 0.9, lr
-# 0.02, wd 1e-4); the collapsed start swaps in Adam lr 2e-3 with coupled L2
-# 5e-3 (torch Adam's weight_decay), as research/finetune_study.py's STARTS
-# do for the demo.
-_base_ = './big10_long_source_pretrain.py'
+# The starts of issue 38 (research.transfer_study STARTS) for big10_long:
+# big10's (big10_source_start.py), from big10_long's 3000-iteration
+# source pretrain.
+_base_ = './big10_source_start.py'
 load_from = 'work_dirs/screen38/big10_long_source_pretrain/iter_3000.pth'
-max_iters = 100
-
-model = dict(backbone=dict(frozen_stages=1, norm_eval=True))
-optim_wrapper = dict(
-    optimizer=dict(_delete_=True, type='SGD', lr=0.02, momentum=0.9,
-                   weight_decay=1e-4))
-train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
-param_scheduler = []  # constant lr
-default_hooks = dict(checkpoint=dict(interval=max_iters))
