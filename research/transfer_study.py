@@ -128,10 +128,18 @@ NORMS = {'BN': f'{CONFIGS}/textured_target_finetune.py',
          'ReDo': f'{CONFIGS}/textured_target_finetune_redo.py',
          # psBN + the classification study's revival rule (b)
          'psBN_b': f'{CONFIGS}/textured_target_finetune_psbn_b.py'}
+#: issue 38: psBN with a named revival rule (``psBN`` is the product's
+#: default of the day, these name theirs), the psBN config with
+#: ``norm_cfg.revival`` set
+REVIVALS = {'psBN_shift': 'shift', 'psBN_reinit_init': 'reinit_init',
+            'psBN_auto': 'auto'}
+NORMS.update({norm: NORMS['psBN'] for norm in REVIVALS})
 NUM_IMAGES = 64  # val images of the dead-channel count
 PAIRS = (('psBN', 'BN'), ('ReDo', 'BN'), ('psBN', 'ReDo'))
 #: the rule's pairs, in the tables where it ran (not in the demo's evidence)
-RULE_PAIRS = (('psBN_b', 'BN'), ('psBN_b', 'psBN'))
+RULE_PAIRS = (('psBN_b', 'BN'), ('psBN_b', 'psBN'),
+              *((norm, 'BN') for norm in REVIVALS),
+              *((norm, 'ReDo') for norm in REVIVALS))
 
 
 @dataclass(frozen=True)
@@ -364,6 +372,8 @@ def finetune(job: Job, checkpoint: str, ann_file: str,
     options = [*width_options(job.width)[:2], f'load_from={checkpoint}',
                f'randomness.seed={job.seed}', *val_options(ann_file),
                *REGIMES[job.regime].options]
+    if job.norm in REVIVALS:
+        options.append(f'model.backbone.norm_cfg.revival={REVIVALS[job.norm]}')
     if job.iterations is not None:
         options += [f'train_cfg.max_iters={job.iterations}',
                     f'train_cfg.val_interval={job.iterations}',
