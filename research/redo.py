@@ -23,7 +23,7 @@ shortcut and are left alone.
 
 A research baseline, not a product feature: the studies run it side by side
 with psBN (``research.collapse_study`` variant ``redo``,
-``research.finetune_study`` norm ``ReDo``).
+``research.detection_study`` norm ``ReDo``).
 """
 from __future__ import annotations
 

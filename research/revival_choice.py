@@ -1,14 +1,14 @@
 """Issue 38's declared choice of psBN's default revival, across all cells.
 
     python -m research.revival_choice docs/capacity_runs/check38_*.json \
-        [--detection docs/demo_finetune_runs/check38_*.json] \
+        [--detection docs/transfer_runs/d38_*.json] \
         [--out docs/revival_default.md]
 
 A cell is a set of paired runs (seeds) of BN, psBN's rules and ReDo, in the
 cell's own unit: test accuracy in points (classification,
 ``research.capacity_study`` records, cells of
 :data:`research.capacity_study.inherited.CELLS`) or bbox mAP (detection,
-``research.finetune_study`` records).  In every cell, for every psBN rule
+``research.detection_study`` records of either family).  In every cell, for every psBN rule
 (docs/revival_default.md, declared before the runs):
 
 * (a) rule − BN: lower end of the 95% t interval ≥ the cell's floor
@@ -45,7 +45,17 @@ CLASSIFICATION = {'bn': 'BN', 'ps_keep': 'shift', 'ps_reinit': 'reinit',
 DETECTION = {'BN': 'BN', 'psBN revival=shift': 'shift',
              'psBN revival=reinit': 'reinit',
              'psBN revival=reinit_init': 'reinit_init',
-             'psBN revival=auto': 'auto', 'ReDo': 'ReDo'}
+             'psBN revival=auto': 'auto', 'ReDo': 'ReDo',
+             # the transfer cells' names (research.detection_study.transfer
+             # REVIVALS); 'healthy': the healthy start's BN runs of a
+             # collapsed-start cell (what collapse costs)
+             'psBN_shift': 'shift', 'psBN_reinit_init': 'reinit_init',
+             'psBN_auto': 'auto', 'healthy': 'healthy'}
+#: the declared detection cells (docs/revival_default.md): (task, start,
+#: regime) -> name
+NAMED = {('solid5', 'healthy', 'recipe'): 'D0',
+         ('solid5', 'collapsed', 'recipe'): 'D1',
+         ('solid5', 'healthy', 'adam_l2'): 'D2'}
 #: condition (a)'s floor per unit
 FLOORS = {'points': -0.25, 'mAP': -0.002}
 
@@ -87,11 +97,24 @@ def classification_cells(runs: list[dict]) -> list[Cell]:
 
 
 def detection_cells(runs: list[dict]) -> list[Cell]:
-    """One cell per (detector, start and regime) of finetune-study
-    records."""
-    from research.finetune_study import by_seed
-    return _cells({f'{d} {r}': norms for (d, r), norms in
-                   by_seed(runs).items()}, 'mAP', DETECTION, 'bbox_mAP')
+    """One cell per (detector, start and regime) of the demo family's
+    records and per (task, width, start, regime) of the transfer family's;
+    a collapsed-start cell holds the healthy start's BN runs as
+    'healthy'."""
+    from research.detection_study import demo, transfer
+    demo_runs = [r for r in runs if 'width' not in r['job']]
+    groups = {f'{d} {r}': norms for (d, r), norms in
+              demo.by_seed(demo_runs).items()}
+    cells = transfer.by_seed([r for r in runs if 'width' in r['job']])
+    for (width, regime, iterations, task, start), norms in cells.items():
+        healthy = cells.get((width, regime, iterations, task, 'healthy'), {})
+        if start == 'collapsed' and 'BN' in healthy:
+            norms = dict(norms, healthy=healthy['BN'])
+        name = NAMED.get((task, start, regime), f'{task} {width:g}x '
+                         f'{start or "pretrained"} {regime}')
+        groups[name if iterations is None else f'{name} {iterations} it'] = \
+            norms
+    return _cells(groups, 'mAP', DETECTION, 'bbox_mAP')
 
 
 def conditions(cells: list[Cell]) -> dict[str, list[tuple]]:
@@ -139,13 +162,39 @@ def choose(cells: list[Cell]) -> tuple[str, dict[str, tuple[int, float]]]:
                                         -smallest[rule])), score
 
 
+def goal(cells: list[Cell], rule: str) -> str:
+    """Issue 38's detection goal for ``rule`` in every cell with a healthy
+    control: where collapse costs (healthy − BN interval above 0), rule −
+    BN above 0 and rule − ReDo upper end ≥ 0; '' without such a cell."""
+    lines = ['| cell | healthy − BN (what collapse costs) | costs? | '
+             f'{rule} − BN | above 0? | {rule} − ReDo | upper ≥ 0? |',
+             '|---|---|---|---|---|---|---|']
+    for cell in cells:
+        cost = cell.diffs('healthy', 'BN')
+        if len(cost) < 2:
+            continue
+        costs = t_interval(cost)[1] > 0
+        row = [cell.name, interval(cost), 'yes' if costs else 'no']
+        for other, test in (('BN', lambda i: i[1] > 0),
+                            ('ReDo', lambda i: i[2] >= 0)):
+            diffs = cell.diffs(rule, other)
+            if len(diffs) < 2:
+                row += ['–', '–']
+                continue
+            met = test(t_interval(diffs))
+            row += [interval(diffs), ('yes' if met else '**no**')
+                    if costs else '(not asked)']
+        lines.append('| ' + ' | '.join(row) + ' |')
+    return '\n'.join(lines) if len(lines) > 2 else ''
+
+
 def tables(cells: list[Cell]) -> str:
     methods = ['| cell | method | seeds | mean ± sd |', '|---|---|---|---|']
     paired = ['| cell | difference | seeds | mean [95% t interval] |',
               '|---|---|---|---|']
     for cell in cells:
         digits = 2 if cell.unit == 'points' else 3
-        for method in ('BN', *RULES, 'ReDo'):
+        for method in ('healthy', 'BN', *RULES, 'ReDo'):
             values = list(cell.values.get(method, {}).values())
             if values:
                 sd = statistics.stdev(values) if len(values) > 1 else 0.0
@@ -168,6 +217,7 @@ def tables(cells: list[Cell]) -> str:
                  f'{"yes" if ok else "**no**"} | {margin:+.2f} |'
                  for cell, text, ok, margin in rows]
     chosen, score = choose(cells)
+    detection_goal = goal(cells, chosen)
     verdict = [f'- `{rule}`: {failed} condition(s) failed, worst shortfall '
                f'{worst:.2f} half-widths' for rule, (failed, worst)
                in score.items()]
@@ -177,7 +227,9 @@ def tables(cells: list[Cell]) -> str:
     return '\n\n'.join(['### Methods', '\n'.join(methods),
                         '### Paired differences', '\n'.join(paired),
                         '### Conditions', '\n'.join(goal),
-                        '### Choice', '\n'.join(verdict)])
+                        '### Choice', '\n'.join(verdict),
+                        *(['### Goal where collapse costs mAP',
+                           detection_goal] if detection_goal else [])])
 
 
 def main(argv=None) -> int:
@@ -186,7 +238,7 @@ def main(argv=None) -> int:
     parser.add_argument('records', nargs='+',
                         help='research.capacity_study JSON records')
     parser.add_argument('--detection', nargs='+', default=[],
-                        help='research.finetune_study JSON records')
+                        help='research.detection_study JSON records')
     parser.add_argument('--out', help='markdown page (its choice38 markers)')
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     runs = [r for rec in read_records(args.records) for r in rec['runs']]

@@ -4,8 +4,8 @@
 # detector after 100 iterations of faster_rcnn_r18_demo_bn_finetune.py (Adam
 # with coupled L2): about 40% of its trained stages' pre-ReLU channels are
 # dead when this finetune starts (the inherited collapse of issue 29).
-# research.finetune_study's cell `--starts collapsed --regimes sgd` is this
-# finetune (tests/research/test_finetune_study.py checks they agree).
+# research.detection_study.demo's cell `--starts collapsed --regimes sgd` is this
+# finetune (tests/research/test_detection_study_demo.py checks they agree).
 _base_ = './faster_rcnn_r18_demo_bn_finetune.py'
 load_from = 'work_dirs/faster_rcnn_r18_demo_bn_finetune/iter_100.pth'
 optim_wrapper = dict(

@@ -1,5 +1,5 @@
 # The demo's BN finetune with ReDo (research/redo.py), the peer psBN is
-# compared with in research.finetune_study: every 20 iterations, units dead on
+# compared with in research.detection_study.demo: every 20 iterations, units dead on
 # the batch are recycled (filter re-initialized, outgoing weights zeroed,
 # optimizer moments reset).  Run from the repository root.
 _base_ = '../../configs/demo/faster_rcnn_r18_demo_bn_finetune.py'

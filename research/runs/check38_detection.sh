@@ -8,7 +8,7 @@ export OMP_NUM_THREADS=1
 PY=${PYTHON:-.venv/bin/python}
 NORMS="BN psBN_shift psBN_reinit_init psBN_auto ReDo"
 run() {  # cell name, start, regime
-    $PY -m research.transfer_study --task solid5 --work-dirs work_dirs/screen38 \
+    $PY -m research.detection_study.transfer --task solid5 --work-dirs work_dirs/screen38 \
         --starts "$2" --regimes "$3" --norms $NORMS \
         --seeds 0 1 2 3 4 5 6 7 --processes 2 --reuse \
         --json "docs/transfer_runs/d38_$1.json"

@@ -54,3 +54,42 @@ def test_rules_that_all_meet_every_condition_keep_the_current_default():
     chosen, score = choose([cell])
     assert all(failed == 0 for failed, _ in score.values())
     assert chosen == DEFAULT_REVIVAL
+
+
+def _transfer_run(norm, start, seed, mAP, regime='recipe'):
+    stages = {s: dict(pre_relu_channels=10, dead=0, frozen=False)
+              for s in ('stem', 'layer1', 'layer2', 'layer3', 'layer4')}
+    return dict(job=dict(width=1.0, regime=regime, norm=norm, seed=seed,
+                         iterations=None, task='solid5', start=start),
+                seconds=90.0, bbox_mAP=mAP, bbox_mAP_50=mAP + 0.1,
+                stages=stages)
+
+
+def test_transfer_records_make_the_declared_cells_with_their_healthy_control():
+    """D0/D1/D2 from research.detection_study transfer records; D1 holds
+    the healthy start's BN runs as 'healthy'; the goal table asks the
+    chosen rule to gain over BN only where collapse costs."""
+    from research.revival_choice import detection_cells, goal
+    noise = [n / 100 for n in NOISE]
+    means = {('healthy', 'recipe'): dict(BN=0.62, psBN_shift=0.62,
+                                         psBN_reinit_init=0.62, ReDo=0.62),
+             ('collapsed', 'recipe'): dict(BN=0.22, psBN_shift=0.22,
+                                           psBN_reinit_init=0.26,
+                                           ReDo=0.25, psBN=0.9),
+             ('healthy', 'adam_l2'): dict(BN=0.5, psBN_reinit_init=0.5)}
+    runs = [_transfer_run(norm, start, seed, mean + n + 0.001 * (
+        norm == 'BN' and seed == 0), regime)
+        for (start, regime), norms in means.items()
+        for norm, mean in norms.items() for seed, n in enumerate(noise)]
+    cells = {cell.name: cell for cell in detection_cells(runs)}
+    assert set(cells) == {'D0', 'D1', 'D2'}
+    d1 = cells['D1']
+    assert sorted(d1.values) == ['BN', 'ReDo', 'healthy', 'reinit_init',
+                                 'shift']  # 'psBN' (the day's default) left out
+    assert d1.values['healthy'] == cells['D0'].values['BN']
+    assert d1.best() == 'reinit_init' and 'healthy' not in cells['D0'].values
+    table = goal(list(cells.values()), 'reinit_init').splitlines()
+    assert len(table) == 3  # D1 only has a healthy control
+    assert table[2].startswith('| D1 | +0.400 [') and '| yes |' in table[2]
+    assert table[2].endswith('| yes |')  # reinit_init − ReDo +0.01 ≥ 0
+    assert '**no**' in goal(list(cells.values()), 'shift')

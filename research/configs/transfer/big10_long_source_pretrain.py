@@ -1,10 +1,10 @@
-# Issue 38's candidate task `big10_long` (research.transfer_study --task
+# Issue 38's candidate task `big10_long` (research.detection_study.transfer --task
 # big10_long), source side: big10's data (the 5 shapes solid or striped, no
 # small objects), pretrained 3x longer (big10's 1000 iterations left the
 # detector at 0.28 source bbox mAP, its finetune at 0.18 on the target). The
 # demo's Faster R-CNN (ResNet-18 at base width 32, the "1x" here) trained from
 # random init with BN and SGD on the source domain for 3000 iterations. Data:
-# research.transfer_study makes it (TASKS['big10_long'].data).
+# research.detection_study.transfer makes it (TASKS['big10_long'].data).
 _base_ = './big10_source_pretrain.py'
 
 max_iters = 3000

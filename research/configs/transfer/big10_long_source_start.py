@@ -1,4 +1,4 @@
-# The starts of issue 38 (research.transfer_study STARTS) for big10_long:
+# The starts of issue 38 (research.detection_study.transfer STARTS) for big10_long:
 # big10's (big10_source_start.py), from big10_long's 3000-iteration
 # source pretrain.
 _base_ = './big10_source_start.py'

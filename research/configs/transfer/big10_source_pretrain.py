@@ -1,16 +1,16 @@
-# Issue 38's candidate task `big10` (research.transfer_study --task big10),
+# Issue 38's candidate task `big10` (research.detection_study.transfer --task big10),
 # source side: the textured task made easier, 10 classes (the 5 shapes, solid
 # or striped) and no small objects (psbn_mmdet.demo.shapes, small=False),
 # source -> target shift kept, 160x120.  The demo's Faster R-CNN (ResNet-18
 # at base width 32, the "1x" here) trained from random init with BN and SGD
 # on the source domain, as textured_source_pretrain.py.
-# Data: research.transfer_study makes it (make_demo_data(task='textured',
+# Data: research.detection_study.transfer makes it (make_demo_data(task='textured',
 #     domain='source', classes=<these>, small=False, num_train=1500,
 #     num_val=200, image_size=(160, 120)) into data/big10/source).
 _base_ = './textured_source_pretrain.py'
 
 data_root = 'data/big10/source/'
-# research.transfer_study.TASKS['big10'].classes (a test checks they agree)
+# research.detection_study.transfer.TASKS['big10'].classes (a test checks they agree)
 classes = tuple(f'{texture}_{shape}'
                 for shape in ('circle', 'square', 'triangle', 'star', 'cross')
                 for texture in ('solid', 'stripes'))

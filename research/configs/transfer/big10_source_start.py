@@ -1,9 +1,9 @@
-# The starts of issue 38 (research.transfer_study STARTS): the big10
+# The starts of issue 38 (research.detection_study.transfer STARTS): the big10
 # source-pretrained detector trained `max_iters` more BN iterations on the
 # SOURCE domain with stem and layer1 frozen and norm_eval=True, at a constant
 # lr.  The optimizer here is the healthy start's (SGD + momentum 0.9, lr
 # 0.02, wd 1e-4); the collapsed start swaps in Adam lr 2e-3 with coupled L2
-# 5e-3 (torch Adam's weight_decay), as research/finetune_study.py's STARTS
+# 5e-3 (torch Adam's weight_decay), as research/detection_study/demo.py's STARTS
 # do for the demo.
 _base_ = './big10_source_pretrain.py'
 load_from = 'work_dirs/screen38/big10_source_pretrain/iter_1000.pth'

@@ -1,13 +1,13 @@
-# Issue 38's candidate task `solid5` (research.transfer_study --task solid5),
+# Issue 38's candidate task `solid5` (research.detection_study.transfer --task solid5),
 # source side: the 5 shapes, solid (in random colours): 5 classes, no small
 # objects, source -> target shift kept, 160x120. The demo's Faster R-CNN
 # (ResNet-18 at base width 32, the "1x" here) trained from random init with BN
 # and SGD on the source domain for 2000 iterations. Data:
-# research.transfer_study makes it (TASKS['solid5'].data).
+# research.detection_study.transfer makes it (TASKS['solid5'].data).
 _base_ = './big10_source_pretrain.py'
 
 data_root = 'data/solid5/source/'
-# research.transfer_study.TASKS['solid5'] (a test checks they agree)
+# research.detection_study.transfer.TASKS['solid5'] (a test checks they agree)
 classes = tuple(f'solid_{shape}'
                 for shape in ('circle', 'square', 'triangle', 'star', 'cross'))
 metainfo = dict(classes=classes)

@@ -5,7 +5,7 @@
 # clutter, small and touching objects) at 160x120.
 # Data: python tools/make_demo_data.py --task textured --domain source \
 #     --image-size 160 120 --num-train 2000 --num-val 500 --out-dir data/textured/source
-# Run from the repository root (research.transfer_study runs it).
+# Run from the repository root (research.detection_study.transfer runs it).
 _base_ = '../../../configs/demo/faster_rcnn_r18_demo_bn_pretrain.py'
 
 data_root = 'data/textured/source/'

@@ -4,7 +4,7 @@
 # tint, textured backgrounds, more clutter and noise) as mmdet finetunes:
 # stem and layer1 frozen, BN statistics frozen (norm_eval=True).  The
 # optimizer here is the no-collapse control (SGD + momentum, lr 0.01, wd
-# 1e-4, constant); research.transfer_study swaps in the collapse regimes.
+# 1e-4, constant); research.detection_study.transfer swaps in the collapse regimes.
 # Data: python tools/make_demo_data.py --task textured --domain target \
 #     --image-size 160 120 --num-train 400 --num-val 1000 --out-dir data/textured/target
 _base_ = './textured_source_pretrain.py'

@@ -1,6 +1,6 @@
-"""Detection finetune benchmark: BN vs psBN on the demo detector.
+"""The detection study's demo cells: BN vs psBN on the demo detector.
 
-    python -m research.finetune_study [--quick] [--seeds 0 1 2]
+    python -m research.detection_study demo [--quick] [--seeds 0 1 2]
         [--regimes sgd sgd_high adam_l2] [--iterations 100] [--processes 2]
         [--starts pretrained collapsed healthy] [--json RUNS.json]
         [--out docs/demo_finetune.md] [--figures docs/figures]
@@ -33,32 +33,30 @@ from records only (``--from-json`` re-renders without training), into the
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shlex
 import statistics
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from psbn_mmdet.cli import run_tool
 from psbn_mmdet.core import STAGES
-from psbn_mmdet.demo import compare as demo
 from psbn_mmdet.demo.data import make_demo_data
-from psbn_mmdet.io import safe_load
 from psbn_mmdet.utils import UserError
 
-from .benchmark import machine
-from .markdown import write_generated
-from .processes import in_pool, train_process
-from .records import read_records
-from .stats import interval, t_interval
-from .stats import paired as differences
+from ..benchmark import machine
+from ..markdown import write_generated
+from ..processes import train_process
+from ..records import read_records
+from ..stats import interval, t_interval
+from ..stats import paired as differences
+from .harness import (NUM_IMAGES, Regime, add_run_arguments,
+                      check_run_arguments, dead_pct, iteration_options,
+                      mean_sd, optimizer_options, rank, read_run, run_jobs,
+                      trained_checkpoint, trained_stages, write_record)
 
-PROG = 'finetune_study'
-REPO = Path(__file__).resolve().parents[1]  # research runs from the checkout
+PROG = 'detection_study demo'
 PRETRAIN = 'configs/demo/faster_rcnn_r18_demo_bn_pretrain.py'
 # the demo's psBN finetune, plus the re-shift counter (research/reshifts.py)
 PSBN_FINETUNE = 'research/configs/faster_rcnn_r18_demo_psbn_finetune_reshifts.py'
@@ -95,20 +93,11 @@ MASK_FINETUNE = {'BN': 'configs/demo/mask_rcnn_r18_demo_bn_finetune.py',
                  'psBN': 'configs/demo/mask_rcnn_r18_demo_psbn_finetune.py'}
 #: the norms a grid runs unless --norms says otherwise
 DEFAULT_NORMS = ('BN', 'psBN')
-NUM_IMAGES = 64  # val images for the end-of-run dead-channel criterion
-
-
-@dataclass(frozen=True)
-class Regime:
-    label: str
-    options: tuple[str, ...]  # --cfg-options over the finetune configs
 
 
 def _sgd(lr: float) -> tuple[str, ...]:
-    return ('optim_wrapper.optimizer.type=SGD',
-            f'optim_wrapper.optimizer.lr={lr}',
-            'optim_wrapper.optimizer.momentum=0.9',
-            'optim_wrapper.optimizer.weight_decay=0.0001')
+    return optimizer_options('SGD', replace=False, lr=lr, momentum=0.9,
+                             weight_decay=0.0001)
 
 
 REGIMES = {
@@ -170,17 +159,10 @@ def pretrained(work_dirs: Path, iterations: int | None = None,
     """The pretrained checkpoint: reused when finished, else trained."""
     name = Path(config).stem + (f'_{iterations}' if iterations else '')
     work_dir = work_dirs / name
-    options = ([] if iterations is None else [
-        f'train_cfg.max_iters={iterations}',
-        f'train_cfg.val_interval={iterations}',
-        f'default_hooks.checkpoint.interval={iterations}'])
-    try:
-        return str(demo.check_pretrained(REPO / config, work_dir)
-                   if iterations is None else demo.last_checkpoint(work_dir))
-    except UserError:
-        print(f'pretraining {config} into {work_dir}', flush=True)
-        train_process(config, work_dir, options, threads=torch_threads())
-        return str(demo.last_checkpoint(work_dir))
+    return trained_checkpoint(
+        config, work_dir, iteration_options(iterations), torch_threads(),
+        check_config=iterations is None,
+        message=f'pretraining {config} into {work_dir}')
 
 
 def torch_threads() -> int:
@@ -192,80 +174,55 @@ def start_checkpoint(start: str, pretrained_checkpoint: str,
     """The checkpoint of ``STARTS[start]``: reused when finished, else made
     from ``pretrained_checkpoint`` (one BN finetune, seed 0, 2 threads)."""
     job = Job(STARTS[start].regime, 'BN', 0, start=f'make_{start}')
-    try:
-        return str(demo.last_checkpoint(work_dirs / job.name))
-    except UserError:
-        print(f'making the {STARTS[start].label} ({job.name})', flush=True)
-        train(job, pretrained_checkpoint, work_dirs, torch_threads())
-        return str(demo.last_checkpoint(work_dirs / job.name))
+    config, options = finetune_options(job, pretrained_checkpoint)
+    return trained_checkpoint(
+        config, work_dirs / job.name, options, torch_threads(),
+        check_config=False,
+        message=f'making the {STARTS[start].label} ({job.name})')
 
 
-def train(job: Job, checkpoint: str, work_dirs: Path, threads: int) -> float:
-    """Finetune one job; returns the wall seconds."""
+def finetune_options(job: Job, checkpoint: str) -> tuple[str, list[str]]:
+    """A job's finetune config and its ``--cfg-options``."""
     config, norm_options = FINETUNE[job.norm]
     if job.detector == 'mask':
         config = MASK_FINETUNE[job.norm]
-    options = [f'load_from={checkpoint}', f'randomness.seed={job.seed}',
-               *norm_options, *REGIMES[job.regime].options]
-    if job.iterations is not None:
-        options += [f'train_cfg.max_iters={job.iterations}',
-                    f'train_cfg.val_interval={job.iterations}',
-                    f'default_hooks.checkpoint.interval={job.iterations}']
-    return train_process(config, work_dirs / job.name, options, threads)
+    return config, [f'load_from={checkpoint}', f'randomness.seed={job.seed}',
+                    *norm_options, *REGIMES[job.regime].options,
+                    *iteration_options(job.iterations)]
 
 
 def measure(job: Job, work_dirs: Path, seconds: float) -> dict:
     """The record of a finished job (read back from its work dir)."""
-    loaded = demo.load_run(job.name, work_dirs / job.name)
-    numbers = demo.summary(demo.measure([loaded], NUM_IMAGES))[job.name]
-    checkpoint = safe_load(loaded.checkpoint)
-    state = checkpoint.get('reshifts') or {}  # research/reshifts.py
-    redo = checkpoint.get('redo') or {}
+    run = read_run(job.name, work_dirs / job.name)
+    state, redo = run['reshifts'], run['redo']
     return dict(
-        job=asdict(job), seconds=seconds,
-        checkpoint=os.path.relpath(loaded.checkpoint),  # of the workspace
-        bbox_mAP=numbers['bbox_mAP'], bbox_mAP_50=numbers['bbox_mAP_50'],
-        segm_mAP=loaded.metrics.get('coco/segm_mAP'),
-        stages=numbers['stages'],
-        dead_series=loaded.series['dead'],
+        job=asdict(job), seconds=seconds, checkpoint=run['checkpoint'],
+        bbox_mAP=run['bbox_mAP'], bbox_mAP_50=run['bbox_mAP_50'],
+        segm_mAP=run['metrics'].get('coco/segm_mAP'),
+        stages=run['stages'], dead_series=run['dead_series'],
         recollapses=state.get('recollapses', 0),
         recollapses_next_window=state.get(
             'recollapses_next_window', redo.get('again_next_period')),
         steps_to_recollapse_sum=state.get('steps_to_recollapse_sum', 0),
-        recycled=redo.get('recycled'))
+        recycled=run['recycled'])
 
 
 def run_all(jobs: list[Job], checkpoints: dict[str, str], work_dirs: Path,
-            processes: int) -> list[dict]:
+            processes: int, saved=None) -> list[dict]:
     """Train the jobs ``processes`` at a time (torch threads split between
-    them), each from ``checkpoints[job.start]``, then measure each in this
-    process; records in job order."""
+    them), each from ``checkpoints[job.start]``, measuring each as it
+    finishes; records in job order."""
     threads = max(1, torch_threads() // processes)
-    seconds = in_pool(
-        jobs, lambda job: train(job, checkpoints[job.start], work_dirs,
-                                threads),
-        processes, lambda count, job, s: print(
-            f'[{count}/{len(jobs)}] trained {job.name} in {s / 60:.1f} min',
-            flush=True))
-    return [measure(job, work_dirs, s) for job, s in zip(jobs, seconds)]
+
+    def train(job: Job) -> float:
+        config, options = finetune_options(job, checkpoints[job.start])
+        return train_process(config, work_dirs / job.name, options, threads)
+
+    return run_jobs(jobs, train, lambda job, seconds: measure(
+        job, work_dirs, seconds), processes, saved)
 
 
 # ---------------------------------------------------------------- rendering
-def _mean_std(values, digits: int = 1) -> str:
-    values = [v for v in values if v is not None]
-    if not values:
-        return '–'
-    mean = statistics.fmean(values)
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f'{mean:.{digits}f} ± {std:.{digits}f}'
-
-
-def _pct(record: dict, stages) -> float:
-    dead = sum(record['stages'][s]['dead'] for s in stages)
-    total = sum(record['stages'][s]['pre_relu_channels'] for s in stages)
-    return 100.0 * dead / total if total else 0.0
-
-
 def cells(records: list[dict]) -> dict[tuple[str, str], list[dict]]:
     grouped: dict[tuple[str, str], list[dict]] = {}
     for record in records:
@@ -277,9 +234,7 @@ def cells(records: list[dict]) -> dict[tuple[str, str], list[dict]]:
                          for regime in REGIMES)]
     return dict(sorted(grouped.items(), key=lambda item: (
         item[0][0] != 'faster',
-        order.index(item[0][1]) if item[0][1] in order else len(order),
-        list(FINETUNE).index(item[0][2]) if item[0][2] in FINETUNE
-        else len(FINETUNE))))
+        rank(order, item[0][1]), rank(FINETUNE, item[0][2]))))
 
 
 def _start_regime(job: dict) -> str:
@@ -340,7 +295,7 @@ def paired_table(runs: list[dict]) -> str:
             mAP = differences(norms, a, b, lambda r: r['bbox_mAP'])
             if len(mAP) < 2:
                 continue
-            dead = differences(norms, a, b, lambda r: _pct(r, _trained([r])))
+            dead = differences(norms, a, b, dead_pct)
             lines.append(f'| {_label(detector, regime)} | {a} − {b} | '
                          f'{len(mAP)} | {interval(mAP)} | '
                          f'{interval(dead, 1)} |')
@@ -369,13 +324,8 @@ def evidence(runs: list[dict], regime: str, source: str) -> dict:
                 metric='bbox mAP', seeds=min(seeds), differences=rows)
 
 
-def _trained(records: list[dict]) -> list[str]:
-    return [s for s in STAGES if not any(
-        r['stages'][s]['frozen'] for r in records)]
-
-
 def table(records: list[dict]) -> str:
-    trained = _trained(records)
+    trained = trained_stages(records)
     segm = any(r.get('segm_mAP') is not None for r in records)
     header = ['regime', 'norm', 'seeds', 'bbox mAP', 'mAP@50',
               *(['segm mAP'] if segm else []),
@@ -391,20 +341,20 @@ def table(records: list[dict]) -> str:
         alive = sum(sum(r['stages'][s]['shifted_alive'] for s in STAGES)
                     for r in runs)
         next_window = [r.get('recollapses_next_window') for r in runs]
-        reshifts = _mean_std([r['recollapses'] for r in runs], 0) + (
-            f' ({_mean_std(next_window, 0)})'
+        reshifts = mean_sd([r['recollapses'] for r in runs], 0) + (
+            f' ({mean_sd(next_window, 0)})'
             if None not in next_window else '')
         cells_ = [
             _label(detector, regime), norm, str(len(runs)),
-            _mean_std([r['bbox_mAP'] for r in runs], 3),
-            _mean_std([r['bbox_mAP_50'] for r in runs], 3),
-            *([_mean_std([r.get('segm_mAP') for r in runs], 3)]
+            mean_sd([r['bbox_mAP'] for r in runs], 3),
+            mean_sd([r['bbox_mAP_50'] for r in runs], 3),
+            *([mean_sd([r.get('segm_mAP') for r in runs], 3)]
               if segm else []),
-            *[_mean_std([_pct(r, [s]) for r in runs]) for s in trained],
-            _mean_std([_pct(r, trained) for r in runs]),
-            _mean_std([sum(r['stages'][s]['shifts'] for s in STAGES)
+            *[mean_sd([dead_pct(r, [s]) for r in runs], 1) for s in trained],
+            mean_sd([dead_pct(r, trained) for r in runs], 1),
+            mean_sd([sum(r['stages'][s]['shifts'] for s in STAGES)
                        for r in runs], 0) if psbn else (
-                _mean_std([r['recycled'] for r in runs], 0) + ' recycled'
+                mean_sd([r['recycled'] for r in runs], 0) + ' recycled'
                 if runs[0].get('recycled') is not None else '–'),
             reshifts if psbn else '–',
             (f'{alive}/{shifted} ({100 * alive / shifted:.0f}%)'
@@ -466,7 +416,7 @@ def _provenance(record: dict) -> str:
     detector = runs[0]['job'].get('detector', 'faster')
     pretrain = PRETRAIN if detector == 'faster' else MASK_PRETRAIN
     return (
-        f'`python -m research.finetune_study '
+        f'`python -m research.detection_study demo '
         f'{shlex.join(record["argv"])}` ({len(runs)} runs, '
         f'{record["wall_seconds"] / 60:.1f} min wall time with '
         f'{record["processes"]} runs at a time; 1-min load average '
@@ -517,7 +467,6 @@ def parse_args(argv=None) -> argparse.Namespace:
                         'iterations, from a 100-iteration pretrain')
     parser.add_argument('--regimes', nargs='+', choices=list(REGIMES),
                         default=list(REGIMES))
-    parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
     parser.add_argument('--norms', nargs='+', choices=list(FINETUNE),
                         default=list(DEFAULT_NORMS),
                         help='norms / recovery rules of every cell (default: '
@@ -525,18 +474,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--iterations', type=int, default=100,
                         help='finetune iterations (default: %(default)s; '
                         'the demo\'s configs train 200)')
-    parser.add_argument('--processes', type=int, default=2,
-                        help='runs at a time (threads are split)')
-    parser.add_argument('--workspace', default=str(REPO),
-                        help='where data/demo is (made when missing) and '
-                        'the runs go (default: the checkout)')
-    parser.add_argument('--work-dirs', default='work_dirs/finetune_study',
-                        help='relative to --workspace')
     parser.add_argument('--pretrained', metavar='CHECKPOINT',
                         help='start every finetune from this checkpoint '
                         'instead of the pretrain config\'s finished run')
-    parser.add_argument('--json', help='write every run\'s record here')
-    parser.add_argument('--out', help='markdown page for the results')
     parser.add_argument('--figures', help='directory for the PNG')
     parser.add_argument('--detector', choices=('faster', 'mask'),
                         default='faster',
@@ -553,27 +493,15 @@ def parse_args(argv=None) -> argparse.Namespace:
                         default=['BN', 'psBN'],
                         help='norms of the cells from the healthy start '
                         '(default: %(default)s)')
-    parser.add_argument('--evidence', metavar='OUT.json',
-                        help='with --from-json: write the paired '
-                        'differences of --evidence-regime for the demo '
-                        '(psbn_mmdet.demo compare --evidence)')
     parser.add_argument('--evidence-regime', default='collapsed:sgd',
                         help='default: %(default)s')
-    parser.add_argument('--from-json', dest='from_json', nargs='+',
-                        help='render earlier --json records (merged), '
-                        'train nothing')
+    add_run_arguments(
+        parser, 'data/demo', 'work_dirs/finetune_study', 2,
+        'runs at a time (threads are split)', 'write the paired '
+        'differences of --evidence-regime for the demo (psbn_mmdet.demo '
+        'compare --evidence)')
     args = parser.parse_args(argv)
-    for name in ('json', 'out', 'figures', 'pretrained', 'evidence'):
-        if getattr(args, name):
-            setattr(args, name, str(Path(getattr(args, name)).absolute()))
-    if args.from_json:
-        args.from_json = [str(Path(p).absolute()) for p in args.from_json]
-    if args.evidence and not args.from_json:
-        raise UserError('--evidence renders committed records: give '
-                        '--from-json')
-    if args.processes < 1:
-        raise UserError(f'--processes must be at least 1, got '
-                        f'{args.processes}')
+    check_run_arguments(args, ('figures', 'pretrained'))
     return args
 
 
@@ -589,7 +517,7 @@ def _source(args, records: list[dict]) -> str:
         'records in ' + ' '.join(paths))
 
 
-def main(argv=None) -> int:
+def main(argv: list[str]) -> int:
     args = parse_args(argv)
     if args.from_json:
         records = read_records(args.from_json)
@@ -617,27 +545,30 @@ def main(argv=None) -> int:
             checkpoints[start] = start_checkpoint(start, checkpoint,
                                                   work_dirs)
         pretrain_seconds = time.perf_counter() - started
-        runs = run_all(jobs, checkpoints, work_dirs, args.processes)
-        record = dict(machine=machine(),
-                      argv=sys.argv[1:] if argv is None else list(argv),
-                      processes=args.processes,
-                      wall_seconds=time.perf_counter() - started,
-                      pretrain_seconds=pretrain_seconds,
-                      pretrained=os.path.relpath(checkpoint),
-                      starts={start: os.path.relpath(path) for start, path
-                              in checkpoints.items() if start},
-                      load=[load, os.getloadavg()[0]], runs=runs)
+
+        def record(runs: list[dict], complete: bool) -> dict:
+            return dict(machine=machine(), argv=list(argv),
+                        processes=args.processes,
+                        wall_seconds=time.perf_counter() - started,
+                        pretrain_seconds=pretrain_seconds,
+                        pretrained=os.path.relpath(checkpoint),
+                        starts={start: os.path.relpath(path) for start, path
+                                in checkpoints.items() if start},
+                        load=[load, os.getloadavg()[0]], runs=runs,
+                        **({} if complete else {'complete': False}))
+
+        runs = run_all(jobs, checkpoints, work_dirs, args.processes,
+                       saved=json_path and (lambda runs: write_record(
+                           json_path, record(runs, False))))
+        records = [record(runs, True)]
         if json_path:
-            json_path.parent.mkdir(parents=True, exist_ok=True)
-            json_path.write_text(json.dumps(record, indent=1) + '\n')
-        records = [record]
+            write_record(json_path, records[0])
     runs = [run for record in records for run in record['runs']]
     print(table(runs))
     print(paired_table(runs))
     if args.evidence:
-        Path(args.evidence).write_text(json.dumps(evidence(
-            runs, args.evidence_regime, _source(args, records)), indent=1)
-            + '\n')
+        write_record(args.evidence, evidence(
+            runs, args.evidence_regime, _source(args, records)))
     figure_path = None
     if args.figures:
         Path(args.figures).mkdir(parents=True, exist_ok=True)
@@ -650,6 +581,3 @@ def main(argv=None) -> int:
                         title='Detection finetune benchmark: BN vs psBN')
     return 0
 
-
-if __name__ == '__main__':
-    sys.exit(run_tool(PROG, main))

@@ -1,13 +1,17 @@
-"""Transfer finetune benchmark (issue 23): BN vs psBN vs ReDo where it counts.
+"""The detection study's transfer cells (issue 23, issue 38): BN vs psBN's
+rules vs ReDo on a source -> target transfer.
 
-    python -m research.transfer_study [--quick] [--widths 1] [--regimes control adam_l2]
-        [--norms BN psBN ReDo psBN_b] [--seeds 0 1 ...] [--iterations 200]
-        [--val-images 500] [--processes 2] [--reuse] [--pretrained-map]
-        [--json RUNS.json]
-    python -m research.transfer_study --noise [--widths 1] [--json NOISE.json]
-    python -m research.transfer_study --from-json RUNS.json ... [--out PAGE.md]
-    python -m research.transfer_study --task big10 --starts healthy collapsed
-        --regimes recipe --norms BN [--widths 1 0.5] [--seeds 0 1 2] ...
+    python -m research.detection_study transfer [--quick] [--widths 1]
+        [--regimes control adam_l2] [--norms BN psBN ReDo psBN_b]
+        [--seeds 0 1 ...] [--iterations 200] [--val-images 500]
+        [--processes 2] [--reuse] [--pretrained-map] [--json RUNS.json]
+    python -m research.detection_study transfer --noise [--widths 1]
+        [--json NOISE.json]
+    python -m research.detection_study transfer --from-json RUNS.json ...
+        [--out PAGE.md]
+    python -m research.detection_study transfer --task solid5
+        --starts healthy collapsed --regimes recipe
+        --norms BN psBN_shift psBN_reinit_init psBN_auto ReDo ...
 
 The demo's Faster R-CNN (ResNet-18, base width 16/32/64 for 0.5x/1x/2x) is
 pretrained from random init on the *source* domain of the demo data's
@@ -46,28 +50,29 @@ import json
 import os
 import shlex
 import statistics
-import sys
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from psbn_mmdet.cli import run_tool
 from psbn_mmdet.core import STAGES
 from psbn_mmdet.demo import compare as demo
 from psbn_mmdet.demo.data import make_demo_data
-from psbn_mmdet.io import safe_load
 from psbn_mmdet.utils import UserError
 
-from .benchmark import machine
-from .markdown import write_generated
-from .processes import in_pool, train_process
-from .records import read_records
-from .stats import interval, t_interval
-from .stats import paired as paired_differences
+from ..benchmark import machine
+from ..markdown import write_generated
+from ..processes import train_process
+from ..records import read_records
+from ..stats import interval, t_interval
+from ..stats import paired as paired_differences
+from .harness import (REPO, Regime, add_run_arguments,
+                      check_run_arguments, dead_pct, finished_seconds,
+                      iteration_options, mean_sd, optimizer_options, rank,
+                      read_run, run_jobs, step_options, trained_checkpoint,
+                      write_record)
 
-PROG = 'transfer_study'
-REPO = Path(__file__).resolve().parents[1]
+PROG = 'detection_study transfer'
 CONFIGS = 'research/configs/transfer'
 PRETRAIN = f'{CONFIGS}/textured_source_pretrain.py'
 #: the generated data: source (pretrain) and target (finetune) domains
@@ -134,34 +139,11 @@ NORMS = {'BN': f'{CONFIGS}/textured_target_finetune.py',
 REVIVALS = {'psBN_shift': 'shift', 'psBN_reinit_init': 'reinit_init',
             'psBN_auto': 'auto'}
 NORMS.update({norm: NORMS['psBN'] for norm in REVIVALS})
-NUM_IMAGES = 64  # val images of the dead-channel count
 PAIRS = (('psBN', 'BN'), ('ReDo', 'BN'), ('psBN', 'ReDo'))
 #: the rule's pairs, in the tables where it ran (not in the demo's evidence)
 RULE_PAIRS = (('psBN_b', 'BN'), ('psBN_b', 'psBN'),
               *((norm, 'BN') for norm in REVIVALS),
               *((norm, 'ReDo') for norm in REVIVALS))
-
-
-@dataclass(frozen=True)
-class Regime:
-    label: str
-    options: tuple[str, ...]  # --cfg-options over the finetune configs
-
-
-def _optimizer(kind: str, **values) -> tuple[str, ...]:
-    return ('optim_wrapper.optimizer._delete_=True',
-            f'optim_wrapper.optimizer.type={kind}',
-            *(f'optim_wrapper.optimizer.{k}={v}' for k, v in values.items()))
-
-
-def _step(iterations: int) -> tuple[str, ...]:
-    """lr x0.1 at 75% of ``iterations`` (mmdet's step schedule)."""
-    return ('param_scheduler._delete_=True',
-            'param_scheduler.type=MultiStepLR',
-            'param_scheduler.by_epoch=False', 'param_scheduler.begin=0',
-            f'param_scheduler.end={iterations}',
-            f'param_scheduler.milestones=[{int(iterations * 0.75)}]',
-            'param_scheduler.gamma=0.1')
 
 
 RECIPE_ITERS = 200  # the recipe's iterations unless --iterations says
@@ -171,19 +153,19 @@ RECIPE_ITERS = 200  # the recipe's iterations unless --iterations says
 #: the configs' own optimizer
 REGIMES = {
     'control': Regime('SGD+m, lr 0.01 (control)', ()),
-    'sgd_high': Regime('SGD+m, lr 0.1 (large lr)', _optimizer(
+    'sgd_high': Regime('SGD+m, lr 0.1 (large lr)', optimizer_options(
         'SGD', lr=0.1, momentum=0.9, weight_decay=1e-4)),
-    'adam_l2': Regime('Adam lr 2e-3 + coupled L2 5e-3', _optimizer(
+    'adam_l2': Regime('Adam lr 2e-3 + coupled L2 5e-3', optimizer_options(
         'Adam', lr=2e-3, weight_decay=5e-3)),
     # lr 0.1 diverged; the large-lr regime is the largest of these at which
     # BN seed 0 does not diverge (declared in docs/transfer_study_notes.md)
-    **{f'sgd_lr{lr:g}': Regime(f'SGD+m, lr {lr:g} (large lr)', _optimizer(
+    **{f'sgd_lr{lr:g}': Regime(f'SGD+m, lr {lr:g} (large lr)', optimizer_options(
         'SGD', lr=lr, momentum=0.9, weight_decay=1e-4))
        for lr in (0.05, 0.03, 0.02)},
     # the large lr as mmdet's configs run it: linear warm-up from 0.001x
     # (here over the first quarter of the 200 iterations)
     **{f'sgd_warmup_lr{lr:g}': Regime(
-        f'SGD+m, lr {lr:g}, warm-up 50 it (large lr)', (*_optimizer(
+        f'SGD+m, lr {lr:g}, warm-up 50 it (large lr)', (*optimizer_options(
             'SGD', lr=lr, momentum=0.9, weight_decay=1e-4),
             'param_scheduler._delete_=True', 'param_scheduler.type=LinearLR',
             'param_scheduler.start_factor=0.001',
@@ -193,8 +175,8 @@ REGIMES = {
     # issue 38: mmdet's finetune recipe, the step at 75% of the iterations
     # (finetune() moves it with --iterations)
     'recipe': Regime('SGD+m, lr 0.02, ×0.1 at 75% (mmdet recipe)', (
-        *_optimizer('SGD', lr=0.02, momentum=0.9, weight_decay=1e-4),
-        *_step(RECIPE_ITERS))),
+        *optimizer_options('SGD', lr=0.02, momentum=0.9, weight_decay=1e-4),
+        *step_options(RECIPE_ITERS))),
 }
 
 
@@ -208,9 +190,9 @@ class Start:
     options: tuple[str, ...]
 
 
-#: issue 38's starts (as research/finetune_study.py's STARTS for the demo)
+#: issue 38's starts (as research/detection_study/demo.py's STARTS for the demo)
 STARTS = {
-    'collapsed': Start('collapsed checkpoint (Adam + coupled L2)', _optimizer(
+    'collapsed': Start('collapsed checkpoint (Adam + coupled L2)', optimizer_options(
         'Adam', lr=2e-3, weight_decay=5e-3)),
     'healthy': Start('healthy checkpoint (SGD)', ()),  # the config's SGD
 }
@@ -310,20 +292,13 @@ def pretrained(width: float, work_dirs: Path, iterations: int | None = None,
     """The width's source-pretrained checkpoint: reused when finished."""
     config_ = config(task, 'source_pretrain', width)
     work_dir = work_dirs / Path(config_).stem
-    if iterations is None:
-        try:
-            return str(demo.check_pretrained(REPO / config_, work_dir))
-        except UserError:
-            pass
-    else:
+    if iterations is not None:
         work_dir = work_dir.with_name(f'{work_dir.name}_{iterations}')
-    iterations = iterations or TASKS[task].pretrain_iters
-    print(f'pretraining {config_} into {work_dir}', flush=True)
-    train_process(config_, work_dir, [
-        f'train_cfg.max_iters={iterations}',
-        f'train_cfg.val_interval={iterations}',
-        f'default_hooks.checkpoint.interval={iterations}'])
-    return str(demo.last_checkpoint(work_dir))
+    return trained_checkpoint(
+        config_, work_dir, iteration_options(
+            iterations or TASKS[task].pretrain_iters),
+        check_config=iterations is None,
+        message=f'pretraining {config_} into {work_dir}')
 
 
 def start_name(task: str, start: str, width: float) -> str:
@@ -337,18 +312,13 @@ def start_checkpoint(task: str, start: str, width: float, pretrained_: str,
     finished, else made from ``pretrained_`` (one thread)."""
     config_ = config(task, 'source_start')
     work_dir = work_dirs / start_name(task, start, width)
-    try:
-        return str(demo.check_pretrained(
-            REPO / config_, work_dir) if width == 1.0 else
-            demo.last_checkpoint(work_dir))
-    except UserError:
-        pass
-    print(f'making the {STARTS[start].label} at {width:g}x into {work_dir}',
-          flush=True)
-    train_process(config_, work_dir, [
-        *width_options(width, task=task)[:2], f'load_from={pretrained_}',
-        'randomness.seed=0', *STARTS[start].options])
-    return str(demo.last_checkpoint(work_dir))
+    return trained_checkpoint(
+        config_, work_dir, [
+            *width_options(width, task=task)[:2], f'load_from={pretrained_}',
+            'randomness.seed=0', *STARTS[start].options],
+        check_config=width == 1.0,
+        message=f'making the {STARTS[start].label} at {width:g}x into '
+        f'{work_dir}')
 
 
 def start_record(task: str, start: str, width: float, work_dirs: Path
@@ -356,15 +326,13 @@ def start_record(task: str, start: str, width: float, work_dirs: Path
     """A start checkpoint's dead channels, on 64 of its (source) val
     images, as a finetune's record has them."""
     work_dir = work_dirs / start_name(task, start, width)
-    loaded = demo.load_run(work_dir.name, work_dir)
-    numbers = demo.summary(demo.measure([loaded], NUM_IMAGES))[work_dir.name]
-    metrics = loaded.metrics
+    run = read_run(work_dir.name, work_dir)
     return dict(task=task, start=start, width=width,
-                checkpoint=os.path.relpath(loaded.checkpoint),
+                checkpoint=run['checkpoint'],
                 seconds=finished_seconds(work_dir),
-                source_bbox_mAP=metrics.get('coco/bbox_mAP'),
-                source_bbox_mAP_50=metrics.get('coco/bbox_mAP_50'),
-                stages=numbers['stages'], dead_series=loaded.series['dead'])
+                source_bbox_mAP=run['metrics'].get('coco/bbox_mAP'),
+                source_bbox_mAP_50=run['metrics'].get('coco/bbox_mAP_50'),
+                stages=run['stages'], dead_series=run['dead_series'])
 
 
 def finetune(job: Job, checkpoint: str, ann_file: str,
@@ -374,48 +342,23 @@ def finetune(job: Job, checkpoint: str, ann_file: str,
                *REGIMES[job.regime].options]
     if job.norm in REVIVALS:
         options.append(f'model.backbone.norm_cfg.revival={REVIVALS[job.norm]}')
-    if job.iterations is not None:
-        options += [f'train_cfg.max_iters={job.iterations}',
-                    f'train_cfg.val_interval={job.iterations}',
-                    f'default_hooks.checkpoint.interval={job.iterations}']
-        if job.regime == 'recipe':  # the step stays at 75%
-            options += _step(job.iterations)
+    options += iteration_options(job.iterations)
+    if job.iterations is not None and job.regime == 'recipe':
+        options += step_options(job.iterations)  # the step stays at 75%
     return train_process(config(job.task, 'target_finetune', norm=job.norm),
                          work_dirs / job.name, options)
 
 
 def record(job: Job, work_dirs: Path, seconds: float) -> dict:
     """A finished job's record, read back from its work dir."""
-    loaded = demo.load_run(job.name, work_dirs / job.name)
-    numbers = demo.summary(demo.measure([loaded], NUM_IMAGES))[job.name]
-    checkpoint = safe_load(loaded.checkpoint)
-    redo = checkpoint.get('redo') or {}
-    metrics = loaded.metrics
-    # CocoMetric gives no mAP when the detector outputs no box (a diverged
-    # finetune): its AP is 0 by definition, and the record says why
-    empty = numbers['bbox_mAP'] is None
+    run = read_run(job.name, work_dirs / job.name)
     return dict(
-        job=asdict(job), seconds=seconds, no_detections=empty,
-        bbox_mAP=0.0 if empty else numbers['bbox_mAP'],
-        bbox_mAP_50=0.0 if empty else numbers['bbox_mAP_50'],
-        bbox_mAP_s=metrics.get('coco/bbox_mAP_s'),
-        stages=numbers['stages'], dead_series=loaded.series['dead'],
-        recycled=redo.get('recycled'),
-        revived=(checkpoint.get('revival') or {}).get('changed'))
-
-
-def finished_seconds(work_dir: Path) -> float | None:
-    """Wall seconds of a finished earlier run of ``work_dir`` (its run
-    directory's start stamp to its last checkpoint), or None."""
-    try:
-        checkpoint = Path(demo.last_checkpoint(work_dir))
-    except UserError:
-        return None
-    stamps = sorted(p.name for p in work_dir.iterdir() if p.is_dir())
-    if not checkpoint.is_file() or not stamps:
-        return None
-    started = time.mktime(time.strptime(stamps[-1], '%Y%m%d_%H%M%S'))
-    return checkpoint.stat().st_mtime - started
+        job=asdict(job), seconds=seconds,
+        no_detections=run['no_detections'], bbox_mAP=run['bbox_mAP'],
+        bbox_mAP_50=run['bbox_mAP_50'],
+        bbox_mAP_s=run['metrics'].get('coco/bbox_mAP_s'),
+        stages=run['stages'], dead_series=run['dead_series'],
+        recycled=run['recycled'], revived=run['revived'])
 
 
 def evaluate(config: str, checkpoint: str, options: list[str],
@@ -440,21 +383,6 @@ def evaluate(config: str, checkpoint: str, options: list[str],
 
 
 # ---------------------------------------------------------------- rendering
-def _mean_sd(values, digits: int = 3) -> str:
-    values = [v for v in values if v is not None]
-    if not values:
-        return '–'
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f'{statistics.fmean(values):.{digits}f} ± {sd:.{digits}f}'
-
-
-def dead_pct(run: dict) -> float:
-    trained = [s for s in STAGES if not run['stages'][s]['frozen']]
-    dead = sum(run['stages'][s]['dead'] for s in trained)
-    total = sum(run['stages'][s]['pre_relu_channels'] for s in trained)
-    return 100.0 * dead / total if total else 0.0
-
-
 def _task_start(job: dict) -> tuple[str, str]:
     return job.get('task', 'textured'), job.get('start', '')
 
@@ -467,8 +395,8 @@ def _cells(runs: list[dict]) -> dict[tuple, list[dict]]:
         grouped[(job['width'], job['regime'], job['norm'],
                  job['iterations'], *_task_start(job))].append(run)
     return dict(sorted(grouped.items(), key=lambda kv: (
-        _rank(TASKS, kv[0][4]), kv[0][0], _rank(STARTS, kv[0][5]),
-        _rank(REGIMES, kv[0][1]), _rank(NORMS, kv[0][2]), kv[0][3] or 0)))
+        rank(TASKS, kv[0][4]), kv[0][0], rank(STARTS, kv[0][5]),
+        rank(REGIMES, kv[0][1]), rank(NORMS, kv[0][2]), kv[0][3] or 0)))
 
 
 def _width(width: float, task: str) -> str:
@@ -481,12 +409,6 @@ def _regime(regime: str, start: str) -> str:
     return f'{label}, from the {start} checkpoint' if start else label
 
 
-def _rank(known: dict, name: str) -> int:
-    """``name``'s place in ``known`` (REGIMES, NORMS); unknown names last."""
-    names = list(known)
-    return names.index(name) if name in names else len(names)
-
-
 def cell_table(runs: list[dict]) -> str:
     lines = ['| width | regime | norm | iterations | seeds | bbox mAP | '
              'mAP@50 | dead % (trained stages) | min / run |',
@@ -496,14 +418,14 @@ def cell_table(runs: list[dict]) -> str:
         lines.append(
             f'| {_width(width, task)} | {_regime(regime, start)} | {norm} | '
             f'{iterations or "config"} | '
-            f'{len(group)} | {_mean_sd([r["bbox_mAP"] for r in group])} | '
-            f'{_mean_sd([r["bbox_mAP_50"] for r in group])} | '
-            f'{_mean_sd([dead_pct(r) for r in group], 1)} | '
+            f'{len(group)} | {mean_sd([r["bbox_mAP"] for r in group])} | '
+            f'{mean_sd([r["bbox_mAP_50"] for r in group])} | '
+            f'{mean_sd([dead_pct(r) for r in group], 1)} | '
             f'{statistics.fmean(r["seconds"] for r in group) / 60:.1f} |')
     return '\n'.join(lines)
 
 
-def _by_seed(runs: list[dict]) -> dict[tuple, dict[str, dict[int, dict]]]:
+def by_seed(runs: list[dict]) -> dict[tuple, dict[str, dict[int, dict]]]:
     """(width, regime, iterations, task, start) -> norm -> seed -> run, in
     REGIMES order."""
     by_cell = defaultdict(lambda: defaultdict(dict))
@@ -512,15 +434,15 @@ def _by_seed(runs: list[dict]) -> dict[tuple, dict[str, dict[int, dict]]]:
         by_cell[(job['width'], job['regime'], job['iterations'],
                  *_task_start(job))][job['norm']][job['seed']] = run
     return dict(sorted(by_cell.items(), key=lambda kv: (
-        _rank(TASKS, kv[0][3]), kv[0][0], _rank(STARTS, kv[0][4]),
-        _rank(REGIMES, kv[0][1]), kv[0][2] or 0)))
+        rank(TASKS, kv[0][3]), kv[0][0], rank(STARTS, kv[0][4]),
+        rank(REGIMES, kv[0][1]), kv[0][2] or 0)))
 
 
 def paired_table(runs: list[dict], pairs=PAIRS + RULE_PAIRS) -> str:
     lines = ['| width | regime | iterations | difference | pairs | bbox mAP, '
              'mean [95% t interval] | dead % (points) |', '|' + '---|' * 7]
     for (width, regime, iterations, task, start), norms in \
-            _by_seed(runs).items():
+            by_seed(runs).items():
         for a, b in pairs:
             mAP = paired_differences(norms, a, b, lambda r: r['bbox_mAP'])
             if not mAP:
@@ -548,8 +470,8 @@ def start_table(runs: list[dict]) -> str:
              'dead % (points) |', '|' + '---|' * 9]
     for (task, width, regime, norm, iterations), starts in sorted(
             by_start.items(), key=lambda kv: (
-                _rank(TASKS, kv[0][0]), kv[0][1], _rank(REGIMES, kv[0][2]),
-                _rank(NORMS, kv[0][3]), kv[0][4] or 0)):
+                rank(TASKS, kv[0][0]), kv[0][1], rank(REGIMES, kv[0][2]),
+                rank(NORMS, kv[0][3]), kv[0][4] or 0)):
         mAP = paired_differences(starts, 'healthy', 'collapsed',
                                  lambda r: r['bbox_mAP'])
         if not mAP:
@@ -573,7 +495,7 @@ def starts_table(records: list[dict]) -> str:
              'dead per stage (layer2, layer3, layer4) | source bbox mAP | '
              'min |', '|' + '---|' * 6]
     for (task, width, start), r in sorted(rows.items(), key=lambda kv: (
-            _rank(TASKS, kv[0][0]), kv[0][1], _rank(STARTS, kv[0][2]))):
+            rank(TASKS, kv[0][0]), kv[0][1], rank(STARTS, kv[0][2]))):
         stages = r['stages']
         per_stage = ', '.join(
             f'{stages[s]["dead"]}/{stages[s]["pre_relu_channels"]}'
@@ -592,7 +514,7 @@ def paired(runs: list[dict], a: str, b: str, regime: str,
            width: float = 1.0) -> list[float]:
     """Paired mAP differences ``a`` − ``b`` over the seeds both ran (the
     configs' iterations, issue 23's task and starts)."""
-    norms = _by_seed(runs).get((width, regime, None, 'textured', ''), {})
+    norms = by_seed(runs).get((width, regime, None, 'textured', ''), {})
     return paired_differences(norms, a, b, lambda r: r['bbox_mAP'])
 
 
@@ -626,7 +548,7 @@ def pretrained_table(records: list[dict]) -> str:
     lines = ['| width | pretrained on source, target bbox mAP | mAP@50 | '
              'val images |', '|---|---|---|---|']
     for width, r in sorted(rows, key=lambda x: (
-            _rank(TASKS, x[1].get('task', 'textured')), x[0])):
+            rank(TASKS, x[1].get('task', 'textured')), x[0])):
         lines.append(f'| {_width(width, r.get("task", "textured"))} | '
                      f'{r["coco/bbox_mAP"]:.3f} | '
                      f'{r["coco/bbox_mAP_50"]:.3f} | {r["val_images"]} |')
@@ -647,7 +569,7 @@ def render(records: list[dict]) -> str:
     runs = unique_runs(records)
     parts = [f'Machine: {"; ".join(sorted({r["machine"] for r in records}))}'
              '.', '']
-    parts += [f'- `python -m research.transfer_study {shlex.join(r["argv"])}`'
+    parts += [f'- `python -m research.detection_study transfer {shlex.join(r["argv"])}`'
               f' ({len(r.get("runs", []))} runs, '
               f'{r["wall_seconds"] / 60:.1f} min)' for r in records]
     for table in (pretrained_table(records), starts_table(records),
@@ -672,7 +594,6 @@ def parse_args(argv=None) -> argparse.Namespace:
                         default=['control', 'adam_l2'])
     parser.add_argument('--norms', nargs='+', choices=list(NORMS),
                         default=['BN', 'psBN', 'ReDo'])
-    parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
     parser.add_argument('--task', choices=list(TASKS), default='textured',
                         help='the data variant and its configs (default: '
                         "issue 23's %(default)s)")
@@ -692,40 +613,18 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='evaluation noise: the pretrained detector and '
                         'the control finetune of seed 0 on the two halves '
                         'of the target val images; no training')
-    parser.add_argument('--workspace', default=str(REPO),
-                        help='where data/textured/ is (made when missing) '
-                        'and the runs go (default: the checkout)')
-    parser.add_argument('--work-dirs', default='work_dirs/transfer',
-                        help='relative to --workspace')
     parser.add_argument('--reuse', action='store_true',
                         help='record a job whose work dir already holds its '
                         'finished run instead of training it again')
-    parser.add_argument('--processes', type=int, default=1,
-                        help='finetunes at a time, one thread each '
-                        '(default: %(default)s)')
-    parser.add_argument('--json', help="write the invocation's record here "
-                        '(rewritten after each run)')
-    parser.add_argument('--out', help='markdown page for the tables')
-    parser.add_argument('--from-json', nargs='+',
-                        help='render earlier records, train nothing')
-    parser.add_argument('--evidence', metavar='JSON',
-                        help="with --from-json: write the demo's summary of "
-                        'the --evidence-regime cell (psbn_mmdet.demo compare '
-                        '--evidence reads it)')
     parser.add_argument('--evidence-regime', choices=list(REGIMES),
                         default='adam_l2')
+    add_run_arguments(
+        parser, 'data/<task>/', 'work_dirs/transfer', 1,
+        'finetunes at a time, one thread each', "write the demo's summary "
+        'of the --evidence-regime cell (psbn_mmdet.demo compare --evidence '
+        'reads it)')
     args = parser.parse_args(argv)
-    for name in ('json', 'out', 'workspace'):
-        if getattr(args, name):
-            setattr(args, name, str(Path(getattr(args, name)).absolute()))
-    if args.from_json:
-        args.from_json = [str(Path(p).absolute()) for p in args.from_json]
-    elif args.evidence:
-        raise UserError('--evidence needs --from-json (the records to '
-                        'summarize)')
-    if args.processes < 1:
-        raise UserError(f'--processes must be at least 1, got '
-                        f'{args.processes}')
+    check_run_arguments(args)
     task = TASKS[args.task]
     if args.val_images is None:
         args.val_images = task.val_images
@@ -815,7 +714,7 @@ def _run(args, argv) -> dict:
                       f'{dead_pct(entry):.1f}% of layer2-4', flush=True)
         checkpoints = starts
     if not args.noise:
-        run_jobs(jobs, checkpoints, ann_file, work_dirs, args, result,
+        finetune_all(jobs, checkpoints, ann_file, work_dirs, args, result,
                  partial=lambda: args.json and write_record(args.json, dict(
                      result, wall_seconds=time.perf_counter() - started,
                      load=[load, os.getloadavg()[0]],
@@ -826,13 +725,11 @@ def _run(args, argv) -> dict:
     return result
 
 
-def run_jobs(jobs: list[Job], checkpoints: dict, ann_file: str,
-             work_dirs: Path, args, result: dict, partial) -> None:
+def finetune_all(jobs: list[Job], checkpoints: dict, ann_file: str,
+                 work_dirs: Path, args, result: dict, partial) -> None:
     """Finetune the jobs ``args.processes`` at a time (one thread each),
-    then record each in this process as it finishes, one at a time; the
-    records are kept in job order and ``partial()`` saves them after every
-    run, so an interrupted study keeps what finished."""
-    order = {job: index for index, job in enumerate(jobs)}
+    each recorded as it finishes into ``result['runs']`` (job order), which
+    ``partial()`` saves: an interrupted study keeps what finished."""
 
     def one(job: Job) -> tuple[float, bool]:
         seconds = (finished_seconds(work_dirs / job.name) if args.reuse
@@ -843,26 +740,16 @@ def run_jobs(jobs: list[Job], checkpoints: dict, ann_file: str,
                                  else job.width]
         return finetune(job, checkpoint, ann_file, work_dirs), False
 
-    def finished(count: int, job: Job, value: tuple[float, bool]) -> None:
-        seconds, reused = value
-        run = dict(record(job, work_dirs, seconds), reused=reused)
-        result['runs'].append(run)
-        result['runs'].sort(key=lambda r: order[Job(**r['job'])])
-        print(f'[{count}/{len(jobs)}] {job.name}: bbox mAP '
-              f'{run["bbox_mAP"]:.3f}, dead {dead_pct(run):.1f}%, '
-              f'{seconds:.0f} s{" (reused)" if reused else ""}', flush=True)
+    def saved(runs: list[dict]) -> None:
+        result['runs'] = runs
         partial()
 
-    in_pool(jobs, one, args.processes, finished)
+    run_jobs(jobs, one, lambda job, value: dict(
+        record(job, work_dirs, value[0]), reused=value[1]),
+        args.processes, saved)
 
 
-def write_record(path: str, record: dict) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(record, indent=1) + '\n')
-
-
-def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
+def main(argv: list[str]) -> int:
     args = parse_args(argv)
     if args.from_json:
         records = read_records(args.from_json)
@@ -881,7 +768,3 @@ def main(argv=None) -> int:
         write_generated(args.out, 'transfer', text,
                         title='Transfer finetune benchmark: BN, psBN, ReDo')
     return 0
-
-
-if __name__ == '__main__':
-    sys.exit(run_tool(PROG, main))

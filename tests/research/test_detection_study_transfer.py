@@ -1,4 +1,4 @@
-"""The transfer benchmark (issue 23): its configs agree with the data and the
+"""The detection study's transfer cells (issues 23, 38): its configs agree with the data and the
 width options, its regimes build, its tables come from records alone, and
 (slow) its quick cell runs end to end."""
 import json
@@ -9,7 +9,8 @@ from mmengine.config import Config
 
 from conftest import REPO
 from psbn_mmdet.demo.shapes import TEXTURED_CLASSES
-from research import transfer_study as study
+from research.detection_study import transfer as study
+from research.detection_study.harness import step_options
 
 STAGES = ('stem', 'layer1', 'layer2', 'layer3', 'layer4')
 CONFIGS = REPO / study.CONFIGS
@@ -240,7 +241,7 @@ def test_evidence_is_what_the_demo_reads(tmp_path):
     assert 'psBN − BN: +0.023 [' in format_evidence(summary)
     with pytest.raises(study.UserError, match='no paired seeds'):
         study.evidence(RUNS, 'control', 'x')  # BN only there
-    with pytest.raises(study.UserError, match='needs --from-json'):
+    with pytest.raises(study.UserError, match='give --from-json'):
         study.parse_args(['--evidence', str(out)])
 
 
@@ -338,7 +339,7 @@ def test_the_finetune_is_mmdets_recipe_for_several_epochs(name):
     assert again.param_scheduler == dict(step, end=cfg.train_cfg.max_iters)
     # --iterations moves the step with them
     longer = _config(f'{name}_target_finetune.py', (
-        *study.REGIMES['recipe'].options, *study._step(400)))
+        *study.REGIMES['recipe'].options, *step_options(400)))
     assert longer.param_scheduler['milestones'] == [300]
 
 
@@ -447,3 +448,37 @@ def test_task_options_are_checked():
     with pytest.raises(study.UserError, match='--starts'):
         study.parse_args(['--starts', 'healthy'])  # textured has none
     assert study.parse_args([]).val_images == 500
+
+
+def test_revival_norms_run_the_psbn_config_with_their_rule(monkeypatch,
+                                                           tmp_path):
+    """Issue 38's norms psBN_shift / psBN_reinit_init / psBN_auto: the psBN
+    finetune config with ``norm_cfg.revival`` set, nothing else changed."""
+    calls = []
+    monkeypatch.setattr(study, 'train_process', lambda config, work_dir,
+                        options: calls.append((config, options)) or 1.0)
+    base = None
+    for norm, rule in study.REVIVALS.items():
+        job = study.Job(1.0, 'recipe', norm, 3, task='solid5',
+                        start='collapsed')
+        study.finetune(job, 'start.pth', 'val.json', tmp_path)
+        config, options = calls[-1]
+        assert config == study.config('solid5', 'target_finetune',
+                                      norm='psBN')
+        cfg = _config(Path(config).name, options)
+        assert cfg.model.backbone.norm_cfg.revival == rule
+        assert cfg.load_from == 'start.pth' and cfg.randomness.seed == 3
+        cfg.model.backbone.norm_cfg.pop('revival')
+        base = base or cfg.to_dict()
+        assert cfg.to_dict() == base
+        assert job.name == f'solid5_collapsed_w1_recipe_{norm.lower()}_seed3'
+
+
+def test_the_study_without_a_cell_family_is_one_line():
+    from conftest import run_tool
+    for argv in ((), ('transfers', '--quick')):
+        result = run_tool('-m', 'research.detection_study', *argv, cwd=REPO)
+        assert result.returncode == 2
+        assert result.stderr.strip().splitlines() == [
+            'usage: python -m research.detection_study {demo,transfer} '
+            'ARGS... (--help after the cell family for its options)']

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from conftest import REPO, run_tool
-from research import finetune_study as study
+from research.detection_study import demo as study
 
 STAGES = ('stem', 'layer1', 'layer2', 'layer3', 'layer4')
 
@@ -58,7 +58,7 @@ def test_figure_and_page_are_rendered_from_records_alone(tmp_path):
                        '--figures', str(figures)]) == 0
     page = out.read_text()
     assert '<!-- finetune:begin -->' in page and '| 0.710 ± 0.014 |' in page
-    assert 'python -m research.finetune_study --seeds 0 1' in page
+    assert 'python -m research.detection_study demo --seeds 0 1' in page
     png = figures / 'demo_finetune_dead.png'
     assert png.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
     assert png.stat().st_size > 10_000
@@ -97,7 +97,7 @@ def test_mask_cell_peer_and_next_window_reshifts_are_rendered(tmp_path):
     assert study.main(['--from-json', *map(str, files), '--out',
                        str(out)]) == 0
     page = out.read_text()
-    assert 'Command 1: `python -m research.finetune_study --detector mask`' \
+    assert 'Command 1: `python -m research.detection_study demo --detector mask`' \
         in page and 'Command 2:' in page
     assert 'configs/demo/mask_rcnn_r18_demo_bn.py' in page
 
@@ -105,12 +105,12 @@ def test_mask_cell_peer_and_next_window_reshifts_are_rendered(tmp_path):
 def test_unreadable_records_are_one_line(tmp_path):
     bad = tmp_path / 'bad.json'
     bad.write_text('{')
-    result = run_tool('-m', 'research.finetune_study', '--from-json', bad,
-                      cwd=REPO)
+    result = run_tool('-m', 'research.detection_study', 'demo',
+                      '--from-json', bad, cwd=REPO)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        f'finetune_study: error: cannot read {bad}: Expecting property name '
-        'enclosed in double quotes: line 1 column 2 (char 1)']
+        f'detection_study demo: error: cannot read {bad}: Expecting '
+        'property name enclosed in double quotes: line 1 column 2 (char 1)']
 
 
 @pytest.mark.slow
@@ -202,11 +202,11 @@ def test_inherited_cell_is_the_demo_configs_finetune():
 
 
 def test_evidence_needs_records(tmp_path):
-    result = run_tool('-m', 'research.finetune_study', '--evidence',
+    result = run_tool('-m', 'research.detection_study', 'demo', '--evidence',
                       tmp_path / 'e.json', cwd=REPO)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        'finetune_study: error: --evidence renders committed records: give '
+        'detection_study demo: error: --evidence summarizes records: give '
         '--from-json']
     assert not (tmp_path / 'e.json').exists()
 
