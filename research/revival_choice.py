@@ -210,12 +210,12 @@ def tables(cells: list[Cell]) -> str:
                 paired.append(f'| {cell.name} | {a} − {b} | {len(diffs)} | '
                               f'{interval(diffs, digits)} |')
     met = conditions(cells)
-    goal = ['| rule | cell | condition | met | margin (half-widths) |',
-            '|---|---|---|---|---|']
+    checked = ['| rule | cell | condition | met | margin (half-widths) |',
+               '|---|---|---|---|---|']
     for rule, rows in met.items():
-        goal += [f'| {rule} | {cell} | {text} | '
-                 f'{"yes" if ok else "**no**"} | {margin:+.2f} |'
-                 for cell, text, ok, margin in rows]
+        checked += [f'| {rule} | {cell} | {text} | '
+                    f'{"yes" if ok else "**no**"} | {margin:+.2f} |'
+                    for cell, text, ok, margin in rows]
     chosen, score = choose(cells)
     detection_goal = goal(cells, chosen)
     verdict = [f'- `{rule}`: {failed} condition(s) failed, worst shortfall '
@@ -226,7 +226,7 @@ def tables(cells: list[Cell]) -> str:
                 f'{", ".join(c.name for c in cells)}).']
     return '\n\n'.join(['### Methods', '\n'.join(methods),
                         '### Paired differences', '\n'.join(paired),
-                        '### Conditions', '\n'.join(goal),
+                        '### Conditions', '\n'.join(checked),
                         '### Choice', '\n'.join(verdict),
                         *(['### Goal where collapse costs mAP',
                            detection_goal] if detection_goal else [])])

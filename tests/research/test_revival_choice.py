@@ -93,3 +93,25 @@ def test_transfer_records_make_the_declared_cells_with_their_healthy_control():
     assert table[2].startswith('| D1 | +0.400 [') and '| yes |' in table[2]
     assert table[2].endswith('| yes |')  # reinit_init − ReDo +0.01 ≥ 0
     assert '**no**' in goal(list(cells.values()), 'shift')
+
+
+def test_the_committed_choice_is_what_its_records_render_to(tmp_path,
+                                                            monkeypatch):
+    """docs/revival_default.md's choice38 section: its command, rerun on the
+    committed records, writes it unchanged (no hand edit, no stale rule)."""
+    import re
+    import shlex
+
+    from conftest import REPO
+    from research.revival_choice import main
+
+    def section(text):
+        return re.search(r'<!-- choice38:begin -->\nCommand: `([^`]+)`\n'
+                         r'(.*)<!-- choice38:end -->', text, re.S).groups()
+    command, committed = section(
+        (REPO / 'docs' / 'revival_default.md').read_text())
+    argv = shlex.split(command)[3:]
+    assert argv[-2:] == ['--out', 'docs/revival_default.md']
+    monkeypatch.chdir(REPO)  # the command names the records from here
+    assert main([*argv[:-1], str(tmp_path / 'page.md')]) == 0
+    assert section((tmp_path / 'page.md').read_text())[1] == committed
