@@ -13,7 +13,9 @@
 #   5. one comparison table, dead channels over iterations and the collapse
 #      report's plots (python -m psbn_mmdet.demo compare); under the table,
 #      the committed 8-seed benchmark's paired differences ($EVIDENCE), so
-#      that one seed is read against them
+#      that one seed is read against them, and those of the committed cell
+#      where collapse costs mAP ($COSTLY: issue 38's D1, a transfer task
+#      whose 2000-iteration source pretrain does not fit the demo's time)
 # Usage: tools/run_demo.sh   (after tools/setup_env.sh; PY=python to use another)
 # Environment: WORK_DIRS (default work_dirs), NUM_IMAGES (val images for the
 # dead-channel criterion, default 64).
@@ -28,6 +30,8 @@ FINETUNE_BN=faster_rcnn_r18_demo_bn_inherited
 FINETUNE_PSBN=faster_rcnn_r18_demo_psbn_inherited
 # written by the render command of docs/demo_finetune.md (--evidence)
 EVIDENCE=docs/demo_finetune_runs/evidence_inherited.json
+# written by the render command of docs/revival_default.md (--evidence)
+COSTLY=docs/transfer_runs/evidence_d1.json
 START=$SECONDS
 
 step() {
@@ -72,5 +76,5 @@ $PY -m psbn_mmdet.demo compare \
     "BN=$WORK_DIRS/$FINETUNE_BN" "psBN=$WORK_DIRS/$FINETUNE_PSBN" \
     --pretrained "$WORK_DIRS/$COLLAPSE" --pretrained-label collapsed \
     --num-images "$NUM_IMAGES" --out-dir "$WORK_DIRS/demo" \
-    --evidence "$EVIDENCE"
+    --evidence "$EVIDENCE" "$COSTLY"
 step "done"

@@ -112,10 +112,11 @@ def parser() -> argparse.ArgumentParser:
     comp.add_argument('--num-images', type=int, default=DEFAULT_NUM_IMAGES,
                       help='val images for the dead-channel criterion '
                       '(default: %(default)s)')
-    comp.add_argument('--evidence', metavar='SUMMARY.json',
-                      help='a committed benchmark summary of the same '
-                      'setting: its paired differences are printed under '
-                      'the table')
+    comp.add_argument('--evidence', metavar='SUMMARY.json', nargs='+',
+                      help='committed benchmark summaries: the first of the '
+                      "runs' setting, any others of cells the demo does not "
+                      'run (each says so); their paired differences are '
+                      'printed under the table')
     comp.add_argument('--out-dir', required=True)
     return main
 
@@ -133,7 +134,7 @@ def main(argv=None) -> int:
             return 1
         return 0
     check_at_least_one('--num-images', args.num_images)
-    evidence = read_evidence(args.evidence) if args.evidence else None
+    evidence = [read_evidence(path) for path in args.evidence or []]
     runs = [load_run(label, work_dir) for label, work_dir in args.runs]
     pretrained = (load_run(args.pretrained_label, args.pretrained)
                   if args.pretrained else None)

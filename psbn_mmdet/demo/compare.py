@@ -410,8 +410,8 @@ def format_evidence(evidence: dict) -> str:
              f'{metric}, mean and 95% t interval over the seeds:']
     lines += [f'  {d["name"]}: {d["mean"]:+.3f} [{d["low"]:+.3f}, '
               f'{d["high"]:+.3f}]' for d in evidence['differences']]
-    lines.append('One demo run is one seed: read its difference against '
-                 'these intervals.')
+    lines.append(evidence.get('note') or 'One demo run is one seed: read its '
+                 'difference against these intervals.')
     return '\n'.join(lines) + '\n'
 
 
@@ -425,18 +425,21 @@ class Comparison:
 
 def compare(runs: list[Run], out_dir, pretrained: Run | None = None,
             num_images: int | None = DEFAULT_NUM_IMAGES,
-            evidence: dict | None = None) -> Comparison:
+            evidence: list[dict] = ()) -> Comparison:
     """Measure the runs, render the table (and under it the committed
-    benchmark's ``evidence``, :func:`read_evidence`), write the files into
-    ``out_dir`` (all or none)."""
+    benchmarks' ``evidence``, :func:`read_evidence`: the first of the runs'
+    setting, any others with a ``note`` saying how they relate), write the
+    files into ``out_dir`` (all or none)."""
     check_writable(out_dir, is_dir=True)
     columns = measure(([pretrained] if pretrained else []) + runs,
                       num_images)
     numbers = summary(columns)
     text = format_comparison(numbers)
-    if evidence is not None:
-        numbers['benchmark'] = evidence
-        text += '\n' + format_evidence(evidence)
+    if evidence:
+        numbers['benchmark'], *others = evidence
+        if others:
+            numbers['other_benchmarks'] = others
+        text += ''.join('\n' + format_evidence(e) for e in evidence)
     finetuned = columns[1:] if pretrained else columns
     files = {'comparison.txt': text.encode(),
              'comparison.json': (json.dumps(numbers, indent=2) + '\n').encode(),

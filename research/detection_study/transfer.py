@@ -510,21 +510,29 @@ def starts_table(records: list[dict]) -> str:
     return '\n'.join(lines)
 
 
-def paired(runs: list[dict], a: str, b: str, regime: str,
-           width: float = 1.0) -> list[float]:
-    """Paired mAP differences ``a`` − ``b`` over the seeds both ran (the
-    configs' iterations, issue 23's task and starts)."""
-    norms = by_seed(runs).get((width, regime, None, 'textured', ''), {})
-    return paired_differences(norms, a, b, lambda r: r['bbox_mAP'])
+#: issue 38's evidence of a collapsed-start cell (D1): what collapse costs,
+#: then the rules and the peer against BN, the default against ReDo
+START_PAIRS = (('healthy checkpoint, BN', 'BN'), ('psBN_reinit_init', 'BN'),
+               ('psBN_reinit_init', 'ReDo'), ('psBN_auto', 'BN'),
+               ('psBN_shift', 'BN'), ('ReDo', 'BN'))
 
 
-def evidence(runs: list[dict], regime: str, source: str) -> dict:
+def evidence(runs: list[dict], regime: str, source: str,
+             task: str = 'textured', start: str = '') -> dict:
     """The summary ``python -m psbn_mmdet.demo compare --evidence`` prints
     under the demo's one-seed table (``psbn_mmdet.demo.compare.read_evidence``
-    reads it): each pair's mean and 95% t interval in ``regime`` at 1x."""
+    reads it): each pair's mean and 95% t interval in ``regime`` at 1x, of
+    issue 23's task (:data:`PAIRS`) or of ``task`` from ``start``
+    (:data:`START_PAIRS`, the healthy start's BN runs as the healthy
+    checkpoint, paired by seed)."""
+    cells = by_seed(runs)
+    norms = dict(cells.get((1.0, regime, None, task, start), {}))
+    healthy = cells.get((1.0, regime, None, task, 'healthy'), {})
+    if start == 'collapsed' and 'BN' in healthy:
+        norms['healthy checkpoint, BN'] = healthy['BN']
     differences, seeds = [], set()
-    for a, b in PAIRS:
-        diffs = paired(runs, a, b, regime)
+    for a, b in START_PAIRS if start else PAIRS:
+        diffs = paired_differences(norms, a, b, lambda r: r['bbox_mAP'])
         if len(diffs) < 2:
             continue
         mean, low, high = t_interval(diffs)
@@ -532,12 +540,26 @@ def evidence(runs: list[dict], regime: str, source: str) -> dict:
                                 high=high))
         seeds.add(len(diffs))
     if not differences:
-        raise UserError(f'no paired seeds of regime {regime!r} in the '
-                        'records')
-    return dict(setting=f'the demo detector finetuned under '
-                f'{REGIMES[regime].label} (textured transfer task, 1x, '
-                '500 target val images)', source=source, metric='bbox mAP',
-                seeds=min(seeds), differences=differences)
+        raise UserError(f'no paired seeds of task {task!r}, regime '
+                        f'{regime!r}{f", start {start!r}" if start else ""} '
+                        'in the records')
+    if task == 'textured':
+        return dict(setting=f'the demo detector finetuned under '
+                    f'{REGIMES[regime].label} (textured transfer task, 1x, '
+                    '500 target val images)', source=source,
+                    metric='bbox mAP', seeds=min(seeds),
+                    differences=differences)
+    data = TASKS[task].data['target']
+    return dict(
+        setting=f'the {task} transfer task: the demo detector at 1x, '
+        f'{STARTS[start].label if start else "source-pretrained"}, finetuned '
+        f'{data["num_train"]} target images under {REGIMES[regime].label} '
+        f'({TASKS[task].val_images} target val images)', source=source,
+        metric='bbox mAP', seeds=min(seeds), differences=differences,
+        note='A cell where collapse costs mAP, not run by this demo (its '
+        f'source pretrain alone is {TASKS[task].pretrain_iters} '
+        'iterations): read it beside the one-seed table above, not '
+        'against it.')
 
 
 def pretrained_table(records: list[dict]) -> str:
@@ -618,6 +640,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         'finished run instead of training it again')
     parser.add_argument('--evidence-regime', choices=list(REGIMES),
                         default='adam_l2')
+    parser.add_argument('--evidence-start', choices=list(STARTS),
+                        help="with --evidence and --task: the cell's start "
+                        '(its summary adds the healthy start as the healthy '
+                        'checkpoint)')
     add_run_arguments(
         parser, 'data/<task>/', 'work_dirs/transfer', 1,
         'finetunes at a time, one thread each', "write the demo's summary "
@@ -762,8 +788,12 @@ def main(argv: list[str]) -> int:
     if args.evidence:
         runs = unique_runs(records)
         write_record(args.evidence, evidence(
-            runs, args.evidence_regime, 'docs/transfer_study.md, records in '
-            'docs/transfer_runs/'))
+            runs, args.evidence_regime, ''.join(
+                [f'{os.path.relpath(args.out)}, '] if args.out else [])
+            + 'records in ' + ' '.join(sorted({
+                f'{os.path.relpath(Path(path).parent)}/'
+                for path in args.from_json})),
+            args.task, args.evidence_start or ''))
     if args.out:
         write_generated(args.out, 'transfer', text,
                         title='Transfer finetune benchmark: BN, psBN, ReDo')

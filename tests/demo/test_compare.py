@@ -285,6 +285,20 @@ def test_the_benchmark_summary_is_read_and_printed_under_the_table(tmp_path):
     text = format_evidence(read_evidence(path))
     assert '8 paired seeds; docs/demo_finetune.md' in text
     assert 'psBN − BN: +0.012 [-0.020, +0.045]' in text
+    assert text.rstrip().endswith('One demo run is one seed: read its '
+                                  'difference against these intervals.')
     path.write_text('{"setting": "x"}')
     with pytest.raises(UserError, match='not a benchmark summary'):
         read_evidence(path)
+
+
+def test_a_summary_of_a_cell_the_demo_does_not_run_says_so(tmp_path):
+    from psbn_mmdet.demo.compare import format_evidence
+    text = format_evidence(dict(
+        setting='the solid5 transfer task', source='docs/x.md', seeds=8,
+        differences=[dict(name='healthy checkpoint, BN − BN', mean=0.4,
+                          low=0.35, high=0.45)],
+        note='A cell where collapse costs mAP, not run by this demo.'))
+    assert 'healthy checkpoint, BN − BN: +0.400 [+0.350, +0.450]' in text
+    assert text.rstrip().endswith('not run by this demo.')
+    assert 'One demo run is one seed' not in text

@@ -220,7 +220,7 @@ def test_the_demo_prints_the_committed_inherited_benchmark():
     from research.records import read_records
     script = (REPO / 'tools' / 'run_demo.sh').read_text()
     [path] = re.findall(r'^EVIDENCE=(\S+)$', script, re.M)
-    assert '--evidence "$EVIDENCE"' in script
+    assert '--evidence "$EVIDENCE" "$COSTLY"' in script
     committed = read_evidence(REPO / path)
     records = read_records(sorted(str(p) for p in (
         REPO / 'docs' / 'demo_finetune_runs').glob('*.json')

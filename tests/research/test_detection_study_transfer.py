@@ -482,3 +482,28 @@ def test_the_study_without_a_cell_family_is_one_line():
         assert result.stderr.strip().splitlines() == [
             'usage: python -m research.detection_study {demo,transfer} '
             'ARGS... (--help after the cell family for its options)']
+
+
+def test_the_demo_prints_the_committed_cell_where_collapse_costs():
+    """tools/run_demo.sh's second summary ($COSTLY) is issue 38's D1,
+    recomputed here from the committed D0/D1 records: what collapse costs
+    (the healthy start's BN runs, paired by seed), the default against BN
+    and ReDo, and a note that the demo does not run it."""
+    import re
+
+    from psbn_mmdet.demo.compare import read_evidence
+    from research.records import read_records
+    script = (REPO / 'tools' / 'run_demo.sh').read_text()
+    [path] = re.findall(r'^COSTLY=(\S+)$', script, re.M)
+    committed = read_evidence(REPO / path)
+    runs = study.unique_runs(read_records([
+        REPO / 'docs' / 'transfer_runs' / f'd38_{cell}.json'
+        for cell in ('d0', 'd1')]))
+    again = study.evidence(runs, 'recipe', committed['source'], 'solid5',
+                           'collapsed')
+    assert committed == json.loads(json.dumps(again))
+    assert committed['seeds'] == 8
+    names = [d['name'] for d in committed['differences']]
+    assert names[:3] == ['healthy checkpoint, BN − BN',
+                         'psBN_reinit_init − BN', 'psBN_reinit_init − ReDo']
+    assert 'not run by this demo' in committed['note']
