@@ -517,6 +517,12 @@ START_PAIRS = (('healthy checkpoint, BN', 'BN'), ('psBN_reinit_init', 'BN'),
                ('psBN_shift', 'BN'), ('ReDo', 'BN'))
 
 
+def _label(norm: str) -> str:
+    """A norm as the demo's evidence names it (psBN's rules as
+    ``psBN revival=<rule>``, the demo family's labels)."""
+    return f'psBN revival={REVIVALS[norm]}' if norm in REVIVALS else norm
+
+
 def evidence(runs: list[dict], regime: str, source: str,
              task: str = 'textured', start: str = '') -> dict:
     """The summary ``python -m psbn_mmdet.demo compare --evidence`` prints
@@ -536,8 +542,8 @@ def evidence(runs: list[dict], regime: str, source: str,
         if len(diffs) < 2:
             continue
         mean, low, high = t_interval(diffs)
-        differences.append(dict(name=f'{a} − {b}', mean=mean, low=low,
-                                high=high))
+        differences.append(dict(name=f'{_label(a)} − {_label(b)}', mean=mean,
+                                low=low, high=high))
         seeds.add(len(diffs))
     if not differences:
         raise UserError(f'no paired seeds of task {task!r}, regime '

@@ -280,15 +280,20 @@ def test_the_committed_evidence_is_the_benchmarks_summary():
 
 
 # ---------------------------------------------------------------- issue 38
-def test_the_committed_page_renders_unchanged():
-    """docs/transfer_study.md's section is what its records render to (the
-    task variants and starts add nothing to issue 23's records)."""
+@pytest.mark.parametrize('page, kinds', [
+    ('transfer_study.md', ('bench', 'check_capacity', 'screen')),
+    ('detection_screening.md', ('screen38',)),
+    ('revival_default.md', ('d38',))])
+def test_the_committed_page_renders_unchanged(page, kinds):
+    """A page's transfer section is what its records render to (issue
+    23's: the task variants and starts add nothing to its records; issue
+    38's screening and its cells D0-D2)."""
     from research.records import read_records
     runs = REPO / 'docs' / 'transfer_runs'
     paths = [sorted(str(p) for p in runs.glob(f'{kind}_*.json'))
-             for kind in ('bench', 'check_capacity', 'screen')]
+             for kind in kinds]
     text = study.render(read_records([p for group in paths for p in group]))
-    page = (REPO / 'docs' / 'transfer_study.md').read_text()
+    page = (REPO / 'docs' / page).read_text()
     assert f'<!-- transfer:begin -->\n{text}\n<!-- transfer:end -->' in page
 
 
@@ -505,5 +510,6 @@ def test_the_demo_prints_the_committed_cell_where_collapse_costs():
     assert committed['seeds'] == 8
     names = [d['name'] for d in committed['differences']]
     assert names[:3] == ['healthy checkpoint, BN − BN',
-                         'psBN_reinit_init − BN', 'psBN_reinit_init − ReDo']
+                         'psBN revival=reinit_init − BN',
+                         'psBN revival=reinit_init − ReDo']
     assert 'not run by this demo' in committed['note']
