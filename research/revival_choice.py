@@ -48,9 +48,9 @@ DETECTION = {'BN': 'BN', 'psBN revival=shift': 'shift',
              'psBN revival=auto': 'auto', 'ReDo': 'ReDo',
              # the transfer cells' names (research.detection_study.transfer
              # REVIVALS); 'healthy': the healthy start's BN runs of a
-             # collapsed-start cell (what collapse costs)
+             # collapsed-start cell (what collapse costs), either family
              'psBN_shift': 'shift', 'psBN_reinit_init': 'reinit_init',
-             'psBN_auto': 'auto', 'healthy': 'healthy'}
+             'psBN_auto': 'auto', 'healthy checkpoint, BN': 'healthy'}
 #: the declared detection cells (docs/revival_default.md): (task, start,
 #: regime) -> name
 NAMED = {('solid5', 'healthy', 'recipe'): 'D0',
@@ -106,10 +106,9 @@ def detection_cells(runs: list[dict]) -> list[Cell]:
     groups = {f'{d} {r}': norms for (d, r), norms in
               demo.by_seed(demo_runs).items()}
     cells = transfer.by_seed([r for r in runs if 'width' in r['job']])
-    for (width, regime, iterations, task, start), norms in cells.items():
-        healthy = cells.get((width, regime, iterations, task, 'healthy'), {})
-        if start == 'collapsed' and 'BN' in healthy:
-            norms = dict(norms, healthy=healthy['BN'])
+    for key in cells:
+        width, regime, iterations, task, start = key
+        norms = transfer.with_healthy_control(cells, key)
         name = NAMED.get((task, start, regime), f'{task} {width:g}x '
                          f'{start or "pretrained"} {regime}')
         groups[name if iterations is None else f'{name} {iterations} it'] = \

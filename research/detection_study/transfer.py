@@ -517,6 +517,22 @@ START_PAIRS = (('healthy checkpoint, BN', 'BN'), ('psBN_reinit_init', 'BN'),
                ('psBN_shift', 'BN'), ('ReDo', 'BN'))
 
 
+#: a collapsed-start cell's healthy control, as the demo family names it
+HEALTHY = 'healthy checkpoint, BN'
+
+
+def with_healthy_control(cells: dict, key: tuple) -> dict:
+    """The norms of :func:`by_seed`'s cell ``key``; a collapsed-start cell
+    also holds the healthy start's BN runs as :data:`HEALTHY` (paired by
+    seed: what collapse costs)."""
+    width, regime, iterations, task, start = key
+    norms = dict(cells.get(key, {}))
+    healthy = cells.get((width, regime, iterations, task, 'healthy'), {})
+    if start == 'collapsed' and 'BN' in healthy:
+        norms[HEALTHY] = healthy['BN']
+    return norms
+
+
 def _label(norm: str) -> str:
     """A norm as the demo's evidence names it (psBN's rules as
     ``psBN revival=<rule>``, the demo family's labels)."""
@@ -531,11 +547,8 @@ def evidence(runs: list[dict], regime: str, source: str,
     issue 23's task (:data:`PAIRS`) or of ``task`` from ``start``
     (:data:`START_PAIRS`, the healthy start's BN runs as the healthy
     checkpoint, paired by seed)."""
-    cells = by_seed(runs)
-    norms = dict(cells.get((1.0, regime, None, task, start), {}))
-    healthy = cells.get((1.0, regime, None, task, 'healthy'), {})
-    if start == 'collapsed' and 'BN' in healthy:
-        norms['healthy checkpoint, BN'] = healthy['BN']
+    norms = with_healthy_control(by_seed(runs),
+                                 (1.0, regime, None, task, start))
     differences, seeds = [], set()
     for a, b in START_PAIRS if start else PAIRS:
         diffs = paired_differences(norms, a, b, lambda r: r['bbox_mAP'])
